@@ -1,0 +1,46 @@
+package io.kuasar.sandbox.controller;
+
+import io.kuasar.api.types.Metric;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.state.SandboxRecord;
+
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * What an isolation technique (runc, Wasm, microVM, Quark) implements. {@link SandboxController} does the rest:
+ * id validation, locking, persistence, Wait, idempotence and the mapping to containerd's Controller API.
+ * Methods throw {@link io.grpc.StatusRuntimeException} for errors a caller should see with a specific code;
+ * anything else becomes INTERNAL with its message.
+ */
+public interface Sandboxer {
+    /** The name containerd knows this sandboxer by ({@code proxy_plugins.<name>}). */
+    String name();
+
+    /** Prepares a sandbox that was just recorded; starts no process. */
+    void create(SandboxRecord record) throws Exception;
+
+    /** Starts the sandbox. The exit future completes when the sandbox's main process ends. */
+    Started start(SandboxRecord record) throws Exception;
+
+    /** Stops every process of the sandbox; must succeed when they are already gone. */
+    void stop(SandboxRecord record, Duration timeout) throws Exception;
+
+    /** Releases everything the sandbox holds (mounts, namespaces, sockets, files but its state directory). */
+    void shutdown(SandboxRecord record) throws Exception;
+
+    /** Re-attaches to a sandbox found running after a daemon restart; null if its processes are gone. */
+    Started recover(SandboxRecord record) throws Exception;
+
+    /** Resource usage of the sandbox as a containerd Metric; null if it has none to report. */
+    Metric metrics(SandboxRecord record) throws Exception;
+
+    /** Called after Update stored a new task list ({@code extensions.tasks}); the default keeps it only. */
+    default void tasksUpdated(SandboxRecord record, TaskResources.Diff diff) throws Exception {
+    }
+
+    /** The result of starting (or recovering) a sandbox. */
+    record Started(int pid, String taskAddress, CompletableFuture<ExitStatus> exit, Map<String, String> facts) {
+    }
+}

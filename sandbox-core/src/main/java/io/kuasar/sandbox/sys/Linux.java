@@ -1,0 +1,353 @@
+package io.kuasar.sandbox.sys;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+/**
+ * The few Linux system calls the JVM does not offer, bound through the FFM API (no JNI, no JNA).
+ * Every call returns its result or throws {@link ErrnoException} carrying errno, so callers never see -1.
+ * Blocking calls (poll, waitid, read) must run on platform threads: FFM calls pin a virtual thread's carrier.
+ */
+public final class Linux {
+    public static final int PR_SET_NAME = 15;
+    public static final int PR_SET_CHILD_SUBREAPER = 36;
+    public static final int P_PIDFD = 3;
+    public static final int WEXITED = 4;
+    public static final int WNOHANG = 1;
+    public static final int CLD_EXITED = 1;
+    public static final int CLD_KILLED = 2;
+    public static final int CLD_DUMPED = 3;
+    public static final short POLLIN = 0x1;
+    public static final int EFD_CLOEXEC = 0x80000;
+    public static final int EFD_NONBLOCK = 0x800;
+    public static final int MNT_DETACH = 2;
+    public static final int UMOUNT_NOFOLLOW = 8;
+    public static final int EINTR = 4;
+    public static final int ESRCH = 3;
+    public static final int ENOENT = 2;
+    public static final int EINVAL = 22;
+    public static final int ECHILD = 10;
+    public static final int EAGAIN = 11;
+    public static final long MS_RDONLY = 1;
+    public static final long MS_BIND = 4096;
+    public static final long MS_REC = 16384;
+    private static final long SYS_PIDFD_OPEN = 434;
+    private static final long SYS_PIDFD_SEND_SIGNAL = 424;
+    /** struct winsize ioctl. */
+    public static final long TIOCSWINSZ = 0x5414;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final SymbolLookup LIBC = LINKER.defaultLookup();
+    private static final StructLayout CALL_STATE = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = CALL_STATE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+
+    private static final MethodHandle PRCTL = bind("prctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG), 1);
+    private static final MethodHandle SYSCALL2 = bind("syscall", FunctionDescriptor.of(JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT), 1);
+    private static final MethodHandle SYSCALL4 = bind("syscall",
+            FunctionDescriptor.of(JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), 1);
+    private static final MethodHandle WAITID = bind("waitid", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle POLL = bind("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT), -1);
+    private static final MethodHandle EVENTFD = bind("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle READ = bind("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
+    private static final MethodHandle WRITE = bind("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
+    private static final MethodHandle CLOSE = bind("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle KILL = bind("kill", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle GETPID = bind("getpid", FunctionDescriptor.of(JAVA_INT), -1);
+    private static final MethodHandle MOUNT = bind("mount",
+            FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS), -1);
+    private static final MethodHandle UMOUNT2 = bind("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle IOCTL_PTR = bind("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
+
+    private Linux() {
+    }
+
+    /** Exit status of a reaped child, in the shell's convention: a signal death is 128 + signal. */
+    public record WaitStatus(int pid, int code, boolean signaled) {
+        public int exitStatus() {
+            return code;
+        }
+    }
+
+    public static void setChildSubreaper() {
+        invoke("prctl(PR_SET_CHILD_SUBREAPER)", PRCTL, PR_SET_CHILD_SUBREAPER, 1L);
+    }
+
+    public static int getpid() {
+        try {
+            return (int) GETPID.invokeExact();
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Opens a pidfd; works on a zombie too, so a fast-exiting child is never missed. */
+    public static int pidfdOpen(int pid) {
+        return (int) (long) invoke("pidfd_open(" + pid + ")", SYSCALL2, SYS_PIDFD_OPEN, pid, 0);
+    }
+
+    public static void pidfdSendSignal(int pidfd, int signal) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            long rc = (long) SYSCALL4.invokeExact(state, SYS_PIDFD_SEND_SIGNAL, pidfd, signal, MemorySegment.NULL, 0);
+            if (rc < 0) {
+                throw new ErrnoException("pidfd_send_signal", errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Reaps the process behind a pidfd if it has exited; returns null if it is still running (WNOHANG). */
+    public static WaitStatus waitPidfd(int pidfd, boolean block) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment info = arena.allocate(128);
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc;
+            do {
+                rc = (int) WAITID.invokeExact(state, P_PIDFD, pidfd, info, WEXITED | (block ? 0 : WNOHANG));
+            } while (rc < 0 && errno(state) == EINTR);
+            if (rc < 0) {
+                throw new ErrnoException("waitid(P_PIDFD)", errno(state));
+            }
+            int pid = info.get(JAVA_INT, 16);
+            if (pid == 0) {
+                return null;
+            }
+            int code = info.get(JAVA_INT, 8);
+            int status = info.get(JAVA_INT, 24);
+            boolean signaled = code == CLD_KILLED || code == CLD_DUMPED;
+            return new WaitStatus(pid, signaled ? 128 + status : status, signaled);
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** poll(2) for readability on the given fds; returns the indexes that are readable (or hung up). */
+    public static boolean[] pollIn(int[] fds, int timeoutMillis) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment pfds = arena.allocate(8L * fds.length, 4);
+            for (int i = 0; i < fds.length; i++) {
+                pfds.set(JAVA_INT, 8L * i, fds[i]);
+                pfds.set(JAVA_SHORT, 8L * i + 4, POLLIN);
+                pfds.set(JAVA_SHORT, 8L * i + 6, (short) 0);
+            }
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) POLL.invokeExact(state, pfds, (long) fds.length, timeoutMillis);
+            boolean[] ready = new boolean[fds.length];
+            if (rc < 0) {
+                int err = errno(state);
+                if (err == EINTR) {
+                    return ready;
+                }
+                throw new ErrnoException("poll", err);
+            }
+            for (int i = 0; i < fds.length; i++) {
+                ready[i] = pfds.get(JAVA_SHORT, 8L * i + 6) != 0;
+            }
+            return ready;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    public static int eventfd() {
+        return (int) invoke("eventfd", EVENTFD, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+    }
+
+    /** Adds one to an eventfd counter (wakes a poller). */
+    public static void eventfdSignal(int fd) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment one = arena.allocate(JAVA_LONG);
+            one.set(JAVA_LONG, 0, 1L);
+            write(fd, one, 8);
+        }
+    }
+
+    /** Drains an eventfd counter; ignores EAGAIN. */
+    public static void eventfdDrain(int fd) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(JAVA_LONG);
+            read(fd, buf, 8);
+        } catch (ErrnoException e) {
+            if (e.errno() != EAGAIN) {
+                throw e;
+            }
+        }
+    }
+
+    public static long read(int fd, MemorySegment buf, long len) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            long rc;
+            do {
+                rc = (long) READ.invokeExact(state, fd, buf, len);
+            } while (rc < 0 && errno(state) == EINTR);
+            if (rc < 0) {
+                throw new ErrnoException("read", errno(state));
+            }
+            return rc;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    public static long write(int fd, MemorySegment buf, long len) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            long rc;
+            do {
+                rc = (long) WRITE.invokeExact(state, fd, buf, len);
+            } while (rc < 0 && errno(state) == EINTR);
+            if (rc < 0) {
+                throw new ErrnoException("write", errno(state));
+            }
+            return rc;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    public static void close(int fd) {
+        if (fd >= 0) {
+            try {
+                invoke("close", CLOSE, fd);
+            } catch (ErrnoException ignored) {
+                // close errors carry no actionable information for us
+            }
+        }
+    }
+
+    /** kill(2); returns false if the process no longer exists (ESRCH). */
+    public static boolean kill(int pid, int signal) {
+        if (pid <= 0) {
+            throw new IllegalArgumentException("refusing to signal pid " + pid);
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) KILL.invokeExact(state, pid, signal);
+            if (rc < 0) {
+                int err = errno(state);
+                if (err == ESRCH) {
+                    return false;
+                }
+                throw new ErrnoException("kill(" + pid + ", " + signal + ")", err);
+            }
+            return true;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    public static void mount(String source, String target, String fstype, long flags, String data) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) MOUNT.invokeExact(state, cstr(arena, source), cstr(arena, target), cstr(arena, fstype), flags,
+                    cstr(arena, data));
+            if (rc < 0) {
+                throw new ErrnoException("mount " + fstype + " " + source + " on " + target, errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** umount2(2); returns false if the target was not mounted (EINVAL) or is gone (ENOENT). */
+    public static boolean umount(String target, int flags) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) UMOUNT2.invokeExact(state, cstr(arena, target), flags);
+            if (rc < 0) {
+                int err = errno(state);
+                if (err == EINVAL || err == ENOENT) {
+                    return false;
+                }
+                throw new ErrnoException("umount " + target, err);
+            }
+            return true;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Sets a terminal's window size (TIOCSWINSZ). */
+    public static void setWindowSize(int fd, int rows, int cols) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment ws = arena.allocate(8, 2);
+            ws.set(JAVA_SHORT, 0, (short) rows);
+            ws.set(JAVA_SHORT, 2, (short) cols);
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) IOCTL_PTR.invokeExact(state, fd, TIOCSWINSZ, ws);
+            if (rc < 0) {
+                throw new ErrnoException("ioctl(TIOCSWINSZ)", errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    static MemorySegment cstr(Arena arena, String s) {
+        return s == null ? MemorySegment.NULL : arena.allocateFrom(s);
+    }
+
+    static MethodHandle bind(String name, FunctionDescriptor fd, int firstVariadic) {
+        MemorySegment sym = LIBC.find(name).orElseThrow(() -> new IllegalStateException("libc has no " + name));
+        Linker.Option errno = Linker.Option.captureCallState("errno");
+        return firstVariadic < 0 ? LINKER.downcallHandle(sym, fd, errno)
+                : LINKER.downcallHandle(sym, fd, errno, Linker.Option.firstVariadicArg(firstVariadic));
+    }
+
+    static int errno(MemorySegment state) {
+        return (int) ERRNO.get(state, 0L);
+    }
+
+    /** Invokes a handle that captures errno; a negative result becomes an ErrnoException via check(). */
+    private static Object invoke(String what, MethodHandle mh, Object... args) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            Object[] all = new Object[args.length + 1];
+            all[0] = state;
+            System.arraycopy(args, 0, all, 1, args.length);
+            Object rc = mh.invokeWithArguments(all);
+            long value = rc instanceof Integer i ? i : (Long) rc;
+            if (value < 0) {
+                throw new ErrnoException(what, errno(state));
+            }
+            return rc;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+}

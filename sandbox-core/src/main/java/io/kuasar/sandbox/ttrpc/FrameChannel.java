@@ -1,0 +1,109 @@
+package io.kuasar.sandbox.ttrpc;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.channels.Channels;
+import java.nio.channels.SocketChannel;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * Reads and writes ttrpc frames on a connected stream socket. Reads happen on one thread; writes from many threads
+ * are serialised so frames never interleave.
+ */
+final class FrameChannel implements AutoCloseable {
+    private final SocketChannel channel;
+    private final InputStream in;
+    private final ReentrantLock writeLock = new ReentrantLock();
+    private final int maxDataLength;
+
+    FrameChannel(SocketChannel channel, int maxDataLength) {
+        this.channel = channel;
+        this.in = new java.io.BufferedInputStream(Channels.newInputStream(channel), 64 * 1024);
+        this.maxDataLength = maxDataLength;
+    }
+
+    /**
+     * Reads the next frame, or returns null at a clean end of stream. A frame longer than the maximum is read and
+     * discarded, then reported as {@link FrameTooLargeException} so the caller can answer that stream and go on.
+     */
+    Frame read() throws IOException {
+        byte[] header = new byte[Frame.HEADER_LENGTH];
+        int first = in.read();
+        if (first < 0) {
+            return null;
+        }
+        header[0] = (byte) first;
+        readFully(header, 1, header.length - 1);
+        ByteBuffer h = ByteBuffer.wrap(header);
+        long length = Integer.toUnsignedLong(h.getInt());
+        int streamId = h.getInt();
+        byte type = h.get();
+        byte flags = h.get();
+        if (length > maxDataLength) {
+            discard(length);
+            throw new FrameTooLargeException(streamId, length, maxDataLength);
+        }
+        byte[] data = new byte[(int) length];
+        readFully(data, 0, data.length);
+        return new Frame(streamId, type, flags, data);
+    }
+
+    void write(Frame frame) throws IOException {
+        if (frame.data().length > maxDataLength) {
+            throw new IOException("refusing to send " + frame.data().length + " bytes: maximum message size is "
+                    + maxDataLength);
+        }
+        ByteBuffer buf = ByteBuffer.allocate(Frame.HEADER_LENGTH + frame.data().length);
+        buf.putInt(frame.data().length).putInt(frame.streamId()).put(frame.type()).put(frame.flags()).put(frame.data());
+        buf.flip();
+        writeLock.lock();
+        try {
+            while (buf.hasRemaining()) {
+                channel.write(buf);
+            }
+        } finally {
+            writeLock.unlock();
+        }
+    }
+
+    int maxDataLength() {
+        return maxDataLength;
+    }
+
+    SocketChannel socket() {
+        return channel;
+    }
+
+    private void readFully(byte[] b, int off, int len) throws IOException {
+        while (len > 0) {
+            int n = in.read(b, off, len);
+            if (n < 0) {
+                throw new EOFException("connection closed in the middle of a frame");
+            }
+            off += n;
+            len -= n;
+        }
+    }
+
+    private void discard(long length) throws IOException {
+        byte[] sink = new byte[64 * 1024];
+        while (length > 0) {
+            int n = in.read(sink, 0, (int) Math.min(sink.length, length));
+            if (n < 0) {
+                throw new EOFException("connection closed while discarding an oversized frame");
+            }
+            length -= n;
+        }
+    }
+
+    @Override
+    public void close() {
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // closing a socket that is already broken
+        }
+    }
+}

@@ -1,0 +1,378 @@
+package io.kuasar.sandbox.ttrpc;
+
+import com.google.protobuf.ByteString;
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.Message;
+import io.grpc.Status;
+import io.kuasar.api.ttrpc.KeyValue;
+import io.kuasar.api.ttrpc.Request;
+import io.kuasar.api.ttrpc.Response;
+import jdk.net.ExtendedSocketOptions;
+import jdk.net.UnixDomainPrincipal;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A ttrpc server on a Unix socket. One virtual thread reads each connection; each call runs on its own virtual
+ * thread, so a long {@code Wait} never blocks other calls. Malformed or oversized frames are answered with an error
+ * status (or end that connection when the framing itself is lost); the server keeps serving everyone else.
+ * Only peers running as our own user may connect, as containerd's own ttrpc servers require.
+ */
+public final class TtrpcServer implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(TtrpcServer.class);
+
+    private final Path socketPath;
+    private final Map<String, TtrpcService> services = new ConcurrentHashMap<>();
+    private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
+    private final ScheduledExecutorService deadlines;
+    private final int maxMessageLength;
+    private final AtomicInteger activeCalls = new AtomicInteger();
+    private ServerSocketChannel listener;
+    private volatile boolean closed;
+
+    public TtrpcServer(Path socketPath) {
+        this(socketPath, Frame.MAX_DATA_LENGTH);
+    }
+
+    public TtrpcServer(Path socketPath, int maxMessageLength) {
+        this.socketPath = socketPath.toAbsolutePath();
+        this.maxMessageLength = maxMessageLength;
+        this.deadlines = Executors.newSingleThreadScheduledExecutor(
+                Thread.ofPlatform().daemon().name("ttrpc-deadlines").factory());
+    }
+
+    public TtrpcServer register(TtrpcService service) {
+        services.put(service.name(), service);
+        return this;
+    }
+
+    public Path socketPath() {
+        return socketPath;
+    }
+
+    /** The address containerd dials for this server's Task API. */
+    public String address() {
+        return "ttrpc+unix://" + socketPath;
+    }
+
+    public int activeCalls() {
+        return activeCalls.get();
+    }
+
+    public synchronized TtrpcServer start() throws IOException {
+        Files.createDirectories(socketPath.getParent());
+        Files.deleteIfExists(socketPath); // a stale socket from a previous run
+        listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        listener.bind(UnixDomainSocketAddress.of(socketPath), 1024);
+        Files.setPosixFilePermissions(socketPath, PosixFilePermissions.fromString("rw-------"));
+        Thread.ofVirtual().name("ttrpc-accept-" + socketPath.getFileName()).start(this::acceptLoop);
+        LOG.info("ttrpc server listening on {}", socketPath);
+        return this;
+    }
+
+    private void acceptLoop() {
+        while (!closed) {
+            SocketChannel ch;
+            try {
+                ch = listener.accept();
+            } catch (ClosedChannelException e) {
+                return;
+            } catch (IOException e) {
+                if (!closed) {
+                    LOG.warn("ttrpc accept on {} failed: {}", socketPath, e.getMessage());
+                }
+                continue;
+            }
+            if (!samePeerUser(ch)) {
+                LOG.warn("rejected a ttrpc connection on {} from another user", socketPath);
+                closeQuietly(ch);
+                continue;
+            }
+            Connection c = new Connection(new FrameChannel(ch, maxMessageLength));
+            connections.add(c);
+            Thread.ofVirtual().name("ttrpc-conn").start(c::serve);
+        }
+    }
+
+    private static boolean samePeerUser(SocketChannel ch) {
+        try {
+            UnixDomainPrincipal peer = ch.getOption(ExtendedSocketOptions.SO_PEERCRED);
+            String me = System.getProperty("user.name");
+            return peer.user().getName().equals(me);
+        } catch (IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        closeQuietly(listener);
+        connections.forEach(Connection::close);
+        deadlines.shutdownNow();
+        try {
+            Files.deleteIfExists(socketPath);
+        } catch (IOException e) {
+            LOG.warn("could not remove {}: {}", socketPath, e.getMessage());
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        try {
+            if (c != null) {
+                c.close();
+            }
+        } catch (Exception ignored) {
+            // nothing useful to do
+        }
+    }
+
+    /** One client connection and its in-flight calls. */
+    private final class Connection {
+        private final FrameChannel frames;
+        private final Map<Integer, Call> calls = new ConcurrentHashMap<>();
+        private int lastStreamId;
+
+        Connection(FrameChannel frames) {
+            this.frames = frames;
+        }
+
+        void serve() {
+            try {
+                while (true) {
+                    Frame frame;
+                    try {
+                        frame = frames.read();
+                    } catch (FrameTooLargeException e) {
+                        respond(e.streamId(), Status.RESOURCE_EXHAUSTED.withDescription(e.getMessage()), null);
+                        continue;
+                    }
+                    if (frame == null) {
+                        break;
+                    }
+                    dispatch(frame);
+                }
+            } catch (IOException e) {
+                if (!closed) {
+                    LOG.debug("ttrpc connection ended: {}", e.getMessage());
+                }
+            } finally {
+                close();
+            }
+        }
+
+        private void dispatch(Frame frame) throws IOException {
+            switch (frame.type()) {
+                case Frame.TYPE_REQUEST -> onRequest(frame);
+                case Frame.TYPE_DATA -> {
+                    Call call = calls.get(frame.streamId());
+                    if (call == null || call.inbound == null) {
+                        LOG.debug("data frame for unknown stream {}", frame.streamId());
+                        return;
+                    }
+                    if (!frame.has(Frame.FLAG_NO_DATA)) {
+                        call.inbound.add(frame.data());
+                    }
+                    if (frame.has(Frame.FLAG_REMOTE_CLOSED)) {
+                        call.inbound.add(Call.END);
+                    }
+                }
+                default -> respond(frame.streamId(),
+                        Status.INVALID_ARGUMENT.withDescription("unexpected frame type " + frame.type()), null);
+            }
+        }
+
+        private void onRequest(Frame frame) throws IOException {
+            int id = frame.streamId();
+            if ((id & 1) == 0) {
+                respond(id, Status.INVALID_ARGUMENT.withDescription("StreamID must be odd for client initiated streams"), null);
+                return;
+            }
+            if (Integer.compareUnsigned(id, lastStreamId) <= 0 || calls.containsKey(id)) {
+                respond(id, Status.INVALID_ARGUMENT.withDescription("StreamID cannot be re-used and must increment"), null);
+                return;
+            }
+            lastStreamId = id;
+            Request req;
+            try {
+                req = Request.parseFrom(frame.data());
+            } catch (InvalidProtocolBufferException e) {
+                respond(id, Status.INVALID_ARGUMENT.withDescription("malformed ttrpc request: " + e.getMessage()), null);
+                return;
+            }
+            TtrpcService service = services.get(req.getService());
+            TtrpcService.Method method = service == null ? null : service.method(req.getMethod());
+            if (method == null) {
+                respond(id, Status.UNIMPLEMENTED.withDescription(service == null
+                        ? "service " + req.getService() : "method " + req.getMethod()), null);
+                return;
+            }
+            Map<String, List<String>> md = new LinkedHashMap<>();
+            for (KeyValue kv : req.getMetadataList()) {
+                md.computeIfAbsent(kv.getKey(), k -> new ArrayList<>()).add(kv.getValue());
+            }
+            Instant deadline = req.getTimeoutNano() > 0 ? Instant.now().plusNanos(req.getTimeoutNano()) : null;
+            CallContext ctx = new CallContext(req.getService(), req.getMethod(), md, deadline);
+            Call call = new Call(id, method instanceof TtrpcService.Streaming ? new LinkedBlockingQueue<>() : null);
+            calls.put(id, call);
+            if (method instanceof TtrpcService.Streaming s) {
+                if (!s.streamingClient()) {
+                    call.inbound.add(req.getPayload().toByteArray());
+                    call.inbound.add(Call.END);
+                } else if (frame.has(Frame.FLAG_REMOTE_CLOSED)) {
+                    call.inbound.add(Call.END);
+                }
+            }
+            activeCalls.incrementAndGet();
+            call.thread = Thread.ofVirtual().name("ttrpc-" + req.getMethod()).start(() -> run(call, ctx, method, req));
+            if (deadline != null) {
+                call.timer = deadlines.schedule(() -> expire(call),
+                        Math.max(0, Duration.between(Instant.now(), deadline).toNanos()), TimeUnit.NANOSECONDS);
+            }
+        }
+
+        private void run(Call call, CallContext ctx, TtrpcService.Method method, Request req) {
+            try {
+                Message result = switch (method) {
+                    case TtrpcService.Unary u -> u.invoke(ctx, req.getPayload().toByteArray());
+                    case TtrpcService.Streaming s -> {
+                        s.handler().handle(ctx, call.stream(this));
+                        yield null;
+                    }
+                };
+                finish(call, Status.OK, result);
+            } catch (Throwable t) {
+                Status status = Statuses.of(t);
+                if (status.getCode() == Status.Code.INTERNAL) {
+                    LOG.warn("{}/{} failed", ctx.service(), ctx.method(), t);
+                }
+                finish(call, status, null);
+            } finally {
+                activeCalls.decrementAndGet();
+            }
+        }
+
+        private void expire(Call call) {
+            if (finish(call, Status.DEADLINE_EXCEEDED.withDescription("context deadline exceeded"), null)) {
+                call.thread.interrupt();
+            }
+        }
+
+        /** Sends the final response once; returns false if the call was already finished. */
+        private boolean finish(Call call, Status status, Message result) {
+            if (!call.done.compareAndSet(false, true)) {
+                return false;
+            }
+            calls.remove(call.id);
+            if (call.timer != null) {
+                call.timer.cancel(false);
+            }
+            try {
+                respond(call.id, status, result);
+            } catch (IOException e) {
+                LOG.debug("could not answer stream {}: {}", call.id, e.getMessage());
+            }
+            return true;
+        }
+
+        private void respond(int streamId, Status status, Message result) throws IOException {
+            Response.Builder resp = Response.newBuilder();
+            if (!status.isOk()) {
+                resp.setStatus(Statuses.toProto(status));
+            } else if (result != null) {
+                ByteString payload = result.toByteString();
+                if (payload.size() > frames.maxDataLength() - 64) {
+                    resp.setStatus(Statuses.toProto(Status.RESOURCE_EXHAUSTED.withDescription(
+                            "response of " + payload.size() + " bytes exceeds maximum message size")));
+                } else {
+                    resp.setPayload(payload);
+                }
+            }
+            frames.write(new Frame(streamId, Frame.TYPE_RESPONSE, (byte) 0, resp.build().toByteArray()));
+        }
+
+        void close() {
+            frames.close();
+            connections.remove(this);
+            // The client is gone: nobody will read these answers, so stop the work (e.g. a blocked Wait).
+            calls.values().forEach(c -> {
+                if (c.done.compareAndSet(false, true) && c.thread != null) {
+                    c.thread.interrupt();
+                }
+                if (c.timer != null) {
+                    c.timer.cancel(false);
+                }
+            });
+            calls.clear();
+        }
+    }
+
+    /** One in-flight call. */
+    private static final class Call {
+        static final byte[] END = new byte[0];
+        final int id;
+        final LinkedBlockingQueue<byte[]> inbound;
+        final AtomicBoolean done = new AtomicBoolean();
+        volatile Thread thread;
+        volatile ScheduledFuture<?> timer;
+        private boolean ended;
+
+        Call(int id, LinkedBlockingQueue<byte[]> inbound) {
+            this.id = id;
+            this.inbound = inbound;
+        }
+
+        ServerStream stream(Connection conn) {
+            return new ServerStream() {
+                @Override
+                public byte[] recv() throws InterruptedException {
+                    if (ended) {
+                        return null;
+                    }
+                    byte[] b = inbound.take();
+                    if (b == END) {
+                        ended = true;
+                        return null;
+                    }
+                    return b;
+                }
+
+                @Override
+                public void send(Message message) throws IOException {
+                    if (done.get()) {
+                        throw new IOException("stream " + id + " is closed");
+                    }
+                    conn.frames.write(new Frame(id, Frame.TYPE_DATA, (byte) 0, message.toByteArray()));
+                }
+            };
+        }
+    }
+}
