@@ -62,11 +62,10 @@ public final class GrpcServer implements AutoCloseable {
 
     @Override
     public void close() {
-        server.shutdown();
+        // Pending Waits are long-polls: cancel them rather than wait; containerd re-issues them.
+        server.shutdownNow();
         try {
-            if (!server.awaitTermination(3, TimeUnit.SECONDS)) {
-                server.shutdownNow();
-            }
+            server.awaitTermination(2, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             server.shutdownNow();

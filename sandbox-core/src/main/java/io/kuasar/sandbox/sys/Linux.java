@@ -64,7 +64,6 @@ public final class Linux {
     private static final MethodHandle WRITE = bind("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
     private static final MethodHandle CLOSE = bind("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
     private static final MethodHandle KILL = bind("kill", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle GETPID = bind("getpid", FunctionDescriptor.of(JAVA_INT), -1);
     private static final MethodHandle MOUNT = bind("mount",
             FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS), -1);
     private static final MethodHandle UMOUNT2 = bind("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
@@ -85,11 +84,7 @@ public final class Linux {
     }
 
     public static int getpid() {
-        try {
-            return (int) GETPID.invokeExact();
-        } catch (Throwable t) {
-            throw new IllegalStateException(t);
-        }
+        return (int) ProcessHandle.current().pid();
     }
 
     /** Opens a pidfd; works on a zombie too, so a fast-exiting child is never missed. */

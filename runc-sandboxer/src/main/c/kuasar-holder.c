@@ -1,0 +1,97 @@
+/*
+ * kuasar-holder: the namespace holder of one runc pod (Kuasar's pause-less "sandbox" process).
+ *
+ *   kuasar-holder [--netns PATH] [--pid] NAME
+ *
+ * Joins the pod network namespace given by containerd (CNI) if any, creates fresh IPC and UTS namespaces (and a
+ * PID namespace with --pid, for pods that share one), then forks the holder itself and prints its pid on stdout.
+ * The launcher exits at once, so the holder is re-parented to runc-sandboxer, a child subreaper, which learns its
+ * exit status through a pidfd. Containers join the holder's namespaces through /proc/PID/ns.
+ *
+ * The holder does nothing but reap children: with --pid it is PID 1 of the pod's PID namespace, and orphans of
+ * containers sharing that namespace are re-parented to it. SIGTERM/SIGINT end it cleanly.
+ * A JVM cannot do this itself: unshare(CLONE_NEWPID) and fork are not available to a multi-threaded process.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void die(const char *what) {
+    fprintf(stderr, "kuasar-holder: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: kuasar-holder [--netns PATH] [--pid] NAME\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *netns = NULL, *name = NULL;
+    int new_pid = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--netns") == 0 && i + 1 < argc) {
+            netns = argv[++i];
+        } else if (strcmp(argv[i], "--pid") == 0) {
+            new_pid = 1;
+        } else if (argv[i][0] == '-') {
+            usage();
+        } else if (name == NULL) {
+            name = argv[i];
+        } else {
+            usage();
+        }
+    }
+    if (name == NULL) {
+        usage();
+    }
+    if (netns != NULL && netns[0] != '\0') {
+        int fd = open(netns, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) die("open netns");
+        if (setns(fd, CLONE_NEWNET) < 0) die("setns(CLONE_NEWNET)");
+        close(fd);
+    }
+    if (unshare(CLONE_NEWIPC | CLONE_NEWUTS | (new_pid ? CLONE_NEWPID : 0)) < 0) die("unshare");
+
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL); /* the holder takes signals through sigwait */
+
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child > 0) {
+        printf("%d\n", (int) child);
+        fflush(stdout);
+        return 0;
+    }
+
+    setsid();
+    char comm[16];
+    snprintf(comm, sizeof comm, "kuasar-%.8s", name);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        if (devnull > 2) close(devnull);
+    }
+    for (;;) {
+        int sig;
+        if (sigwait(&all, &sig) != 0) continue;
+        if (sig == SIGCHLD) {
+            while (waitpid(-1, NULL, WNOHANG) > 0) {
+            }
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,63 @@
+package io.kuasar.runc;
+
+import io.grpc.Status;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Starts a pod's namespace holder through the {@code kuasar-holder} helper, which prints the holder's pid and
+ * exits; the holder is then re-parented to this daemon (a child subreaper).
+ */
+public final class HolderLauncher {
+    private final Path helper;
+
+    public HolderLauncher(Path helper) {
+        this.helper = helper;
+    }
+
+    public Path helper() {
+        return helper;
+    }
+
+    public int launch(String sandboxId, String netnsPath, boolean newPidNamespace) throws IOException {
+        if (!Files.isExecutable(helper)) {
+            throw Status.FAILED_PRECONDITION.withDescription("namespace holder helper " + helper
+                    + " is missing or not executable; reinstall runc-sandboxer (make install)").asRuntimeException();
+        }
+        List<String> cmd = new ArrayList<>(List.of(helper.toString()));
+        if (netnsPath != null && !netnsPath.isEmpty()) {
+            cmd.add("--netns");
+            cmd.add(netnsPath);
+        }
+        if (newPidNamespace) {
+            cmd.add("--pid");
+        }
+        cmd.add(sandboxId);
+        Process p = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
+                .start();
+        try {
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+                throw Status.DEADLINE_EXCEEDED.withDescription("sandbox " + sandboxId
+                        + ": namespace holder did not start within 10s").asRuntimeException();
+            }
+        } catch (InterruptedException e) {
+            p.destroyForcibly();
+            Thread.currentThread().interrupt();
+            throw Status.CANCELLED.withDescription("sandbox " + sandboxId + ": start interrupted").asRuntimeException();
+        }
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+        String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+        if (p.exitValue() != 0 || out.isEmpty()) {
+            throw Status.INTERNAL.withDescription("sandbox " + sandboxId + ": namespace holder failed: "
+                    + (err.isEmpty() ? "exit status " + p.exitValue() : err)).asRuntimeException();
+        }
+        return Integer.parseInt(out);
+    }
+}

@@ -1,0 +1,283 @@
+package io.kuasar.runc;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.google.protobuf.Any;
+import io.grpc.Status;
+import io.kuasar.api.runc.options.ProcessDetails;
+import io.kuasar.api.task.v3.ExecProcessRequest;
+import io.kuasar.api.types.task.ProcessInfo;
+import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.sys.Linux;
+import io.kuasar.sandbox.task.Container;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+
+/** One runc container: its bundle, runc state, rootfs mount and stdio. */
+final class RuncContainer implements Container {
+    private static final Logger LOG = LoggerFactory.getLogger(RuncContainer.class);
+
+    private final String id;
+    private final String sandboxId;
+    private final Path bundle;
+    private final Runc runc;
+    private final ProcessReaper reaper;
+    private final ObjectMapper json;
+    private final CgroupStats cgroups;
+    private final boolean rootfsMounted;
+    private final ProcessIo io;
+    private final Map<String, RuncExec> execs = new ConcurrentHashMap<>();
+    private int pid;
+    private CompletableFuture<ExitStatus> exit;
+
+    RuncContainer(String id, String sandboxId, Path bundle, Runc runc, ProcessReaper reaper, ObjectMapper json,
+                  CgroupStats cgroups, boolean rootfsMounted, ProcessIo io) {
+        this.id = id;
+        this.sandboxId = sandboxId;
+        this.bundle = bundle;
+        this.runc = runc;
+        this.reaper = reaper;
+        this.json = json;
+        this.cgroups = cgroups;
+        this.rootfsMounted = rootfsMounted;
+        this.io = io;
+    }
+
+    /** {@code runc create}: the init process exists, blocked until {@link #start()}. */
+    void create() throws IOException {
+        Path pidFile = bundle.resolve("init.pid");
+        runc.run("runc create of container " + id, log(), List.of("create", "--bundle", bundle.toString(),
+                "--pid-file", pidFile.toString(), id), io.stdio(), null);
+        pid = readPid(pidFile);
+        exit = reaper.watch(pid);
+        io.holdOutputs();
+        exit.whenComplete((s, t) -> io.close());
+    }
+
+    private Path log() {
+        return bundle.resolve("log.json");
+    }
+
+    static int readPid(Path pidFile) throws IOException {
+        String s = Files.readString(pidFile, StandardCharsets.UTF_8).trim();
+        try {
+            return Integer.parseInt(s);
+        } catch (NumberFormatException e) {
+            throw new IOException("runc wrote an invalid pid file " + pidFile + ": " + s);
+        }
+    }
+
+    @Override
+    public String sandboxId() {
+        return sandboxId;
+    }
+
+    @Override
+    public int initPid() {
+        return pid;
+    }
+
+    @Override
+    public CompletableFuture<ExitStatus> initExit() {
+        return exit;
+    }
+
+    @Override
+    public void start() throws IOException {
+        runc.run("runc start of container " + id, log(), List.of("start", id), Runc.Stdio.none(), null);
+    }
+
+    @Override
+    public Exec exec(ExecProcessRequest request) throws IOException {
+        String execId = request.getExecId();
+        JsonNode process;
+        try {
+            process = json.readTree(request.getSpec().getValue().toByteArray());
+        } catch (IOException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("exec " + execId + " in container " + id
+                    + ": spec is not a valid OCI process (JSON): " + e.getMessage()).asRuntimeException();
+        }
+        if (process == null || !process.path("args").isArray() || process.path("args").isEmpty()) {
+            throw Status.INVALID_ARGUMENT.withDescription("exec " + execId + " in container " + id
+                    + ": spec.args must be a non-empty list").asRuntimeException();
+        }
+        if (request.getTerminal() || process.path("terminal").asBoolean(false)) {
+            throw Status.UNIMPLEMENTED.withDescription("exec " + execId + " in container " + id
+                    + ": terminals are not supported yet").asRuntimeException();
+        }
+        Path processFile = bundle.resolve("exec-" + execId + ".json");
+        Files.write(processFile, json.writeValueAsBytes(process));
+        ProcessIo execIo = new ProcessIo("exec " + execId + " in container " + id, request.getStdin(),
+                request.getStdout(), request.getStderr());
+        RuncExec e = new RuncExec(execId, processFile, execIo);
+        execs.put(execId, e);
+        return e;
+    }
+
+    /** An exec'd process: {@code runc exec --detach}, then tracked like the init process. */
+    private final class RuncExec implements Exec {
+        private final String execId;
+        private final Path processFile;
+        private final ProcessIo io;
+        private CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+        private int execPid;
+
+        RuncExec(String execId, Path processFile, ProcessIo io) {
+            this.execId = execId;
+            this.processFile = processFile;
+            this.io = io;
+        }
+
+        @Override
+        public int start() throws IOException {
+            Path pidFile = bundle.resolve("exec-" + execId + ".pid");
+            runc.run("runc exec " + execId + " in container " + id, log(), List.of("exec", "--detach",
+                    "--pid-file", pidFile.toString(), "--process", processFile.toString(), id), io.stdio(), null);
+            execPid = readPid(pidFile);
+            exit = reaper.watch(execPid);
+            io.holdOutputs();
+            exit.whenComplete((s, t) -> io.close());
+            Files.deleteIfExists(pidFile);
+            return execPid;
+        }
+
+        @Override
+        public CompletableFuture<ExitStatus> exit() {
+            return exit;
+        }
+
+        @Override
+        public void resizePty(int width, int height) {
+            throw Status.FAILED_PRECONDITION.withDescription("exec " + execId + " in container " + id
+                    + " has no terminal").asRuntimeException();
+        }
+
+        @Override
+        public void closeStdin() {
+            // The process holds containerd's stdin FIFO directly: EOF arrives when containerd closes its end.
+        }
+
+        @Override
+        public void delete() throws IOException {
+            io.close();
+            execs.remove(execId);
+            Files.deleteIfExists(processFile);
+        }
+    }
+
+    @Override
+    public void kill(int signal, boolean all) throws IOException {
+        List<String> args = new ArrayList<>(List.of("kill"));
+        if (all) {
+            args.add("--all");
+        }
+        args.add(id);
+        args.add(Integer.toString(signal));
+        try {
+            runc.run("runc kill of container " + id, log(), args, Runc.Stdio.none(), null);
+        } catch (Runc.RuncException e) {
+            String r = e.reason();
+            if (r.contains("not running") || r.contains("process already finished") || r.contains("does not exist")) {
+                throw Status.NOT_FOUND.withDescription("container " + id + ": process already finished")
+                        .asRuntimeException();
+            }
+            throw e;
+        }
+    }
+
+    @Override
+    public void delete() throws IOException {
+        try {
+            runc.run("runc delete of container " + id, log(), List.of("delete", "--force", id), Runc.Stdio.none(),
+                    null);
+        } catch (Runc.RuncException e) {
+            if (!e.reason().contains("does not exist")) {
+                throw e;
+            }
+        }
+        io.close();
+        execs.values().forEach(e -> e.io.close());
+        if (rootfsMounted) {
+            Linux.umount(bundle.resolve("rootfs").toString(), Linux.MNT_DETACH);
+        }
+    }
+
+    @Override
+    public List<ProcessInfo> pids() throws IOException {
+        Runc.Result r = runc.run("runc ps of container " + id, log(), List.of("ps", "--format", "json", id),
+                Runc.Stdio.none(), null);
+        JsonNode arr = json.readTree(r.output().isBlank() ? "[]" : r.output());
+        Map<Integer, String> execByPid = new java.util.HashMap<>();
+        execs.values().forEach(e -> execByPid.put(e.execPid, e.execId));
+        List<ProcessInfo> out = new ArrayList<>();
+        for (JsonNode n : arr) {
+            int p = n.asInt();
+            ProcessInfo.Builder b = ProcessInfo.newBuilder().setPid(p);
+            String execId = execByPid.get(p);
+            if (execId != null) {
+                b.setInfo(CgroupStats.pack(ProcessDetails.newBuilder().setExecId(execId).build()));
+            }
+            out.add(b.build());
+        }
+        return out;
+    }
+
+    @Override
+    public Any stats() throws IOException {
+        return cgroups.statsOf(pid);
+    }
+
+    @Override
+    public void update(Any resources) throws IOException {
+        byte[] value = resources.getValue().toByteArray();
+        try {
+            JsonNode n = json.readTree(value);
+            if (n == null || !n.isObject()) {
+                throw new IOException("not a JSON object");
+            }
+        } catch (IOException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id
+                    + ": resources must be OCI LinuxResources as JSON: " + e.getMessage()).asRuntimeException();
+        }
+        runc.run("runc update of container " + id, log(), List.of("update", "--resources", "-", id),
+                Runc.Stdio.none(), value);
+    }
+
+    @Override
+    public void pause() throws IOException {
+        runc.run("runc pause of container " + id, log(), List.of("pause", id), Runc.Stdio.none(), null);
+    }
+
+    @Override
+    public void resume() throws IOException {
+        runc.run("runc resume of container " + id, log(), List.of("resume", id), Runc.Stdio.none(), null);
+    }
+
+    @Override
+    public void resizePty(int width, int height) {
+        throw Status.FAILED_PRECONDITION.withDescription("container " + id + " has no terminal")
+                .asRuntimeException();
+    }
+
+    @Override
+    public void closeStdin() {
+        // The container holds containerd's stdin FIFO directly: EOF arrives when containerd closes its end.
+    }
+
+    @Override
+    public String toString() {
+        return "runc container " + id;
+    }
+}

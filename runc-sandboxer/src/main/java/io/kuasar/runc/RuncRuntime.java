@@ -1,0 +1,175 @@
+package io.kuasar.runc;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.grpc.Status;
+import io.kuasar.api.runc.options.Options;
+import io.kuasar.api.task.v3.CreateTaskRequest;
+import io.kuasar.api.types.Mount;
+import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.sys.Linux;
+import io.kuasar.sandbox.task.Container;
+import io.kuasar.sandbox.task.ContainerRuntime;
+import io.kuasar.sandbox.ttrpc.CallContext;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Creates runc containers in containerd's own bundle: checks the OCI spec, mounts the rootfs containerd prepared,
+ * then {@code runc create}. The spec's namespace paths already point at the pod's holder ({@code /proc/<pid>/ns/*}),
+ * because Start returned the holder's real pid.
+ */
+public final class RuncRuntime implements ContainerRuntime {
+    /** CRI's annotation naming a container's pod. */
+    public static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
+
+    private final Runc runc;
+    private final ProcessReaper reaper;
+    private final ObjectMapper json = new ObjectMapper();
+    private final CgroupStats cgroups = new CgroupStats();
+
+    public RuncRuntime(Runc runc, ProcessReaper reaper) {
+        this.runc = runc;
+        this.reaper = reaper;
+    }
+
+    @Override
+    public Container create(CallContext ctx, CreateTaskRequest req) throws Exception {
+        String id = req.getId();
+        Path bundle = Path.of(req.getBundle());
+        if (req.getTerminal()) {
+            throw Status.UNIMPLEMENTED.withDescription("container " + id + ": terminals are not supported yet")
+                    .asRuntimeException();
+        }
+        JsonNode spec = readSpec(id, bundle);
+        String sandboxId = spec.path("annotations").path(SANDBOX_ID_ANNOTATION).asText("");
+        Runc r = runcFor(id, req);
+        boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
+        RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,
+                new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()));
+        try {
+            c.create();
+        } catch (Exception e) {
+            if (mounted) {
+                Linux.umount(bundle.resolve("rootfs").toString(), Linux.MNT_DETACH);
+            }
+            throw e;
+        }
+        return c;
+    }
+
+    /** The spec must be an OCI runtime spec runc can run; each problem names its field. */
+    JsonNode readSpec(String id, Path bundle) {
+        Path file = bundle.resolve("config.json");
+        JsonNode spec;
+        try {
+            spec = json.readTree(file.toFile());
+        } catch (IOException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + file
+                    + " is not a valid OCI spec: " + e.getMessage()).asRuntimeException();
+        }
+        List<String> problems = new ArrayList<>();
+        if (spec == null || !spec.isObject()) {
+            problems.add("the spec must be a JSON object");
+        } else {
+            if (!spec.path("ociVersion").isTextual()) {
+                problems.add("ociVersion is missing");
+            }
+            JsonNode process = spec.path("process");
+            if (!process.isObject()) {
+                problems.add("process is missing");
+            } else {
+                if (!process.path("args").isArray() || process.path("args").isEmpty()) {
+                    problems.add("process.args must be a non-empty list");
+                }
+                if (!process.path("cwd").isTextual() || !process.path("cwd").asText().startsWith("/")) {
+                    problems.add("process.cwd must be an absolute path");
+                }
+            }
+            if (!spec.path("root").path("path").isTextual() || spec.path("root").path("path").asText().isEmpty()) {
+                problems.add("root.path is missing");
+            }
+            JsonNode ns = spec.path("linux").path("namespaces");
+            if (ns.isArray()) {
+                for (JsonNode n : ns) {
+                    String path = n.path("path").asText("");
+                    if (!path.isEmpty() && !Files.exists(Path.of(path))) {
+                        problems.add("linux.namespaces: " + n.path("type").asText() + " namespace path " + path
+                                + " does not exist (has the sandbox stopped?)");
+                    }
+                }
+            }
+        }
+        if (!problems.isEmpty()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": invalid OCI spec " + file + ": "
+                    + String.join("; ", problems)).asRuntimeException();
+        }
+        return spec;
+    }
+
+    /** containerd passes runc options (binary name, state root) when the runtime has them. */
+    private Runc runcFor(String id, CreateTaskRequest req) {
+        Runc r = runc;
+        if (req.hasOptions() && req.getOptions().getTypeUrl().endsWith("containerd.runc.v1.Options")) {
+            try {
+                Options o = Options.parseFrom(req.getOptions().getValue());
+                if (!o.getBinaryName().isEmpty()) {
+                    r = r.withBinary(o.getBinaryName());
+                }
+                if (!o.getRoot().isEmpty()) {
+                    r = r.withRoot(Path.of(o.getRoot()));
+                }
+            } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+                throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": options are not valid runc options: "
+                        + e.getMessage()).asRuntimeException();
+            }
+        }
+        return r;
+    }
+
+    /** Mounts what containerd's snapshotter prepared onto {@code <bundle>/rootfs}; false if there was nothing. */
+    boolean mountRootfs(String id, Path bundle, List<Mount> mounts) throws IOException {
+        if (mounts.isEmpty()) {
+            return false;
+        }
+        if (mounts.size() > 1) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + mounts.size()
+                    + " rootfs mounts given; only one is supported").asRuntimeException();
+        }
+        Mount m = mounts.getFirst();
+        Path target = bundle.resolve("rootfs");
+        Files.createDirectories(target);
+        long flags = 0;
+        List<String> data = new ArrayList<>();
+        for (String o : m.getOptionsList()) {
+            Long f = FLAGS.get(o);
+            if (f != null) {
+                flags |= f;
+            } else if (!o.equals("rw") && !o.equals("defaults")) {
+                data.add(o);
+            }
+        }
+        String type = m.getType();
+        if (type.equals("bind") || type.equals("rbind")) {
+            flags |= Linux.MS_BIND | (type.equals("rbind") ? Linux.MS_REC : 0);
+            type = "none";
+        }
+        try {
+            Linux.mount(m.getSource(), target.toString(), type, flags, data.isEmpty() ? null : String.join(",", data));
+        } catch (RuntimeException e) {
+            throw Status.INTERNAL.withDescription("container " + id + ": cannot mount rootfs: " + e.getMessage())
+                    .asRuntimeException();
+        }
+        return true;
+    }
+
+    private static final Map<String, Long> FLAGS = Map.of(
+            "ro", Linux.MS_RDONLY, "bind", Linux.MS_BIND, "rbind", Linux.MS_BIND | Linux.MS_REC,
+            "nosuid", 2L, "nodev", 4L, "noexec", 8L);
+}

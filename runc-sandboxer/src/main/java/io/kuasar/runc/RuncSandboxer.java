@@ -1,0 +1,176 @@
+package io.kuasar.runc;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.Timestamp;
+import io.grpc.Status;
+import io.kuasar.api.cgroups.v1.CPUStat;
+import io.kuasar.api.cgroups.v1.CPUUsage;
+import io.kuasar.api.cgroups.v1.MemoryEntry;
+import io.kuasar.api.cgroups.v1.MemoryStat;
+import io.kuasar.api.cgroups.v1.Metrics;
+import io.kuasar.api.cgroups.v1.PidsStat;
+import io.kuasar.api.cri.v1.NamespaceMode;
+import io.kuasar.api.cri.v1.PodSandboxConfig;
+import io.kuasar.api.types.Metric;
+import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.controller.Sandboxer;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.state.SandboxRecord;
+import io.kuasar.sandbox.sys.Linux;
+import io.kuasar.sandbox.task.TaskService;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Pods without a pause container: each pod is a tiny namespace holder (net, ipc, uts, and pid when the pod shares
+ * one) whose host pid containerd writes into every container spec. All pods share this daemon's single ttrpc Task
+ * server.
+ */
+public final class RuncSandboxer implements Sandboxer {
+    private static final Logger LOG = LoggerFactory.getLogger(RuncSandboxer.class);
+    static final String HOLDER_PID = "holderPid";
+
+    private final HolderLauncher holders;
+    private final ProcessReaper reaper;
+    private final TaskService tasks;
+    private final String taskAddress;
+    private final CgroupStats cgroups = new CgroupStats();
+    private final Map<String, CompletableFuture<ExitStatus>> holderExits = new ConcurrentHashMap<>();
+
+    public RuncSandboxer(HolderLauncher holders, ProcessReaper reaper, TaskService tasks, String taskAddress) {
+        this.holders = holders;
+        this.reaper = reaper;
+        this.tasks = tasks;
+        this.taskAddress = taskAddress;
+    }
+
+    @Override
+    public String name() {
+        return "runc-sandboxer";
+    }
+
+    @Override
+    public void create(SandboxRecord r) {
+        podConfig(r); // reject a config we cannot read now, not at start
+        if (!r.netnsPath().isEmpty() && !Files.exists(Path.of(r.netnsPath()))) {
+            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id() + ": network namespace "
+                    + r.netnsPath() + " does not exist").asRuntimeException();
+        }
+    }
+
+    @Override
+    public Started start(SandboxRecord r) throws IOException {
+        PodSandboxConfig cfg = podConfig(r);
+        boolean sharedPid = cfg != null && cfg.getLinux().getSecurityContext().getNamespaceOptions().getPid()
+                == NamespaceMode.POD;
+        int pid = holders.launch(r.id(), r.netnsPath(), sharedPid);
+        CompletableFuture<ExitStatus> exit = reaper.watch(pid);
+        holderExits.put(r.id(), exit);
+        return new Started(pid, taskAddress, exit, Map.of(HOLDER_PID, Integer.toString(pid)));
+    }
+
+    @Override
+    public void stop(SandboxRecord r, Duration timeout) {
+        for (String c : tasks.containersOf(r.id())) {
+            tasks.forceRemove(c);
+        }
+        CompletableFuture<ExitStatus> exit = holderExits.get(r.id());
+        int pid = r.pid();
+        if (pid > 0 && exit != null && !exit.isDone()) {
+            Linux.kill(pid, 9);
+            try {
+                exit.get(5, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                LOG.warn("sandbox {}: holder {} did not exit after SIGKILL", r.id(), pid);
+            }
+        } else if (pid > 0 && exit == null && isOurHolder(pid, r.id())) {
+            Linux.kill(pid, 9); // recovered without a watch; still ours by name
+        }
+    }
+
+    @Override
+    public void shutdown(SandboxRecord r) {
+        for (String c : tasks.containersOf(r.id())) {
+            tasks.forceRemove(c);
+        }
+        holderExits.remove(r.id());
+    }
+
+    @Override
+    public Started recover(SandboxRecord r) {
+        int pid = r.pid();
+        if (pid <= 0 || !isOurHolder(pid, r.id())) {
+            return null;
+        }
+        CompletableFuture<ExitStatus> exit = reaper.watch(pid);
+        holderExits.put(r.id(), exit);
+        return new Started(pid, taskAddress, exit, r.backend());
+    }
+
+    /** A live process with the holder's name for this sandbox (guards against pid reuse). */
+    static boolean isOurHolder(int pid, String sandboxId) {
+        try {
+            String comm = Files.readString(Path.of("/proc/" + pid + "/comm")).trim();
+            String expected = "kuasar-" + sandboxId.substring(0, Math.min(8, sandboxId.length()));
+            return comm.equals(expected);
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** Sums the cgroup figures of the pod's containers (the holder itself uses next to nothing). */
+    @Override
+    public Metric metrics(SandboxRecord r) {
+        long cpu = 0;
+        long mem = 0;
+        long pids = 0;
+        for (String c : tasks.containersOf(r.id())) {
+            try {
+                var any = tasks.statsOf(c);
+                if (any == null || !any.getTypeUrl().endsWith("io.containerd.cgroups.v1.Metrics")) {
+                    continue;
+                }
+                Metrics m = Metrics.parseFrom(any.getValue());
+                cpu += m.getCpu().getUsage().getTotal();
+                mem += m.getMemory().getUsage().getUsage();
+                pids += m.getPids().getCurrent();
+            } catch (Exception e) {
+                LOG.debug("sandbox {}: no stats for container {}: {}", r.id(), c, e.getMessage());
+            }
+        }
+        Metrics sum = Metrics.newBuilder().setCpu(CPUStat.newBuilder().setUsage(CPUUsage.newBuilder().setTotal(cpu)))
+                .setMemory(MemoryStat.newBuilder().setUsage(MemoryEntry.newBuilder().setUsage(mem)))
+                .setPids(PidsStat.newBuilder().setCurrent(pids)).build();
+        Instant now = Instant.now();
+        return Metric.newBuilder().setId(r.id())
+                .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
+                .setData(CgroupStats.pack(sum)).build();
+    }
+
+    static PodSandboxConfig podConfig(SandboxRecord r) {
+        if (r.podConfig() == null || r.podConfigType() == null || !r.podConfigType().endsWith("PodSandboxConfig")) {
+            return null;
+        }
+        try {
+            return PodSandboxConfig.parseFrom(r.podConfig());
+        } catch (InvalidProtocolBufferException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
+                    + ": options is not a valid PodSandboxConfig").asRuntimeException();
+        }
+    }
+
+    CgroupStats cgroups() {
+        return cgroups;
+    }
+}

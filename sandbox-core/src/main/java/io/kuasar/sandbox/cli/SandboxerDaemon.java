@@ -1,0 +1,102 @@
+package io.kuasar.sandbox.cli;
+
+import ch.qos.logback.classic.Level;
+import ch.qos.logback.classic.LoggerContext;
+import io.grpc.BindableService;
+import io.kuasar.sandbox.controller.ControllerService;
+import io.kuasar.sandbox.controller.Sandboxer;
+import io.kuasar.sandbox.grpc.GrpcServer;
+import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.sandbox.ttrpc.TtrpcServer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.slf4j.bridge.SLF4JBridgeHandler;
+import picocli.CommandLine.Option;
+
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Callable;
+
+/**
+ * The command line and lifecycle every sandboxer daemon shares: Kuasar's {@code --listen}, {@code --dir} and
+ * {@code --log-level}; the Sandbox API on a Unix socket; recovery of the state directory; and a clean exit 0 on
+ * SIGTERM that leaves pods running.
+ */
+public abstract class SandboxerDaemon implements Callable<Integer> {
+    private static final Logger LOG = LoggerFactory.getLogger(SandboxerDaemon.class);
+
+    @Option(names = {"-l", "--listen"}, description = "Unix socket for containerd's Sandbox API (default: ${DEFAULT-VALUE})")
+    protected Path listen;
+
+    @Option(names = {"-d", "--dir"}, description = "State directory, one sub-directory per sandbox (default: ${DEFAULT-VALUE})")
+    protected Path dir;
+
+    @Option(names = "--log-level", defaultValue = "info",
+            description = "error, warn, info, debug or trace (default: ${DEFAULT-VALUE})")
+    protected String logLevel;
+
+    @Option(names = "--containerd-ttrpc-address",
+            description = "containerd's ttrpc socket for task events (default: $TTRPC_ADDRESS or /run/containerd/containerd.sock.ttrpc)")
+    protected Path containerdTtrpc;
+
+    private final CountDownLatch stop = new CountDownLatch(1);
+
+    /** The parts a concrete daemon provides once the shared ones exist. */
+    public record Parts(Sandboxer sandboxer, TtrpcServer taskServer, List<AutoCloseable> resources) {
+    }
+
+    protected abstract Parts assemble(StateStore store, ProcessReaper reaper, Path eventsAddress) throws Exception;
+
+    protected Path eventsAddress() {
+        if (containerdTtrpc != null) {
+            return containerdTtrpc;
+        }
+        String env = System.getenv("TTRPC_ADDRESS");
+        return Path.of(env != null && !env.isEmpty() ? env : "/run/containerd/containerd.sock.ttrpc");
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        configureLogging(logLevel);
+        ProcessReaper.becomeSubreaper();
+        StateStore store = new StateStore(dir);
+        java.nio.channels.FileChannel lockFile = java.nio.channels.FileChannel.open(store.root().resolve(".lock"),
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
+        if (lockFile.tryLock() == null) {
+            LOG.error("another sandboxer is already serving {}; stop it first", store.root());
+            return 1;
+        }
+        ProcessReaper reaper = new ProcessReaper();
+        Parts parts = assemble(store, reaper, eventsAddress());
+        ControllerService controller = new ControllerService(parts.sandboxer(), store);
+        controller.recover();
+        parts.taskServer().start();
+        GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller)).start();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            LOG.info("shutting down: pods keep running and are recovered on the next start");
+            grpc.close();
+            parts.taskServer().close();
+            for (AutoCloseable r : parts.resources()) {
+                try {
+                    r.close();
+                } catch (Exception e) {
+                    LOG.debug("closing {} failed: {}", r, e.getMessage());
+                }
+            }
+            stop.countDown();
+        }, "shutdown"));
+        LOG.info("{} ready (state in {})", parts.sandboxer().name(), store.root());
+        stop.await();
+        return 0;
+    }
+
+    public static void configureLogging(String level) {
+        SLF4JBridgeHandler.removeHandlersForRootLogger();
+        SLF4JBridgeHandler.install();
+        if (LoggerFactory.getILoggerFactory() instanceof LoggerContext ctx) {
+            ctx.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME).setLevel(Level.toLevel(level, Level.INFO));
+        }
+    }
+}

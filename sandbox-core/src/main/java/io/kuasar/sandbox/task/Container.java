@@ -1,0 +1,62 @@
+package io.kuasar.sandbox.task;
+
+import com.google.protobuf.Any;
+import io.kuasar.api.task.v3.ExecProcessRequest;
+import io.kuasar.api.types.task.ProcessInfo;
+import io.kuasar.sandbox.process.ExitStatus;
+
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+
+/** One container as its runtime sees it. Status bookkeeping lives in {@link TaskService}, not here. */
+public interface Container {
+    /** The sandbox this container belongs to (empty if unknown). */
+    String sandboxId();
+
+    int initPid();
+
+    /** Completes when the init process ends, with its real exit status. */
+    CompletableFuture<ExitStatus> initExit();
+
+    void start() throws Exception;
+
+    /** Prepares an exec process; it runs on {@link Exec#start()}. */
+    Exec exec(ExecProcessRequest request) throws Exception;
+
+    /** Signals the init process, or with {@code all} every process of the container. */
+    void kill(int signal, boolean all) throws Exception;
+
+    /** Removes the container and everything it holds (runtime state, rootfs mount). Runs after init exited. */
+    void delete() throws Exception;
+
+    List<ProcessInfo> pids() throws Exception;
+
+    /** cgroup metrics packed as containerd expects (io.containerd.cgroups.v1.Metrics or v2). */
+    Any stats() throws Exception;
+
+    /** Applies OCI LinuxResources (JSON) to the running container. */
+    void update(Any resources) throws Exception;
+
+    void pause() throws Exception;
+
+    void resume() throws Exception;
+
+    void resizePty(int width, int height) throws Exception;
+
+    void closeStdin() throws Exception;
+
+    /** An exec'd process. */
+    interface Exec {
+        /** Starts it; returns its pid. */
+        int start() throws Exception;
+
+        CompletableFuture<ExitStatus> exit();
+
+        void resizePty(int width, int height) throws Exception;
+
+        void closeStdin() throws Exception;
+
+        /** Releases what the process held (its IO, files). Runs after it exited. */
+        void delete() throws Exception;
+    }
+}

@@ -1,0 +1,538 @@
+package io.kuasar.sandbox.task;
+
+import com.google.protobuf.Empty;
+import com.google.protobuf.Timestamp;
+import io.grpc.Status;
+import io.kuasar.api.events.TaskCreate;
+import io.kuasar.api.events.TaskDelete;
+import io.kuasar.api.events.TaskExecAdded;
+import io.kuasar.api.events.TaskExecStarted;
+import io.kuasar.api.events.TaskExit;
+import io.kuasar.api.events.TaskIO;
+import io.kuasar.api.events.TaskPaused;
+import io.kuasar.api.events.TaskResumed;
+import io.kuasar.api.events.TaskStart;
+import io.kuasar.api.task.v3.CheckpointTaskRequest;
+import io.kuasar.api.task.v3.CloseIORequest;
+import io.kuasar.api.task.v3.ConnectRequest;
+import io.kuasar.api.task.v3.ConnectResponse;
+import io.kuasar.api.task.v3.CreateTaskRequest;
+import io.kuasar.api.task.v3.CreateTaskResponse;
+import io.kuasar.api.task.v3.DeleteRequest;
+import io.kuasar.api.task.v3.DeleteResponse;
+import io.kuasar.api.task.v3.ExecProcessRequest;
+import io.kuasar.api.task.v3.KillRequest;
+import io.kuasar.api.task.v3.PauseRequest;
+import io.kuasar.api.task.v3.PidsRequest;
+import io.kuasar.api.task.v3.PidsResponse;
+import io.kuasar.api.task.v3.ResizePtyRequest;
+import io.kuasar.api.task.v3.ResumeRequest;
+import io.kuasar.api.task.v3.ShutdownRequest;
+import io.kuasar.api.task.v3.StartRequest;
+import io.kuasar.api.task.v3.StartResponse;
+import io.kuasar.api.task.v3.StateRequest;
+import io.kuasar.api.task.v3.StateResponse;
+import io.kuasar.api.task.v3.StatsRequest;
+import io.kuasar.api.task.v3.StatsResponse;
+import io.kuasar.api.task.v3.UpdateTaskRequest;
+import io.kuasar.api.task.v3.WaitRequest;
+import io.kuasar.api.task.v3.WaitResponse;
+import io.kuasar.sandbox.events.EventPublisher;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.state.Ids;
+import io.kuasar.sandbox.sys.Linux;
+import io.kuasar.sandbox.ttrpc.CallContext;
+import io.kuasar.sandbox.ttrpc.TtrpcService;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.slf4j.MDC;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * containerd's Task API ({@code containerd.task.v3.Task}, and the wire-identical {@code v2}) over any
+ * {@link ContainerRuntime}: the process table, status transitions, exit tracking with real exit codes, Wait, and
+ * the task events a runc shim publishes. Errors carry containerd's codes: NOT_FOUND for unknown containers or
+ * processes, ALREADY_EXISTS for duplicates, FAILED_PRECONDITION for calls in the wrong state.
+ */
+public final class TaskService {
+    private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
+    public static final String V2 = "containerd.task.v2.Task";
+    public static final String V3 = "containerd.task.v3.Task";
+    private static final String DEFAULT_NAMESPACE = "k8s.io";
+
+    private final ContainerRuntime runtime;
+    private final EventPublisher events;
+    private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
+
+    public TaskService(ContainerRuntime runtime, EventPublisher events) {
+        this.runtime = runtime;
+        this.events = events;
+    }
+
+    /** The same handlers under both service names; v2 and v3 messages are identical on the wire. */
+    public List<TtrpcService> services() {
+        return List.of(build(V3), build(V2));
+    }
+
+    public int containerCount() {
+        return containers.size();
+    }
+
+    /** Ids of the containers that belong to a sandbox (to clean up when the sandbox goes away). */
+    public List<String> containersOf(String sandboxId) {
+        return containers.values().stream().filter(c -> c.container.sandboxId().equals(sandboxId))
+                .map(c -> c.id).toList();
+    }
+
+    /** Kills and deletes a container regardless of its state; used when its sandbox is shut down. */
+    public void forceRemove(String id) {
+        ContainerEntry c = containers.get(id);
+        if (c == null) {
+            return;
+        }
+        try {
+            if (c.init.status != ProcStatus.STOPPED) {
+                c.container.kill(9, true);
+                c.init.exit.get(5, TimeUnit.SECONDS);
+            }
+        } catch (Exception e) {
+            LOG.warn("container {}: kill during sandbox removal failed: {}", id, e.getMessage());
+        }
+        try {
+            c.container.delete();
+        } catch (Exception e) {
+            LOG.warn("container {}: delete during sandbox removal failed: {}", id, e.getMessage());
+        }
+        containers.remove(id);
+    }
+
+    private TtrpcService build(String name) {
+        return TtrpcService.builder(name)
+                .unary("State", StateRequest.parser(), (ctx, r) -> traced(r.getId(), () -> state(r)))
+                .unary("Create", CreateTaskRequest.parser(), (ctx, r) -> traced(r.getId(), () -> create(ctx, r)))
+                .unary("Start", StartRequest.parser(), (ctx, r) -> traced(r.getId(), () -> start(ctx, r)))
+                .unary("Delete", DeleteRequest.parser(), (ctx, r) -> traced(r.getId(), () -> delete(ctx, r)))
+                .unary("Pids", PidsRequest.parser(), (ctx, r) -> traced(r.getId(), () -> pids(r)))
+                .unary("Pause", PauseRequest.parser(), (ctx, r) -> traced(r.getId(), () -> pause(ctx, r)))
+                .unary("Resume", ResumeRequest.parser(), (ctx, r) -> traced(r.getId(), () -> resume(ctx, r)))
+                .unary("Checkpoint", CheckpointTaskRequest.parser(), (ctx, r) -> {
+                    throw Status.UNIMPLEMENTED.withDescription("checkpoint of container " + r.getId()
+                            + " is not supported by this sandboxer").asRuntimeException();
+                })
+                .unary("Kill", KillRequest.parser(), (ctx, r) -> traced(r.getId(), () -> kill(r)))
+                .unary("Exec", ExecProcessRequest.parser(), (ctx, r) -> traced(r.getId(), () -> exec(ctx, r)))
+                .unary("ResizePty", ResizePtyRequest.parser(), (ctx, r) -> traced(r.getId(), () -> resizePty(r)))
+                .unary("CloseIO", CloseIORequest.parser(), (ctx, r) -> traced(r.getId(), () -> closeIo(r)))
+                .unary("Update", UpdateTaskRequest.parser(), (ctx, r) -> traced(r.getId(), () -> update(r)))
+                .unary("Wait", WaitRequest.parser(), (ctx, r) -> traced(r.getId(), () -> waitFor(r)))
+                .unary("Stats", StatsRequest.parser(), (ctx, r) -> traced(r.getId(), () -> stats(r)))
+                .unary("Connect", ConnectRequest.parser(), (ctx, r) -> traced(r.getId(), () -> connect(r)))
+                .unary("Shutdown", ShutdownRequest.parser(), (ctx, r) -> Empty.getDefaultInstance())
+                .build();
+    }
+
+    // ---- state ----
+
+    enum ProcStatus { CREATED, RUNNING, PAUSED, STOPPED }
+
+    /** Status and IO of one process (init or exec). Guarded by its container entry's monitor. */
+    static final class Proc {
+        final String execId; // "" for init
+        final String stdin;
+        final String stdout;
+        final String stderr;
+        final boolean terminal;
+        volatile ProcStatus status = ProcStatus.CREATED;
+        volatile int pid;
+        volatile ExitStatus exitStatus;
+        final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+        Container.Exec exec;
+
+        Proc(String execId, String stdin, String stdout, String stderr, boolean terminal) {
+            this.execId = execId;
+            this.stdin = stdin;
+            this.stdout = stdout;
+            this.stderr = stderr;
+            this.terminal = terminal;
+        }
+    }
+
+    static final class ContainerEntry {
+        final String id;
+        final String bundle;
+        final String namespace;
+        final Container container;
+        final Proc init;
+        final Map<String, Proc> execs = new ConcurrentHashMap<>();
+
+        ContainerEntry(String id, String bundle, String namespace, Container container, Proc init) {
+            this.id = id;
+            this.bundle = bundle;
+            this.namespace = namespace;
+            this.container = container;
+            this.init = init;
+        }
+    }
+
+    // ---- RPCs ----
+
+    private CreateTaskResponse create(CallContext ctx, CreateTaskRequest r) throws Exception {
+        String id = Ids.require("container", r.getId());
+        if (r.getBundle().isEmpty() || !Path.of(r.getBundle()).isAbsolute() || !Files.isDirectory(Path.of(r.getBundle()))) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": bundle " + Ids.printable(r.getBundle())
+                    + " is not an existing absolute directory").asRuntimeException();
+        }
+        if (!r.getCheckpoint().isEmpty()) {
+            throw Status.UNIMPLEMENTED.withDescription("container " + id + ": restore from checkpoint is not supported")
+                    .asRuntimeException();
+        }
+        if (containers.containsKey(id)) {
+            throw Status.ALREADY_EXISTS.withDescription("container " + id + " already exists").asRuntimeException();
+        }
+        Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
+        String ns = ctx.namespaceOr(DEFAULT_NAMESPACE);
+        Container c = runtime.create(ctx, r);
+        ContainerEntry entry = new ContainerEntry(id, r.getBundle(), ns, c, init);
+        if (containers.putIfAbsent(id, entry) != null) {
+            c.kill(9, true);
+            c.delete();
+            throw Status.ALREADY_EXISTS.withDescription("container " + id + " already exists").asRuntimeException();
+        }
+        init.pid = c.initPid();
+        c.initExit().thenAccept(st -> exited(entry, init, st));
+        events.publish(ns, "/tasks/create", TaskCreate.newBuilder().setContainerId(id).setBundle(r.getBundle())
+                .addAllRootfs(r.getRootfsList())
+                .setIo(TaskIO.newBuilder().setStdin(r.getStdin()).setStdout(r.getStdout()).setStderr(r.getStderr())
+                        .setTerminal(r.getTerminal()))
+                .setPid(init.pid).build());
+        LOG.info("container {} created, pid {}", id, init.pid);
+        return CreateTaskResponse.newBuilder().setPid(init.pid).build();
+    }
+
+    private StartResponse start(CallContext ctx, StartRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (r.getExecId().isEmpty()) {
+            synchronized (c) {
+                requireStatus(c, c.init, ProcStatus.CREATED, "start");
+                c.container.start();
+                if (c.init.status == ProcStatus.CREATED) {
+                    c.init.status = ProcStatus.RUNNING;
+                }
+            }
+            events.publish(c.namespace, "/tasks/start", TaskStart.newBuilder().setContainerId(c.id)
+                    .setPid(c.init.pid).build());
+            LOG.info("container {} started", c.id);
+            return StartResponse.newBuilder().setPid(c.init.pid).build();
+        }
+        Proc p = exec(c, r.getExecId());
+        synchronized (c) {
+            requireStatus(c, p, ProcStatus.CREATED, "start");
+            p.pid = p.exec.start();
+            if (p.status == ProcStatus.CREATED) {
+                p.status = ProcStatus.RUNNING;
+            }
+        }
+        p.exec.exit().thenAccept(st -> exited(c, p, st));
+        events.publish(c.namespace, "/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
+                .setExecId(p.execId).setPid(p.pid).build());
+        return StartResponse.newBuilder().setPid(p.pid).build();
+    }
+
+    private void exited(ContainerEntry c, Proc p, ExitStatus st) {
+        synchronized (c) {
+            if (p.status == ProcStatus.STOPPED) {
+                return;
+            }
+            p.status = ProcStatus.STOPPED;
+            p.exitStatus = st;
+        }
+        p.exit.complete(st);
+        LOG.info("container {}{} exited with status {}", c.id, p.execId.isEmpty() ? "" : " exec " + p.execId,
+                st.code());
+        events.publish(c.namespace, "/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
+                .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(st.code())
+                .setExitedAt(timestamp(st.exitedAt())).build());
+    }
+
+    private DeleteResponse delete(CallContext ctx, DeleteRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (!r.getExecId().isEmpty()) {
+            Proc p = exec(c, r.getExecId());
+            if (p.status == ProcStatus.RUNNING) {
+                throw Status.FAILED_PRECONDITION.withDescription("exec " + p.execId + " in container " + c.id
+                        + " is still running; kill it before deleting").asRuntimeException();
+            }
+            p.exec.delete();
+            c.execs.remove(p.execId);
+            ExitStatus st = p.exitStatus == null ? ExitStatus.of(0) : p.exitStatus;
+            events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id)
+                    .setId(p.execId).setPid(p.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt()))
+                    .build());
+            return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(st.code())
+                    .setExitedAt(timestamp(st.exitedAt())).build();
+        }
+        ProcStatus s = c.init.status;
+        if (s == ProcStatus.RUNNING || s == ProcStatus.PAUSED) {
+            throw Status.FAILED_PRECONDITION.withDescription("container " + c.id + " is still "
+                    + s.name().toLowerCase() + "; kill it before deleting").asRuntimeException();
+        }
+        if (s == ProcStatus.CREATED) {
+            // Created but never started (e.g. CRI's StartContainer failed): kill the waiting init first.
+            c.container.kill(9, true);
+            awaitQuietly(c.init.exit, 5);
+        }
+        c.container.delete();
+        containers.remove(c.id);
+        ExitStatus st = c.init.exitStatus == null ? ExitStatus.of(137) : c.init.exitStatus;
+        events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setId(c.id)
+                .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt())).build());
+        LOG.info("container {} deleted", c.id);
+        return DeleteResponse.newBuilder().setPid(c.init.pid).setExitStatus(st.code())
+                .setExitedAt(timestamp(st.exitedAt())).build();
+    }
+
+    private StateResponse state(StateRequest r) {
+        ContainerEntry c = container(r.getId());
+        Proc p = r.getExecId().isEmpty() ? c.init : exec(c, r.getExecId());
+        StateResponse.Builder b = StateResponse.newBuilder().setId(r.getExecId().isEmpty() ? c.id : p.execId)
+                .setBundle(c.bundle).setPid(p.pid).setStatus(toApi(p.status)).setStdin(p.stdin)
+                .setStdout(p.stdout).setStderr(p.stderr).setTerminal(p.terminal).setExecId(p.execId);
+        ExitStatus st = p.exitStatus;
+        if (st != null) {
+            b.setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt()));
+        }
+        return b.build();
+    }
+
+    private PidsResponse pids(PidsRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        return PidsResponse.newBuilder().addAllProcesses(c.container.pids()).build();
+    }
+
+    private Empty kill(KillRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        int signal = r.getSignal() == 0 ? 15 : r.getSignal();
+        if (signal > 64) {
+            throw Status.INVALID_ARGUMENT.withDescription("signal " + signal + " is not a valid signal")
+                    .asRuntimeException();
+        }
+        if (r.getExecId().isEmpty()) {
+            if (c.init.status == ProcStatus.STOPPED && !r.getAll()) {
+                throw Status.NOT_FOUND.withDescription("container " + c.id + ": process already finished")
+                        .asRuntimeException();
+            }
+            c.container.kill(signal, r.getAll());
+            return Empty.getDefaultInstance();
+        }
+        Proc p = exec(c, r.getExecId());
+        if (p.status == ProcStatus.CREATED) {
+            throw Status.FAILED_PRECONDITION.withDescription("exec " + p.execId + " in container " + c.id
+                    + " has not started").asRuntimeException();
+        }
+        if (p.status == ProcStatus.STOPPED || !Linux.kill(p.pid, signal)) {
+            throw Status.NOT_FOUND.withDescription("exec " + p.execId + " in container " + c.id
+                    + ": process already finished").asRuntimeException();
+        }
+        return Empty.getDefaultInstance();
+    }
+
+    private Empty exec(CallContext ctx, ExecProcessRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        String execId = Ids.require("exec", r.getExecId());
+        if (!r.hasSpec() || r.getSpec().getValue().isEmpty()) {
+            throw Status.INVALID_ARGUMENT.withDescription("exec " + execId + " in container " + c.id
+                    + ": spec (an OCI process) is required").asRuntimeException();
+        }
+        Proc p = new Proc(execId, r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
+        synchronized (c) {
+            if (c.init.status != ProcStatus.RUNNING) {
+                throw Status.FAILED_PRECONDITION.withDescription("container " + c.id + " is "
+                        + c.init.status.name().toLowerCase() + "; exec needs a running container").asRuntimeException();
+            }
+            if (c.execs.putIfAbsent(execId, p) != null) {
+                throw Status.ALREADY_EXISTS.withDescription("exec " + execId + " already exists in container "
+                        + c.id).asRuntimeException();
+            }
+        }
+        try {
+            p.exec = c.container.exec(r);
+        } catch (Exception e) {
+            c.execs.remove(execId);
+            throw e;
+        }
+        events.publish(c.namespace, "/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(c.id)
+                .setExecId(execId).build());
+        return Empty.getDefaultInstance();
+    }
+
+    private Empty resizePty(ResizePtyRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (r.getExecId().isEmpty()) {
+            c.container.resizePty(r.getWidth(), r.getHeight());
+        } else {
+            exec(c, r.getExecId()).exec.resizePty(r.getWidth(), r.getHeight());
+        }
+        return Empty.getDefaultInstance();
+    }
+
+    private Empty closeIo(CloseIORequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (r.getStdin()) {
+            if (r.getExecId().isEmpty()) {
+                c.container.closeStdin();
+            } else {
+                exec(c, r.getExecId()).exec.closeStdin();
+            }
+        }
+        return Empty.getDefaultInstance();
+    }
+
+    private Empty update(UpdateTaskRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (!r.hasResources()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + c.id + ": update without resources")
+                    .asRuntimeException();
+        }
+        if (c.init.status == ProcStatus.STOPPED) {
+            throw Status.FAILED_PRECONDITION.withDescription("container " + c.id + " has stopped; cannot update it")
+                    .asRuntimeException();
+        }
+        c.container.update(r.getResources());
+        return Empty.getDefaultInstance();
+    }
+
+    private WaitResponse waitFor(WaitRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        Proc p = r.getExecId().isEmpty() ? c.init : exec(c, r.getExecId());
+        ExitStatus st = p.exit.get();
+        return WaitResponse.newBuilder().setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt())).build();
+    }
+
+    private StatsResponse stats(StatsRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        if (c.init.status == ProcStatus.STOPPED) {
+            throw Status.FAILED_PRECONDITION.withDescription("container " + c.id + " has stopped; it has no stats")
+                    .asRuntimeException();
+        }
+        return StatsResponse.newBuilder().setStats(c.container.stats()).build();
+    }
+
+    private ConnectResponse connect(ConnectRequest r) {
+        ContainerEntry c = container(r.getId());
+        return ConnectResponse.newBuilder().setShimPid(Linux.getpid()).setTaskPid(c.init.pid).setVersion("3")
+                .build();
+    }
+
+    private Empty pause(CallContext ctx, PauseRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        synchronized (c) {
+            requireStatus(c, c.init, ProcStatus.RUNNING, "pause");
+            c.container.pause();
+            c.init.status = ProcStatus.PAUSED;
+        }
+        events.publish(c.namespace, "/tasks/paused", TaskPaused.newBuilder().setContainerId(c.id).build());
+        return Empty.getDefaultInstance();
+    }
+
+    private Empty resume(CallContext ctx, ResumeRequest r) throws Exception {
+        ContainerEntry c = container(r.getId());
+        synchronized (c) {
+            requireStatus(c, c.init, ProcStatus.PAUSED, "resume");
+            c.container.resume();
+            c.init.status = ProcStatus.RUNNING;
+        }
+        events.publish(c.namespace, "/tasks/resumed", TaskResumed.newBuilder().setContainerId(c.id).build());
+        return Empty.getDefaultInstance();
+    }
+
+    // ---- helpers ----
+
+    private ContainerEntry container(String rawId) {
+        String id = Ids.require("container", rawId);
+        ContainerEntry c = containers.get(id);
+        if (c == null) {
+            throw Status.NOT_FOUND.withDescription("container " + id + " not found").asRuntimeException();
+        }
+        return c;
+    }
+
+    private static Proc exec(ContainerEntry c, String rawExecId) {
+        String execId = Ids.require("exec", rawExecId);
+        Proc p = c.execs.get(execId);
+        if (p == null) {
+            throw Status.NOT_FOUND.withDescription("exec " + execId + " not found in container " + c.id)
+                    .asRuntimeException();
+        }
+        return p;
+    }
+
+    private static void requireStatus(ContainerEntry c, Proc p, ProcStatus wanted, String action) {
+        if (p.status != wanted) {
+            String who = p.execId.isEmpty() ? "container " + c.id : "exec " + p.execId + " in container " + c.id;
+            throw Status.FAILED_PRECONDITION.withDescription("cannot " + action + " " + who + ": it is "
+                    + p.status.name().toLowerCase()).asRuntimeException();
+        }
+    }
+
+    private static io.kuasar.api.types.task.Status toApi(ProcStatus s) {
+        return switch (s) {
+            case CREATED -> io.kuasar.api.types.task.Status.CREATED;
+            case RUNNING -> io.kuasar.api.types.task.Status.RUNNING;
+            case PAUSED -> io.kuasar.api.types.task.Status.PAUSED;
+            case STOPPED -> io.kuasar.api.types.task.Status.STOPPED;
+        };
+    }
+
+    private static void awaitQuietly(CompletableFuture<?> f, int seconds) {
+        try {
+            f.get(seconds, TimeUnit.SECONDS);
+        } catch (TimeoutException | java.util.concurrent.ExecutionException e) {
+            LOG.debug("process did not exit within {}s", seconds);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    static Timestamp timestamp(Instant t) {
+        return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
+    }
+
+    @FunctionalInterface
+    private interface Body<T> {
+        T run() throws Exception;
+    }
+
+    /** Runs a handler with the container id in the log context. */
+    private static <T> T traced(String containerId, Body<T> body) throws Exception {
+        MDC.put("container", containerId);
+        try {
+            return body.run();
+        } finally {
+            MDC.remove("container");
+        }
+    }
+
+    /** Stats of a running container, or null if it is unknown or stopped (for sandbox-level metrics). */
+    public com.google.protobuf.Any statsOf(String id) throws Exception {
+        ContainerEntry c = containers.get(id);
+        if (c == null || c.init.status == ProcStatus.STOPPED) {
+            return null;
+        }
+        return c.container.stats();
+    }
+
+    /** For tests and metrics: ids of every container. */
+    public List<String> containerIds() {
+        return new ArrayList<>(containers.keySet());
+    }
+}
