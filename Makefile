@@ -1,0 +1,54 @@
+# Kuasar (Java) — build, install, test.
+#   make                     build every module (Maven, JDK 25)
+#   make install PREFIX=...  install launchers, helpers and systemd units (default PREFIX=/usr/local)
+#   make test                unit and integration tests (what CI runs, with e2e)
+#   make e2e                 end-to-end tests against real containerd 2.x, runc and CNI (root)
+#   make bench               benchmark against containerd's stock runc shim (root)
+#   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+JAVA_HOME ?= /usr/lib/jvm/temurin-25-jdk-amd64
+MVN       ?= mvn
+MVN_FLAGS ?= -B -q
+export JAVA_HOME
+
+BIN     := $(DESTDIR)$(PREFIX)/bin
+LIBDIR  := $(DESTDIR)$(PREFIX)/lib/kuasar
+LIBEXEC := $(DESTDIR)$(PREFIX)/libexec/kuasar
+UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -Xms8m -Xmx128m \
+            -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders
+
+.PHONY: all build install test e2e bench quickstart clean
+
+all: build
+
+build:
+	$(MVN) $(MVN_FLAGS) -DskipTests install
+
+install: build
+	install -d $(BIN) $(LIBDIR)/runc-sandboxer $(LIBEXEC) $(UNITDIR)
+	rm -f $(LIBDIR)/runc-sandboxer/*.jar
+	install -m 0644 runc-sandboxer/target/lib/*.jar runc-sandboxer/target/runc-sandboxer-*[0-9T].jar $(LIBDIR)/runc-sandboxer/
+	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder $(LIBEXEC)/kuasar-holder
+	sed -e 's|@NAME@|runc-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
+	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
+	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer
+	chmod 0755 $(BIN)/runc-sandboxer
+	install -m 0755 shim/bin/containerd-shim-kuasar-runc-v1 $(BIN)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-runc.service > $(UNITDIR)/kuasar-runc.service
+
+test:
+	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=
+
+e2e: build
+	$(MVN) -B -pl tests verify -Dsurefire.excludedGroups= -Dsurefire.groups=e2e
+
+bench: build
+	$(MVN) -B -pl tests verify -Pbench
+
+quickstart:
+	./examples/quickstart.sh
+
+clean:
+	$(MVN) $(MVN_FLAGS) clean
