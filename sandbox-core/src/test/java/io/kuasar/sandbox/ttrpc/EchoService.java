@@ -1,0 +1,42 @@
+package io.kuasar.sandbox.ttrpc;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.StringValue;
+import io.grpc.Status;
+
+/**
+ * The interop service both peers implement ({@code kuasar.interop.v1.Echo}, messages are StringValue), with the
+ * semantics of the Go peer in src/test/go/ttrpcpeer.
+ */
+final class EchoService {
+    static final String NAME = "kuasar.interop.v1.Echo";
+
+    private EchoService() {
+    }
+
+    static TtrpcService build() {
+        return TtrpcService.builder(NAME)
+                .unary("Echo", StringValue.parser(), (ctx, r) -> r)
+                .unary("Sleep", StringValue.parser(), (ctx, r) -> {
+                    Thread.sleep(Long.parseLong(r.getValue()));
+                    return StringValue.of("slept");
+                })
+                .unary("Fail", StringValue.parser(), (ctx, r) -> {
+                    throw Status.NOT_FOUND.withDescription("no such thing: " + r.getValue()).asRuntimeException();
+                })
+                .unary("Metadata", StringValue.parser(), (ctx, r) -> StringValue.of(
+                        String.join(",", ctx.metadata().getOrDefault("x-test", java.util.List.of()))))
+                .unary("Deadline", StringValue.parser(), (ctx, r) -> StringValue.of(ctx.deadline() == null ? "none" : "set"))
+                .streaming("Chat", true, (ctx, stream) -> {
+                    byte[] msg;
+                    while ((msg = stream.recv()) != null) {
+                        stream.send(StringValue.of("echo:" + parse(msg)));
+                    }
+                })
+                .build();
+    }
+
+    static String parse(byte[] b) throws InvalidProtocolBufferException {
+        return StringValue.parseFrom(b).getValue();
+    }
+}
