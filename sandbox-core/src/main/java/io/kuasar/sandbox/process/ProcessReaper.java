@@ -53,7 +53,7 @@ public final class ProcessReaper implements AutoCloseable {
         try {
             pidfd = Linux.pidfdOpen(pid);
         } catch (ErrnoException e) {
-            LOG.warn("process {} is already gone; its exit status is unknown", pid);
+            LOG.warn("process {} is already gone ({}); its exit status is unknown", pid, e.getMessage());
             exit.complete(ExitStatus.unknown());
             return exit;
         }

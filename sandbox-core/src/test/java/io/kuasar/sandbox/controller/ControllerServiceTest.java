@@ -1,0 +1,248 @@
+package io.kuasar.sandbox.controller;
+
+import com.google.protobuf.Any;
+import com.google.protobuf.ByteString;
+import io.grpc.ManagedChannel;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.netty.NettyChannelBuilder;
+import io.kuasar.api.cri.v1.PodSandboxConfig;
+import io.kuasar.api.cri.v1.PodSandboxMetadata;
+import io.kuasar.api.sandbox.v1.ControllerCreateRequest;
+import io.kuasar.api.sandbox.v1.ControllerGrpc;
+import io.kuasar.api.sandbox.v1.ControllerPlatformRequest;
+import io.kuasar.api.sandbox.v1.ControllerShutdownRequest;
+import io.kuasar.api.sandbox.v1.ControllerStartRequest;
+import io.kuasar.api.sandbox.v1.ControllerStartResponse;
+import io.kuasar.api.sandbox.v1.ControllerStatusRequest;
+import io.kuasar.api.sandbox.v1.ControllerStatusResponse;
+import io.kuasar.api.sandbox.v1.ControllerStopRequest;
+import io.kuasar.api.sandbox.v1.ControllerUpdateRequest;
+import io.kuasar.api.sandbox.v1.ControllerWaitRequest;
+import io.kuasar.api.sandbox.v1.ControllerWaitResponse;
+import io.kuasar.api.sandbox.v1.ControllerMetricsRequest;
+import io.kuasar.api.types.Sandbox;
+import io.kuasar.sandbox.grpc.GrpcServer;
+import io.kuasar.sandbox.state.StateStore;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.unix.DomainSocketAddress;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** The Controller contract over a real gRPC Unix socket, with a fake sandboxer. */
+class ControllerServiceTest {
+    @TempDir
+    Path dir;
+    FakeSandboxer fake;
+    StateStore store;
+    GrpcServer server;
+    ManagedChannel channel;
+    MultiThreadIoEventLoopGroup loop;
+    ControllerGrpc.ControllerBlockingStub stub;
+
+    @BeforeEach
+    void start() throws Exception {
+        fake = new FakeSandboxer();
+        store = new StateStore(dir.resolve("state"));
+        ControllerService svc = new ControllerService(fake, store);
+        svc.recover();
+        server = new GrpcServer(dir.resolve("s.sock"), List.of(svc)).start();
+        connect();
+    }
+
+    private void connect() {
+        loop = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
+        channel = NettyChannelBuilder.forAddress(new DomainSocketAddress(dir.resolve("s.sock").toString()))
+                .channelType(EpollDomainSocketChannel.class).eventLoopGroup(loop).usePlaintext()
+                .maxInboundMessageSize(64 << 20).build();
+        stub = ControllerGrpc.newBlockingStub(channel).withDeadlineAfter(30, TimeUnit.SECONDS);
+    }
+
+    @AfterEach
+    void stop() {
+        channel.shutdownNow();
+        loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        server.close();
+    }
+
+    private static ControllerCreateRequest create(String id) {
+        PodSandboxConfig cfg = PodSandboxConfig.newBuilder()
+                .setMetadata(PodSandboxMetadata.newBuilder().setName("p").setNamespace("default").setUid("u")).build();
+        return ControllerCreateRequest.newBuilder().setSandboxId(id).setSandboxer("fake")
+                .setOptions(Any.pack(cfg, "type.googleapis.com")).build();
+    }
+
+    private static Status.Code codeOf(Runnable r) {
+        try {
+            r.run();
+        } catch (StatusRuntimeException e) {
+            return e.getStatus().getCode();
+        }
+        return Status.Code.OK;
+    }
+
+    @Test
+    void fullLifecycle() throws Exception {
+        stub.create(create("sb1"));
+        ControllerStatusResponse created = stub.status(ControllerStatusRequest.newBuilder().setSandboxId("sb1").build());
+        assertThat(created.getState()).isEqualTo("SANDBOX_NOTREADY");
+
+        ControllerStartResponse started = stub.start(ControllerStartRequest.newBuilder().setSandboxId("sb1").build());
+        assertThat(started.getVersion()).isEqualTo(3);
+        assertThat(started.getAddress()).startsWith("ttrpc+unix:///");
+        assertThat(started.getPid()).isPositive();
+        assertThat(started.hasCreatedAt()).isTrue();
+
+        ControllerStatusResponse st = stub.status(ControllerStatusRequest.newBuilder().setSandboxId("sb1").build());
+        assertThat(st.getState()).isEqualTo("SANDBOX_READY");
+        assertThat(st.getPid()).isEqualTo(started.getPid());
+        assertThat(st.getVersion()).isEqualTo(3);
+        assertThat(st.getAddress()).isEqualTo(started.getAddress());
+
+        assertThat(stub.platform(ControllerPlatformRequest.newBuilder().setSandboxId("sb1").build()).getPlatform()
+                .getOs()).isEqualTo("linux");
+
+        // Wait blocks until the sandbox exits, then reports the real status.
+        CompletableFuture<ControllerWaitResponse> waiting = CompletableFuture.supplyAsync(
+                () -> stub.wait(ControllerWaitRequest.newBuilder().setSandboxId("sb1").build()));
+        Thread.sleep(300);
+        assertThat(waiting).isNotDone();
+        fake.exits.get("sb1").complete(io.kuasar.sandbox.process.ExitStatus.of(3));
+        assertThat(waiting.get(10, TimeUnit.SECONDS).getExitStatus()).isEqualTo(3);
+        assertThat(stub.status(ControllerStatusRequest.newBuilder().setSandboxId("sb1").build()).getState())
+                .isEqualTo("SANDBOX_NOTREADY");
+
+        // Stop twice (CRI does), Shutdown twice: idempotent.
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxId("sb1").build());
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxId("sb1").build());
+        stub.shutdown(ControllerShutdownRequest.newBuilder().setSandboxId("sb1").build());
+        stub.shutdown(ControllerShutdownRequest.newBuilder().setSandboxId("sb1").build());
+        assertThat(Files.exists(store.sandboxDir("sb1"))).isFalse();
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("sb1").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+    }
+
+    @Test
+    void stopOfARunningSandboxWakesWaiters() throws Exception {
+        stub.create(create("sb2"));
+        stub.start(ControllerStartRequest.newBuilder().setSandboxId("sb2").build());
+        CompletableFuture<ControllerWaitResponse> waiting = CompletableFuture.supplyAsync(
+                () -> stub.wait(ControllerWaitRequest.newBuilder().setSandboxId("sb2").build()));
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxId("sb2").setTimeoutSecs(1).build());
+        assertThat(waiting.get(10, TimeUnit.SECONDS).getExitStatus()).isEqualTo(137);
+    }
+
+    @Test
+    void badInputGetsTheRightCodes() {
+        stub.create(create("dup"));
+        StatusRuntimeException dup = org.junit.jupiter.api.Assertions.assertThrows(StatusRuntimeException.class,
+                () -> stub.create(create("dup")));
+        assertThat(dup.getStatus().getCode()).isEqualTo(Status.Code.ALREADY_EXISTS);
+        assertThat(dup.getStatus().getDescription()).contains("dup");
+
+        for (String bad : List.of("", "../x", "a/b", "x\0y", "..", "-lead", "a".repeat(77))) {
+            assertThat(codeOf(() -> stub.create(create(bad)))).as("id %s", bad)
+                    .isEqualTo(Status.Code.INVALID_ARGUMENT);
+        }
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("../etc").build())))
+                .isEqualTo(Status.Code.INVALID_ARGUMENT);
+        for (String unknown : List.of("nope")) {
+            assertThat(codeOf(() -> stub.start(ControllerStartRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+            assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+            assertThat(codeOf(() -> stub.wait(ControllerWaitRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+            assertThat(codeOf(() -> stub.stop(ControllerStopRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+            assertThat(codeOf(() -> stub.metrics(ControllerMetricsRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+            assertThat(codeOf(() -> stub.platform(ControllerPlatformRequest.newBuilder().setSandboxId(unknown).build())))
+                    .isEqualTo(Status.Code.NOT_FOUND);
+        }
+        // options that claim to be a PodSandboxConfig but are garbage
+        ControllerCreateRequest garbage = ControllerCreateRequest.newBuilder().setSandboxId("g1")
+                .setOptions(Any.newBuilder().setTypeUrl("type.googleapis.com/runtime.v1.PodSandboxConfig")
+                        .setValue(ByteString.copyFrom(new byte[]{(byte) 0xff, (byte) 0xff, 0x01}))).build();
+        assertThat(codeOf(() -> stub.create(garbage))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        ControllerCreateRequest relNetns = create("n1").toBuilder().setNetnsPath("var/run/netns/x").build();
+        assertThat(codeOf(() -> stub.create(relNetns))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        // a stopped sandbox cannot be started again
+        stub.create(create("s1"));
+        stub.start(ControllerStartRequest.newBuilder().setSandboxId("s1").build());
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxId("s1").build());
+        assertThat(codeOf(() -> stub.start(ControllerStartRequest.newBuilder().setSandboxId("s1").build())))
+                .isEqualTo(Status.Code.FAILED_PRECONDITION);
+        // the server is still serving
+        assertThat(stub.status(ControllerStatusRequest.newBuilder().setSandboxId("dup").build()).getSandboxId())
+                .isEqualTo("dup");
+    }
+
+    @Test
+    void oversizedMessageIsRefusedAndTheServerKeepsServing() {
+        ControllerCreateRequest huge = create("big").toBuilder()
+                .putAnnotations("blob", "x".repeat(GrpcServer.MAX_MESSAGE_BYTES + 1)).build();
+        assertThat(codeOf(() -> stub.create(huge))).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+        stub.create(create("small"));
+        assertThat(stub.status(ControllerStatusRequest.newBuilder().setSandboxId("small").build()).getState())
+                .isEqualTo("SANDBOX_NOTREADY");
+    }
+
+    @Test
+    void updateKeepsLabelsAndDiffsKuasarTaskLists() throws Exception {
+        stub.create(create("u1"));
+        String v1 = "{\"tasks\":[{\"task_id\":\"c1\",\"processes\":[{\"exec_id\":\"e1\"}]}]}";
+        String v2 = "{\"tasks\":[{\"task_id\":\"c1\",\"processes\":[{\"exec_id\":\"e2\"}]},{\"task_id\":\"c2\"}]}";
+        for (String v : List.of(v1, v2)) {
+            stub.update(ControllerUpdateRequest.newBuilder().setSandboxId("u1").addFields("extensions.tasks")
+                    .addFields("labels")
+                    .setSandbox(Sandbox.newBuilder().putLabels("k", "v").putExtensions("tasks", Any.newBuilder()
+                            .setTypeUrl("github.com/containerd/containerd.TaskResources")
+                            .setValue(ByteString.copyFrom(v, StandardCharsets.UTF_8)).build())).build());
+        }
+        assertThat(fake.lastDiff.addedTasks()).extracting(TaskResources.Task::taskId).containsExactly("c2");
+        assertThat(fake.lastDiff.addedProcesses().get("c1")).extracting(TaskResources.Process::execId)
+                .containsExactly("e2");
+        assertThat(fake.lastDiff.removedProcesses().get("c1")).containsExactly("e1");
+        String saved = Files.readString(store.sandboxDir("u1").resolve(StateStore.STATE_FILE));
+        assertThat(saved).contains("\"k\" : \"v\"");
+        // bad task JSON and a missing extension are INVALID_ARGUMENT, and nothing is lost
+        ControllerUpdateRequest bad = ControllerUpdateRequest.newBuilder().setSandboxId("u1")
+                .addFields("extensions.tasks").setSandbox(Sandbox.newBuilder().putExtensions("tasks",
+                        Any.newBuilder().setValue(ByteString.copyFromUtf8("{not json")).build())).build();
+        assertThat(codeOf(() -> stub.update(bad))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        ControllerUpdateRequest missing = ControllerUpdateRequest.newBuilder().setSandboxId("u1")
+                .addFields("extensions.tasks").setSandbox(Sandbox.getDefaultInstance()).build();
+        assertThat(codeOf(() -> stub.update(missing))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        assertThat(Files.readString(store.sandboxDir("u1").resolve(StateStore.STATE_FILE))).isEqualTo(saved);
+    }
+
+    @Test
+    void stateSurvivesARestartAndBrokenStateIsKept() throws Exception {
+        stub.create(create("r1"));
+        stub.start(ControllerStartRequest.newBuilder().setSandboxId("r1").build());
+        Files.createDirectories(store.root().resolve("broken"));
+        Files.writeString(store.root().resolve("broken").resolve(StateStore.STATE_FILE), "{truncated");
+        stop();
+        start();
+        ControllerStatusResponse st = stub.status(ControllerStatusRequest.newBuilder().setSandboxId("r1").build());
+        assertThat(st.getState()).isEqualTo("SANDBOX_READY");
+        assertThat(Files.exists(store.root().resolve("broken").resolve(StateStore.STATE_FILE))).isTrue();
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("broken").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+    }
+}

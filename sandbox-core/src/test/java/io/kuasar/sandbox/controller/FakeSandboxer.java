@@ -1,0 +1,70 @@
+package io.kuasar.sandbox.controller;
+
+import io.kuasar.api.types.Metric;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.state.SandboxRecord;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/** A sandboxer whose "processes" are futures, to test the controller's contract without root. */
+final class FakeSandboxer implements Sandboxer {
+    final Map<String, CompletableFuture<ExitStatus>> exits = new ConcurrentHashMap<>();
+    final List<String> calls = new ArrayList<>();
+    final AtomicInteger nextPid = new AtomicInteger(1000);
+    volatile TaskResources.Diff lastDiff;
+
+    @Override
+    public String name() {
+        return "fake";
+    }
+
+    @Override
+    public synchronized void create(SandboxRecord record) {
+        calls.add("create " + record.id());
+    }
+
+    @Override
+    public synchronized Started start(SandboxRecord record) {
+        calls.add("start " + record.id());
+        CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+        exits.put(record.id(), exit);
+        return new Started(nextPid.incrementAndGet(), "ttrpc+unix:///run/fake/task.sock", exit, Map.of());
+    }
+
+    @Override
+    public synchronized void stop(SandboxRecord record, Duration timeout) {
+        calls.add("stop " + record.id());
+        CompletableFuture<ExitStatus> e = exits.get(record.id());
+        if (e != null) {
+            e.complete(ExitStatus.of(137));
+        }
+    }
+
+    @Override
+    public synchronized void shutdown(SandboxRecord record) {
+        calls.add("shutdown " + record.id());
+    }
+
+    @Override
+    public Started recover(SandboxRecord record) {
+        CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+        exits.put(record.id(), exit);
+        return new Started(record.pid(), record.taskAddress(), exit, Map.of());
+    }
+
+    @Override
+    public Metric metrics(SandboxRecord record) {
+        return Metric.newBuilder().setId(record.id()).build();
+    }
+
+    @Override
+    public void tasksUpdated(SandboxRecord record, TaskResources.Diff diff) {
+        lastDiff = diff;
+    }
+}
