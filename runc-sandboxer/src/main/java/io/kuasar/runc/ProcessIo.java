@@ -20,6 +20,8 @@ import java.util.List;
 final class ProcessIo implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessIo.class);
     private static final File DEV_NULL = new File("/dev/null");
+    /** runc's own stdio when the process has a terminal (the process talks to the pty instead). */
+    static final Runc.Stdio NULL_STDIO = new Runc.Stdio(DEV_NULL, DEV_NULL, DEV_NULL);
 
     private final File stdin;
     private final File stdout;
@@ -30,6 +32,14 @@ final class ProcessIo implements AutoCloseable {
         this.stdin = resolve(owner, "stdin", stdin);
         this.stdout = resolve(owner, "stdout", stdout);
         this.stderr = resolve(owner, "stderr", stderr);
+    }
+
+    File stdinFile() {
+        return stdin;
+    }
+
+    File stdoutFile() {
+        return stdout;
     }
 
     Runc.Stdio stdio() {

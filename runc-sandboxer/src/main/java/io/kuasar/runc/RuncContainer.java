@@ -12,6 +12,7 @@ import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
+import io.kuasar.sandbox.tty.Console;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -38,12 +39,15 @@ final class RuncContainer implements Container {
     private final CgroupStats cgroups;
     private final boolean rootfsMounted;
     private final ProcessIo io;
+    private final Console console;
+    private final Path consoleDir;
     private final Map<String, RuncExec> execs = new ConcurrentHashMap<>();
     private int pid;
     private CompletableFuture<ExitStatus> exit;
 
     RuncContainer(String id, String sandboxId, Path bundle, Runc runc, ProcessReaper reaper, ObjectMapper json,
-                  CgroupStats cgroups, boolean rootfsMounted, ProcessIo io) {
+                  CgroupStats cgroups, boolean rootfsMounted, ProcessIo io, Path consoleDir, boolean terminal)
+            throws IOException {
         this.id = id;
         this.sandboxId = sandboxId;
         this.bundle = bundle;
@@ -53,17 +57,55 @@ final class RuncContainer implements Container {
         this.cgroups = cgroups;
         this.rootfsMounted = rootfsMounted;
         this.io = io;
+        this.consoleDir = consoleDir;
+        this.console = terminal ? openConsole(consoleDir) : null;
+    }
+
+    /** Console sockets live in a short directory of ours: bundle paths exceed the 108-byte socket path limit. */
+    static Console openConsole(Path dir) throws IOException {
+        Files.createDirectories(dir);
+        return Console.listen(dir.resolve(java.util.UUID.randomUUID().toString().substring(0, 13) + ".sock"));
+    }
+
+    /** runc args for a terminal, or none. */
+    static List<String> consoleArgs(Console c) {
+        return c == null ? List.of() : List.of("--console-socket", c.socketPath().toString());
+    }
+
+    /** Wires a process's terminal to its FIFOs, or holds its output FIFOs open when it has none. */
+    static void wire(Console c, ProcessIo io) throws IOException {
+        if (c != null) {
+            c.attach(io.stdinFile(), io.stdoutFile(), java.time.Duration.ofSeconds(10));
+        } else {
+            io.holdOutputs();
+        }
     }
 
     /** {@code runc create}: the init process exists, blocked until {@link #start()}. */
     void create() throws IOException {
         Path pidFile = bundle.resolve("init.pid");
-        runc.run("runc create of container " + id, log(), List.of("create", "--bundle", bundle.toString(),
-                "--pid-file", pidFile.toString(), id), io.stdio(), null);
+        List<String> args = new ArrayList<>(List.of("create", "--bundle", bundle.toString(), "--pid-file",
+                pidFile.toString()));
+        args.addAll(consoleArgs(console));
+        args.add(id);
+        try {
+            runc.run("runc create of container " + id, log(), args, console == null ? io.stdio() : ProcessIo.NULL_STDIO,
+                    null);
+        } catch (IOException | RuntimeException e) {
+            if (console != null) {
+                console.close();
+            }
+            throw e;
+        }
         pid = readPid(pidFile);
         exit = reaper.watch(pid);
-        io.holdOutputs();
-        exit.whenComplete((s, t) -> io.close());
+        wire(console, io);
+        exit.whenComplete((s, t) -> {
+            io.close();
+            if (console != null) {
+                console.close();
+            }
+        });
     }
 
     private Path log() {
@@ -113,15 +155,15 @@ final class RuncContainer implements Container {
             throw Status.INVALID_ARGUMENT.withDescription("exec " + execId + " in container " + id
                     + ": spec.args must be a non-empty list").asRuntimeException();
         }
-        if (request.getTerminal() || process.path("terminal").asBoolean(false)) {
-            throw Status.UNIMPLEMENTED.withDescription("exec " + execId + " in container " + id
-                    + ": terminals are not supported yet").asRuntimeException();
+        boolean terminal = request.getTerminal() || process.path("terminal").asBoolean(false);
+        if (terminal) {
+            ((com.fasterxml.jackson.databind.node.ObjectNode) process).put("terminal", true);
         }
         Path processFile = bundle.resolve("exec-" + execId + ".json");
         Files.write(processFile, json.writeValueAsBytes(process));
         ProcessIo execIo = new ProcessIo("exec " + execId + " in container " + id, request.getStdin(),
                 request.getStdout(), request.getStderr());
-        RuncExec e = new RuncExec(execId, processFile, execIo);
+        RuncExec e = new RuncExec(execId, processFile, execIo, terminal ? openConsole(consoleDir) : null);
         execs.put(execId, e);
         return e;
     }
@@ -131,24 +173,42 @@ final class RuncContainer implements Container {
         private final String execId;
         private final Path processFile;
         private final ProcessIo io;
+        private final Console console;
         private CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
         private int execPid;
 
-        RuncExec(String execId, Path processFile, ProcessIo io) {
+        RuncExec(String execId, Path processFile, ProcessIo io, Console console) {
             this.execId = execId;
             this.processFile = processFile;
             this.io = io;
+            this.console = console;
         }
 
         @Override
         public int start() throws IOException {
             Path pidFile = bundle.resolve("exec-" + execId + ".pid");
-            runc.run("runc exec " + execId + " in container " + id, log(), List.of("exec", "--detach",
-                    "--pid-file", pidFile.toString(), "--process", processFile.toString(), id), io.stdio(), null);
+            List<String> args = new ArrayList<>(List.of("exec", "--detach", "--pid-file", pidFile.toString(),
+                    "--process", processFile.toString()));
+            args.addAll(consoleArgs(console));
+            args.add(id);
+            try {
+                runc.run("runc exec " + execId + " in container " + id, log(), args,
+                        console == null ? io.stdio() : ProcessIo.NULL_STDIO, null);
+            } catch (IOException | RuntimeException e) {
+                if (console != null) {
+                    console.close();
+                }
+                throw e;
+            }
             execPid = readPid(pidFile);
             exit = reaper.watch(execPid);
-            io.holdOutputs();
-            exit.whenComplete((s, t) -> io.close());
+            wire(console, io);
+            exit.whenComplete((s, t) -> {
+                io.close();
+                if (console != null) {
+                    console.close();
+                }
+            });
             Files.deleteIfExists(pidFile);
             return execPid;
         }
@@ -159,19 +219,25 @@ final class RuncContainer implements Container {
         }
 
         @Override
-        public void resizePty(int width, int height) {
-            throw Status.FAILED_PRECONDITION.withDescription("exec " + execId + " in container " + id
-                    + " has no terminal").asRuntimeException();
+        public void resizePty(int width, int height) throws IOException {
+            resize(console, "exec " + execId + " in container " + id, width, height);
         }
 
         @Override
         public void closeStdin() {
-            // The process holds containerd's stdin FIFO directly: EOF arrives when containerd closes its end.
+            // Without a terminal the process holds containerd's stdin FIFO itself: EOF arrives when containerd
+            // closes its end. With one, stop forwarding into the terminal.
+            if (console != null) {
+                console.closeStdin();
+            }
         }
 
         @Override
         public void delete() throws IOException {
             io.close();
+            if (console != null) {
+                console.close();
+            }
             execs.remove(execId);
             Files.deleteIfExists(processFile);
         }
@@ -208,7 +274,15 @@ final class RuncContainer implements Container {
             }
         }
         io.close();
-        execs.values().forEach(e -> e.io.close());
+        if (console != null) {
+            console.close();
+        }
+        execs.values().forEach(e -> {
+            e.io.close();
+            if (e.console != null) {
+                e.console.close();
+            }
+        });
         if (rootfsMounted) {
             Linux.umount(bundle.resolve("rootfs").toString(), Linux.MNT_DETACH);
         }
@@ -266,14 +340,22 @@ final class RuncContainer implements Container {
     }
 
     @Override
-    public void resizePty(int width, int height) {
-        throw Status.FAILED_PRECONDITION.withDescription("container " + id + " has no terminal")
-                .asRuntimeException();
+    public void resizePty(int width, int height) throws IOException {
+        resize(console, "container " + id, width, height);
+    }
+
+    static void resize(Console c, String who, int width, int height) throws IOException {
+        if (c == null) {
+            throw Status.FAILED_PRECONDITION.withDescription(who + " has no terminal").asRuntimeException();
+        }
+        c.resize(width, height);
     }
 
     @Override
     public void closeStdin() {
-        // The container holds containerd's stdin FIFO directly: EOF arrives when containerd closes its end.
+        if (console != null) {
+            console.closeStdin();
+        }
     }
 
     @Override

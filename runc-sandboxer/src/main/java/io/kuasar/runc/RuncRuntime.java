@@ -34,25 +34,25 @@ public final class RuncRuntime implements ContainerRuntime {
     private final ObjectMapper json = new ObjectMapper();
     private final CgroupStats cgroups = new CgroupStats();
 
-    public RuncRuntime(Runc runc, ProcessReaper reaper) {
+    private final Path consoleDir;
+
+    public RuncRuntime(Runc runc, ProcessReaper reaper, Path consoleDir) {
         this.runc = runc;
         this.reaper = reaper;
+        this.consoleDir = consoleDir;
     }
 
     @Override
     public Container create(CallContext ctx, CreateTaskRequest req) throws Exception {
         String id = req.getId();
         Path bundle = Path.of(req.getBundle());
-        if (req.getTerminal()) {
-            throw Status.UNIMPLEMENTED.withDescription("container " + id + ": terminals are not supported yet")
-                    .asRuntimeException();
-        }
         JsonNode spec = readSpec(id, bundle);
         String sandboxId = spec.path("annotations").path(SANDBOX_ID_ANNOTATION).asText("");
         Runc r = runcFor(id, req);
         boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
         RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,
-                new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()));
+                new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()), consoleDir,
+                req.getTerminal());
         try {
             c.create();
         } catch (Exception e) {

@@ -36,7 +36,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
     protected Parts assemble(StateStore store, ProcessReaper reaper, Path eventsAddress) {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
-        TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper), events);
+        TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper, store.root().resolve("tty")), events);
         TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
         tasks.services().forEach(server::register);
         RuncSandboxer sandboxer = new RuncSandboxer(new HolderLauncher(helper), reaper, tasks, server.address());

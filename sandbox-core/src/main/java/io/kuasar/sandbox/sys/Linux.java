@@ -321,6 +321,10 @@ public final class Linux {
                 : LINKER.downcallHandle(sym, fd, errno, Linker.Option.firstVariadicArg(firstVariadic));
     }
 
+    static StructLayout callState() {
+        return CALL_STATE;
+    }
+
     static int errno(MemorySegment state) {
         return (int) ERRNO.get(state, 0L);
     }

@@ -1,0 +1,122 @@
+package io.kuasar.sandbox.sys;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+import java.nio.charset.StandardCharsets;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+/**
+ * The part of AF_UNIX the JDK lacks: receiving a file descriptor (SCM_RIGHTS). runc sends a container's pty master
+ * this way through {@code --console-socket}.
+ */
+public final class UnixSockets {
+    private static final int AF_UNIX = 1;
+    private static final int SOCK_STREAM = 1;
+    private static final int SOCK_CLOEXEC = 0x80000;
+    private static final int SOL_SOCKET = 1;
+    private static final int SCM_RIGHTS = 1;
+    private static final int MSG_CMSG_CLOEXEC = 0x40000000;
+    private static final int SUN_PATH_MAX = 108;
+
+    private static final MethodHandle SOCKET = Linux.bind("socket", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle BIND = Linux.bind("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle LISTEN = Linux.bind("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle ACCEPT4 = Linux.bind("accept4",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle RECVMSG = Linux.bind("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
+
+    private UnixSockets() {
+    }
+
+    /** A listening AF_UNIX stream socket bound to {@code path}; returns its fd. */
+    public static int listen(String path) {
+        byte[] p = path.getBytes(StandardCharsets.UTF_8);
+        if (p.length >= SUN_PATH_MAX) {
+            throw new IllegalArgumentException("socket path is too long (" + p.length + " bytes, max 107): " + path);
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(Linux.callState());
+            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                throw new ErrnoException("socket(AF_UNIX)", Linux.errno(state));
+            }
+            MemorySegment addr = arena.allocate(2 + SUN_PATH_MAX);
+            addr.set(JAVA_SHORT, 0, (short) AF_UNIX);
+            MemorySegment.copy(p, 0, addr, JAVA_BYTE, 2, p.length);
+            if ((int) BIND.invokeExact(state, fd, addr, 2 + p.length + 1) < 0) {
+                int err = Linux.errno(state);
+                Linux.close(fd);
+                throw new ErrnoException("bind(" + path + ")", err);
+            }
+            if ((int) LISTEN.invokeExact(state, fd, 1) < 0) {
+                int err = Linux.errno(state);
+                Linux.close(fd);
+                throw new ErrnoException("listen(" + path + ")", err);
+            }
+            return fd;
+        } catch (ErrnoException | IllegalArgumentException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Accepts one connection (blocking; call from a platform thread). */
+    public static int accept(int listenFd) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(Linux.callState());
+            int fd;
+            do {
+                fd = (int) ACCEPT4.invokeExact(state, listenFd, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC);
+            } while (fd < 0 && Linux.errno(state) == Linux.EINTR);
+            if (fd < 0) {
+                throw new ErrnoException("accept", Linux.errno(state));
+            }
+            return fd;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Receives one message carrying a file descriptor; returns that fd. */
+    public static int receiveFd(int connFd) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(Linux.callState());
+            MemorySegment data = arena.allocate(4096);
+            MemorySegment iov = arena.allocate(16, 8);
+            iov.set(ADDRESS, 0, data);
+            iov.set(JAVA_LONG, 8, data.byteSize());
+            MemorySegment control = arena.allocate(64, 8);
+            MemorySegment msg = arena.allocate(56, 8);
+            msg.set(ADDRESS, 16, iov);
+            msg.set(JAVA_LONG, 24, 1L);
+            msg.set(ADDRESS, 32, control);
+            msg.set(JAVA_LONG, 40, control.byteSize());
+            long n;
+            do {
+                n = (long) RECVMSG.invokeExact(state, connFd, msg, MSG_CMSG_CLOEXEC);
+            } while (n < 0 && Linux.errno(state) == Linux.EINTR);
+            if (n < 0) {
+                throw new ErrnoException("recvmsg", Linux.errno(state));
+            }
+            long controlLen = msg.get(JAVA_LONG, 40);
+            if (controlLen < 20 || control.get(JAVA_INT, 8) != SOL_SOCKET || control.get(JAVA_INT, 12) != SCM_RIGHTS) {
+                throw new IllegalStateException("the console socket peer sent no file descriptor");
+            }
+            return control.get(JAVA_INT, 16);
+        } catch (ErrnoException | IllegalStateException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+}
