@@ -1,10 +1,11 @@
 /*
  * kuasar-holder: the namespace holder of one runc pod (Kuasar's pause-less "sandbox" process).
  *
- *   kuasar-holder [--netns PATH] [--pid] NAME
+ *   kuasar-holder [--netns PATH] [--hostname NAME] [--pid] ID
  *
- * Joins the pod network namespace given by containerd (CNI) if any, creates fresh IPC and UTS namespaces (and a
- * PID namespace with --pid, for pods that share one), then forks the holder itself and prints its pid on stdout.
+ * Joins the pod network namespace given by containerd (CNI) if any, creates a fresh IPC namespace, a UTS namespace
+ * named NAME when --hostname is given (host-network pods keep the host's, as with containerd's pause container),
+ * and a PID namespace with --pid (pods that share one); then forks the holder itself and prints its pid on stdout.
  * The launcher exits at once, so the holder is re-parented to runc-sandboxer, a child subreaper, which learns its
  * exit status through a pidfd. Containers join the holder's namespaces through /proc/PID/ns.
  *
@@ -30,16 +31,18 @@ static void die(const char *what) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: kuasar-holder [--netns PATH] [--pid] NAME\n");
+    fprintf(stderr, "usage: kuasar-holder [--netns PATH] [--hostname NAME] [--pid] ID\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    const char *netns = NULL, *name = NULL;
+    const char *netns = NULL, *name = NULL, *hostname = NULL;
     int new_pid = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--netns") == 0 && i + 1 < argc) {
             netns = argv[++i];
+        } else if (strcmp(argv[i], "--hostname") == 0 && i + 1 < argc) {
+            hostname = argv[++i];
         } else if (strcmp(argv[i], "--pid") == 0) {
             new_pid = 1;
         } else if (argv[i][0] == '-') {
@@ -59,7 +62,8 @@ int main(int argc, char **argv) {
         if (setns(fd, CLONE_NEWNET) < 0) die("setns(CLONE_NEWNET)");
         close(fd);
     }
-    if (unshare(CLONE_NEWIPC | CLONE_NEWUTS | (new_pid ? CLONE_NEWPID : 0)) < 0) die("unshare");
+    if (unshare(CLONE_NEWIPC | (hostname ? CLONE_NEWUTS : 0) | (new_pid ? CLONE_NEWPID : 0)) < 0) die("unshare");
+    if (hostname != NULL && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
 
     sigset_t all;
     sigfillset(&all);

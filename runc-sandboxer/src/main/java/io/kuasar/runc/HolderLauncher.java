@@ -25,7 +25,12 @@ public final class HolderLauncher {
         return helper;
     }
 
-    public int launch(String sandboxId, String netnsPath, boolean newPidNamespace) throws IOException {
+    /**
+     * {@code hostname} null keeps the host's UTS namespace (host-network pods, as containerd's pause container
+     * does); otherwise the pod gets its own, named so.
+     */
+    public int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace)
+            throws IOException {
         if (!Files.isExecutable(helper)) {
             throw Status.FAILED_PRECONDITION.withDescription("namespace holder helper " + helper
                     + " is missing or not executable; reinstall runc-sandboxer (make install)").asRuntimeException();
@@ -34,6 +39,10 @@ public final class HolderLauncher {
         if (netnsPath != null && !netnsPath.isEmpty()) {
             cmd.add("--netns");
             cmd.add(netnsPath);
+        }
+        if (hostname != null) {
+            cmd.add("--hostname");
+            cmd.add(hostname);
         }
         if (newPidNamespace) {
             cmd.add("--pid");

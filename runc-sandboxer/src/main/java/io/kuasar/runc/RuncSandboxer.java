@@ -74,7 +74,19 @@ public final class RuncSandboxer implements Sandboxer {
         PodSandboxConfig cfg = podConfig(r);
         boolean sharedPid = cfg != null && cfg.getLinux().getSecurityContext().getNamespaceOptions().getPid()
                 == NamespaceMode.POD;
-        int pid = holders.launch(r.id(), r.netnsPath(), sharedPid);
+        boolean hostNetwork = cfg != null
+                ? cfg.getLinux().getSecurityContext().getNamespaceOptions().getNetwork() == NamespaceMode.NODE
+                : r.netnsPath().isEmpty();
+        String hostname = null;
+        if (!hostNetwork) {
+            hostname = cfg != null && !cfg.getHostname().isEmpty() ? cfg.getHostname()
+                    : cfg != null && !cfg.getMetadata().getName().isEmpty() ? cfg.getMetadata().getName() : r.id();
+            if (hostname.length() > 64) {
+                throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id() + ": hostname " + hostname
+                        + " is longer than 64 characters").asRuntimeException();
+            }
+        }
+        int pid = holders.launch(r.id(), r.netnsPath(), hostname, sharedPid);
         CompletableFuture<ExitStatus> exit = reaper.watch(pid);
         holderExits.put(r.id(), exit);
         return new Started(pid, taskAddress, exit, Map.of(HOLDER_PID, Integer.toString(pid)));

@@ -74,21 +74,22 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         controller.recover();
         parts.taskServer().start();
         GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller)).start();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            LOG.info("shutting down: pods keep running and are recovered on the next start");
-            grpc.close();
-            parts.taskServer().close();
-            for (AutoCloseable r : parts.resources()) {
-                try {
-                    r.close();
-                } catch (Exception e) {
-                    LOG.debug("closing {} failed: {}", r, e.getMessage());
-                }
-            }
-            stop.countDown();
-        }, "shutdown"));
+        // SIGTERM/SIGINT end serving and exit 0; pods keep running. (A shutdown hook alone would exit 143.)
+        for (String sig : new String[]{"TERM", "INT"}) {
+            sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> stop.countDown());
+        }
         LOG.info("{} ready (state in {})", parts.sandboxer().name(), store.root());
         stop.await();
+        LOG.info("shutting down: pods keep running and are recovered on the next start");
+        grpc.close();
+        parts.taskServer().close();
+        for (AutoCloseable r : parts.resources()) {
+            try {
+                r.close();
+            } catch (Exception e) {
+                LOG.debug("closing {} failed: {}", r, e.getMessage());
+            }
+        }
         return 0;
     }
 

@@ -1,0 +1,63 @@
+package io.kuasar.tests.quickstart;
+
+import io.kuasar.api.cri.v1.ContainerState;
+import io.kuasar.api.cri.v1.ContainerStatus;
+import io.kuasar.tests.cri.CriClient;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+
+/**
+ * The quickstart's last step: through containerd's CRI, run one pod on the {@code kuasar-runc} handler whose busybox
+ * container prints a greeting, show the greeting from the container log, and remove the pod.
+ * Usage: {@code Quickstart <containerd.sock> <log-dir>}.
+ */
+public final class Quickstart {
+    private Quickstart() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length != 2) {
+            System.err.println("usage: Quickstart <containerd-socket> <log-dir>");
+            System.exit(2);
+        }
+        try (CriClient cri = new CriClient(Path.of(args[0]), "kuasar-runc", Path.of(args[1]))) {
+            System.out.println("    containerd " + cri.version().getRuntimeVersion() + " (CRI "
+                    + cri.version().getRuntimeApiVersion() + ")");
+            CriClient.Pod pod = cri.runPod("hello", false);
+            String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
+            System.out.println("    pod " + pod.id().substring(0, 12) + " is ready on runc-sandboxer, IP " + ip);
+            String c = cri.runContainer(pod, "greeter", "/bin/sh", "-c",
+                    "echo \"Hello from a Kuasar pod! I am $(hostname), pid $$ in my own PID namespace.\"");
+            ContainerStatus st = waitForExit(cri, c);
+            Path log = Path.of(st.getLogPath());
+            System.out.println("    container " + c.substring(0, 12) + " exited with code " + st.getExitCode()
+                    + "; its log says:");
+            for (String line : Files.readAllLines(log)) {
+                // CRI log lines: <time> <stream> <tag> <text>
+                String[] parts = line.split(" ", 4);
+                System.out.println("      | " + (parts.length == 4 ? parts[3] : line));
+            }
+            cri.removeContainer(c);
+            cri.stopAndRemovePod(pod.id());
+            System.out.println("    pod removed");
+            if (st.getExitCode() != 0) {
+                System.exit(1);
+            }
+        }
+    }
+
+    private static ContainerStatus waitForExit(CriClient cri, String id) throws InterruptedException {
+        Instant until = Instant.now().plus(Duration.ofSeconds(30));
+        while (Instant.now().isBefore(until)) {
+            ContainerStatus st = cri.containerStatus(id);
+            if (st.getState() == ContainerState.CONTAINER_EXITED) {
+                return st;
+            }
+            Thread.sleep(100);
+        }
+        throw new IllegalStateException("container " + id + " did not exit within 30s");
+    }
+}
