@@ -44,8 +44,8 @@ test:
 e2e: build
 	$(MVN) -B -pl tests verify -Dsurefire.excludedGroups= -Dsurefire.groups=e2e
 
-bench: build
-	$(MVN) -B -pl tests verify -Pbench
+bench:
+	@echo "make bench: the benchmark against containerd's stock runc shim is not built yet (issue 3)" >&2; exit 1
 
 quickstart:
 	./examples/quickstart.sh

@@ -1,5 +1,6 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.process.ProcessReaper;
@@ -36,11 +37,13 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
     protected Parts assemble(StateStore store, ProcessReaper reaper, Path eventsAddress) {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
-        TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper, store.root().resolve("tty")), events);
+        OomMonitor oom = new OomMonitor();
+        TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
+                store.root().resolve("tty")), events, oom);
         TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
         tasks.services().forEach(server::register);
         RuncSandboxer sandboxer = new RuncSandboxer(new HolderLauncher(helper), reaper, tasks, server.address());
-        return new Parts(sandboxer, server, List.of(events, reaper));
+        return new Parts(sandboxer, server, List.of(events, oom, reaper));
     }
 
     static Path libexec() {

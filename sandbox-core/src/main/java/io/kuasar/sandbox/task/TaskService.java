@@ -9,6 +9,7 @@ import io.kuasar.api.events.TaskExecAdded;
 import io.kuasar.api.events.TaskExecStarted;
 import io.kuasar.api.events.TaskExit;
 import io.kuasar.api.events.TaskIO;
+import io.kuasar.api.events.TaskOOM;
 import io.kuasar.api.events.TaskPaused;
 import io.kuasar.api.events.TaskResumed;
 import io.kuasar.api.events.TaskStart;
@@ -37,6 +38,7 @@ import io.kuasar.api.task.v3.StatsResponse;
 import io.kuasar.api.task.v3.UpdateTaskRequest;
 import io.kuasar.api.task.v3.WaitRequest;
 import io.kuasar.api.task.v3.WaitResponse;
+import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.events.EventPublisher;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.Ids;
@@ -72,11 +74,14 @@ public final class TaskService {
 
     private final ContainerRuntime runtime;
     private final EventPublisher events;
+    private final OomMonitor oom;
     private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
 
-    public TaskService(ContainerRuntime runtime, EventPublisher events) {
+    /** {@code oom} may be null where containers have no host cgroup to watch (e.g. inside a VM's agent). */
+    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom) {
         this.runtime = runtime;
         this.events = events;
+        this.oom = oom;
     }
 
     /** The same handlers under both service names; v2 and v3 messages are identical on the wire. */
@@ -114,6 +119,9 @@ public final class TaskService {
             LOG.warn("container {}: delete during sandbox removal failed: {}", id, e.getMessage());
         }
         containers.remove(id);
+        if (oom != null) {
+            oom.unwatch(id);
+        }
     }
 
     private TtrpcService build(String name) {
@@ -231,6 +239,10 @@ public final class TaskService {
             }
             events.publish(c.namespace, "/tasks/start", TaskStart.newBuilder().setContainerId(c.id)
                     .setPid(c.init.pid).build());
+            if (oom != null) {
+                oom.watch(c.id, c.init.pid, () -> events.publish(c.namespace, "/tasks/oom",
+                        TaskOOM.newBuilder().setContainerId(c.id).build()));
+            }
             LOG.info("container {} started", c.id);
             return StartResponse.newBuilder().setPid(c.init.pid).build();
         }
@@ -293,6 +305,9 @@ public final class TaskService {
         }
         c.container.delete();
         containers.remove(c.id);
+        if (oom != null) {
+            oom.unwatch(c.id);
+        }
         ExitStatus st = c.init.exitStatus == null ? ExitStatus.of(137) : c.init.exitStatus;
         events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setId(c.id)
                 .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt())).build());

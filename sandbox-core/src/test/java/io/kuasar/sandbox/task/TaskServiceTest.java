@@ -90,7 +90,7 @@ class TaskServiceTest {
             synchronized (events) {
                 events.add(ns + " " + topic);
             }
-        });
+        }, null);
         server = new TtrpcServer(dir.resolve("task.sock"));
         tasks.services().forEach(server::register);
         server.start();
