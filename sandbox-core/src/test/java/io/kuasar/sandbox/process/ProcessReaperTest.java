@@ -57,8 +57,9 @@ class ProcessReaperTest {
 
     @Test
     void aProcessThatExitedBeforeBeingWatchedStillReportsItsStatus() throws Exception {
-        int pid = orphan("exit 3");
-        Thread.sleep(300); // it is a zombie now, waiting for us
+        // It outlives the shell (which could otherwise reap it itself), then exits before we watch it.
+        int pid = orphan("sleep 0.1; exit 3");
+        Thread.sleep(600); // it is our zombie now, waiting for us
         assertThat(reaper.watch(pid).get(10, TimeUnit.SECONDS).code()).isEqualTo(3);
     }
 
