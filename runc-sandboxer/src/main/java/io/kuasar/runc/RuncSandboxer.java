@@ -94,9 +94,7 @@ public final class RuncSandboxer implements Sandboxer {
 
     @Override
     public void stop(SandboxRecord r, Duration timeout) {
-        for (String c : tasks.containersOf(r.id())) {
-            tasks.forceRemove(c);
-        }
+        tasks.killAll(r.id());
         CompletableFuture<ExitStatus> exit = holderExits.get(r.id());
         int pid = r.pid();
         if (pid > 0 && exit != null && !exit.isDone()) {

@@ -99,6 +99,25 @@ public final class TaskService {
                 .map(c -> c.id).toList();
     }
 
+    /**
+     * Kills every process of a sandbox's containers and waits for them (the sandbox is stopping); containerd deletes
+     * the containers afterwards.
+     */
+    public void killAll(String sandboxId) {
+        for (String id : containersOf(sandboxId)) {
+            ContainerEntry c = containers.get(id);
+            if (c == null || c.init.status == ProcStatus.STOPPED) {
+                continue;
+            }
+            try {
+                c.container.kill(9, true);
+            } catch (Exception e) {
+                LOG.debug("container {}: kill while stopping its sandbox: {}", id, e.getMessage());
+            }
+            awaitQuietly(c.init.exit, 5);
+        }
+    }
+
     /** Kills and deletes a container regardless of its state; used when its sandbox is shut down. */
     public void forceRemove(String id) {
         ContainerEntry c = containers.get(id);
