@@ -1,0 +1,377 @@
+package io.kuasar.tests.e2e;
+
+import io.kuasar.tests.cri.CriClient;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.stream.Stream;
+
+/**
+ * One private containerd 2.x plus one runc-sandboxer for the whole test run (see {@link E2eExtension}).
+ *
+ * <pre>
+ *   /tmp/kuasar-e2e-NNN/            workdir (short: every socket path must fit into sun_path, 108 bytes)
+ *     runc.sock                     runc-sandboxer's Sandbox API (containerd's proxy plugin 'runc')
+ *     state/                        runc-sandboxer --dir: one directory per sandbox, and task.sock
+ *     sandboxer.log                 runc-sandboxer's output (--log-level debug)
+ *     ctrd/                         env.sh start-containerd workdir: config.toml, containerd.sock, containerd.log, ...
+ *     logs/                         pod log directories (CRI log_directory)
+ * </pre>
+ *
+ * Knobs (system properties): {@code kuasar.repo} (set by the pom), {@code kuasar.e2e.prefix} (an existing
+ * {@code make install} prefix; default {@code <repo>/tests/target/e2e-prefix}, built when missing),
+ * {@code kuasar.e2e.keep=true} (leave the workdir for inspection). Environment: {@code KUASAR_E2E_BRIDGE} /
+ * {@code KUASAR_E2E_SUBNET} (the CNI bridge and /24; defaults below keep clear of env.sh's defaults, which
+ * a hand-started containerd may be using: host-local IPAM state is per workdir, so two daemons on one
+ * bridge could hand out the same address).
+ */
+public final class E2eEnvironment implements AutoCloseable {
+    public static final String HANDLER = "kuasar-runc";
+    public static final String RUNC_ROOT = "/run/containerd/runc/k8s.io";
+    static final String DEFAULT_BRIDGE = "kuasare2e0";
+    static final String DEFAULT_SUBNET = "10.88.78.0/24";
+
+    private final Path repo;
+    private final Path prefix;
+    private final Path envSh;
+    private final Path workdir;
+    private final Path ctrdDir;
+    private final Path sandboxerSock;
+    private final Path stateDir;
+    private final Path sandboxerLog;
+    private final Map<String, String> childEnv = new HashMap<>();
+    private final String subnet;
+    private final AtomicBoolean failed = new AtomicBoolean();
+    private final AtomicBoolean closed = new AtomicBoolean();
+    private Process sandboxer;
+    private CriClient cri;
+    private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
+
+    private E2eEnvironment() throws IOException {
+        repo = Path.of(System.getProperty("kuasar.repo", "..")).toAbsolutePath().normalize();
+        String p = System.getProperty("kuasar.e2e.prefix", "");
+        prefix = p.isEmpty() ? repo.resolve("tests/target/e2e-prefix") : Path.of(p).toAbsolutePath();
+        envSh = repo.resolve("tests/e2e/env.sh");
+        workdir = Files.createTempDirectory(Path.of("/tmp"), "kuasar-e2e-");
+        ctrdDir = workdir.resolve("ctrd");
+        sandboxerSock = workdir.resolve("runc.sock");
+        stateDir = workdir.resolve("state");
+        sandboxerLog = workdir.resolve("sandboxer.log");
+        String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
+        subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
+        childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        childEnv.put("KUASAR_E2E_BRIDGE", bridge);
+        childEnv.put("KUASAR_E2E_SUBNET", subnet);
+        childEnv.put("KUASAR_SHIM_DIR", prefix.resolve("bin").toString());
+    }
+
+    private static String envOr(String name, String dflt) {
+        String v = System.getenv(name);
+        return v == null || v.isEmpty() ? dflt : v;
+    }
+
+    /** Sets everything up; on any failure, tears down what was started and rethrows. */
+    static E2eEnvironment start() {
+        E2eEnvironment env;
+        try {
+            env = new E2eEnvironment();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        Runtime.getRuntime().addShutdownHook(env.shutdownHook);
+        try {
+            env.doStart();
+            return env;
+        } catch (RuntimeException | Error e) {
+            env.failed.set(true);
+            env.close();
+            throw e;
+        }
+    }
+
+    private void doStart() {
+        long t0 = System.nanoTime();
+        log("workdir " + workdir);
+        Host.check(Duration.ofMinutes(15), childEnv, repo, envSh.toString(), "setup");
+        Path launcher = prefix.resolve("bin/runc-sandboxer");
+        ensureInstalled(launcher);
+        if (!Files.isExecutable(prefix.resolve("bin/containerd-shim-kuasar-runc-v1"))) {
+            throw new IllegalStateException(prefix + "/bin/containerd-shim-kuasar-runc-v1 missing: broken install");
+        }
+        startSandboxer(launcher);
+        Host.check(Duration.ofSeconds(90), childEnv, workdir, envSh.toString(), "start-containerd",
+                ctrdDir.toString(), sandboxerSock.toString());
+        cri = new CriClient(containerdSock(), HANDLER, workdir.resolve("logs"));
+        String v = cri.version().getRuntimeVersion();
+        log(String.format("up in %d ms: containerd %s, runc-sandboxer pid %d", (System.nanoTime() - t0) / 1_000_000,
+                v, sandboxer.pid()));
+    }
+
+    /**
+     * A missing default prefix is built and installed ({@code make install}, which runs the Maven build first).
+     * An existing one is refreshed when it differs from the module build outputs (the README's test command builds
+     * first), by the Makefile's own install recipe with the build step skipped ({@code MVN=true}): testing a stale
+     * sandboxer would be worse than useless. A prefix given with {@code -Dkuasar.e2e.prefix} is used as it is.
+     */
+    private void ensureInstalled(Path launcher) {
+        boolean explicit = !System.getProperty("kuasar.e2e.prefix", "").isEmpty();
+        Map<String, String> env = new HashMap<>(childEnv);
+        env.put("JAVA_HOME", System.getProperty("java.home"));
+        if (!Files.isExecutable(launcher)) {
+            if (explicit) {
+                throw new IllegalStateException(launcher + " missing: -Dkuasar.e2e.prefix must name an installed prefix");
+            }
+            log("no install at " + prefix + ": make install PREFIX=" + prefix);
+            Host.check(Duration.ofMinutes(15), env, repo, "make", "install", "PREFIX=" + prefix, "MVN_FLAGS=-B -q -o");
+            return;
+        }
+        String stale = explicit ? null : staleness();
+        if (stale != null) {
+            log("install at " + prefix + " is stale (" + stale + "): make install MVN=true (no rebuild)");
+            Host.check(Duration.ofMinutes(2), env, repo, "make", "install", "PREFIX=" + prefix, "MVN=true");
+        }
+    }
+
+    /** Why the installed files differ from the module build outputs, or null if they do not (or cannot tell). */
+    private String staleness() {
+        Path target = repo.resolve("runc-sandboxer/target");
+        Path lib = prefix.resolve("lib/kuasar/runc-sandboxer");
+        try {
+            if (!Files.isDirectory(target.resolve("lib"))) {
+                return null;
+            }
+            List<Path> built = new ArrayList<>();
+            try (Stream<Path> s = Files.list(target.resolve("lib"))) {
+                s.filter(p -> p.toString().endsWith(".jar")).forEach(built::add);
+            }
+            try (Stream<Path> s = Files.list(target)) {
+                s.filter(p -> p.getFileName().toString().matches("runc-sandboxer-.*[0-9T]\\.jar")).forEach(built::add);
+            }
+            List<String> names = new ArrayList<>();
+            for (Path b : built) {
+                names.add(b.getFileName().toString());
+                if (differs(b, lib.resolve(b.getFileName()))) {
+                    return b.getFileName() + " changed";
+                }
+            }
+            try (Stream<Path> s = Files.list(lib)) {
+                for (Path installed : s.toList()) {
+                    if (!names.contains(installed.getFileName().toString())) {
+                        return installed.getFileName() + " no longer built";
+                    }
+                }
+            }
+            if (differs(target.resolve("libexec/kuasar-holder"), prefix.resolve("libexec/kuasar/kuasar-holder"))) {
+                return "kuasar-holder changed";
+            }
+            if (differs(repo.resolve("shim/bin/containerd-shim-kuasar-runc-v1"),
+                    prefix.resolve("bin/containerd-shim-kuasar-runc-v1"))) {
+                return "shim helper changed";
+            }
+            return null;
+        } catch (IOException e) {
+            return "cannot compare: " + e.getMessage();
+        }
+    }
+
+    private static boolean differs(Path built, Path installed) throws IOException {
+        return Files.exists(built) && (!Files.exists(installed) || Files.mismatch(built, installed) != -1);
+    }
+
+    private void startSandboxer(Path launcher) {
+        ProcessBuilder pb = new ProcessBuilder(launcher.toString(),
+                "--listen", sandboxerSock.toString(),
+                "--dir", stateDir.toString(),
+                "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
+                "--log-level", "debug")
+                .redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(sandboxerLog.toFile()))
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+        pb.environment().putAll(childEnv);
+        try {
+            sandboxer = pb.start();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot start " + launcher, e);
+        }
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(sandboxerSock)) {
+            if (!sandboxer.isAlive()) {
+                throw new IllegalStateException("runc-sandboxer exited " + sandboxer.exitValue() + " during startup:\n"
+                        + Host.tail(sandboxerLog, 40));
+            }
+            if (System.nanoTime() > end) {
+                throw new IllegalStateException("runc-sandboxer did not create " + sandboxerSock + " within 30 s:\n"
+                        + Host.tail(sandboxerLog, 40));
+            }
+            sleep(50);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+
+    public CriClient cri() {
+        return cri;
+    }
+
+    public Path workdir() {
+        return workdir;
+    }
+
+    /** runc-sandboxer's --dir. */
+    public Path stateDir() {
+        return stateDir;
+    }
+
+    /** containerd's own state directory (task bundles with their rootfs mounts, netns). */
+    public Path containerdState() {
+        return ctrdDir.resolve("state");
+    }
+
+    public Path containerdSock() {
+        return ctrdDir.resolve("containerd.sock");
+    }
+
+    public long sandboxerPid() {
+        return sandboxer.pid();
+    }
+
+    public boolean sandboxerAlive() {
+        return sandboxer.isAlive();
+    }
+
+    /** The CNI subnet, e.g. {@code 10.88.78.0/24}. */
+    public String subnet() {
+        return subnet;
+    }
+
+    public Path sandboxerLog() {
+        return sandboxerLog;
+    }
+
+    public Path containerdLog() {
+        return ctrdDir.resolve("containerd.log");
+    }
+
+    /** {@code runc list} of the shared k8s.io runc root. */
+    public String runcList() {
+        return Host.check(Duration.ofSeconds(20), childEnv, null, "runc", "--root", RUNC_ROOT, "list");
+    }
+
+    void markFailed() {
+        failed.set(true);
+    }
+
+    String logTails() {
+        return "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
+                + "\n---- containerd log (" + containerdLog() + ") ----\n" + Host.tail(containerdLog(), 60);
+    }
+
+    static void log(String msg) {
+        System.err.println("[e2e] " + msg);
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Teardown
+
+    /**
+     * Removes every pod through CRI, stops runc-sandboxer and containerd, then {@code env.sh clean} (containers,
+     * shims, mounts below the workdir) and kills any namespace holder still alive. Idempotent.
+     */
+    @Override
+    public void close() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        if (Thread.currentThread() != shutdownHook) {
+            try {
+                Runtime.getRuntime().removeShutdownHook(shutdownHook);
+            } catch (IllegalStateException e) {
+                // already shutting down
+            }
+        }
+        List<String> problems = new ArrayList<>();
+        List<String> pods = cri != null ? cri.podsCreated() : List.of();
+        if (cri != null) {
+            if (sandboxer != null && sandboxer.isAlive()) {
+                problems.addAll(cri.cleanupAll());
+            }
+            cri.close();
+        }
+        if (sandboxer != null) {
+            stopSandboxer(problems);
+        }
+        try {
+            Host.check(Duration.ofSeconds(90), childEnv, null, envSh.toString(), "clean", ctrdDir.toString());
+        } catch (RuntimeException e) {
+            problems.add("env.sh clean: " + e.getMessage());
+        }
+        for (String id : pods) {
+            for (long pid : Host.pidsWithComm(Host.holderComm(id))) {
+                problems.add("namespace holder " + pid + " of pod " + id + " survived teardown; killing it");
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+        if (!problems.isEmpty()) {
+            failed.set(true);
+            problems.forEach(p -> log("teardown: " + p));
+        }
+        if (failed.get()) {
+            System.err.println(logTails());
+        }
+        if (Boolean.getBoolean("kuasar.e2e.keep")) {
+            log("kept " + workdir);
+        } else {
+            removeWorkdir();
+        }
+    }
+
+    private void stopSandboxer(List<String> problems) {
+        if (sandboxer.isAlive()) {
+            sandboxer.destroy(); // SIGTERM: clean exit 0, pods (none left by now) keep running
+            try {
+                if (!sandboxer.waitFor(15, TimeUnit.SECONDS)) {
+                    problems.add("runc-sandboxer ignored SIGTERM for 15 s; killed");
+                    sandboxer.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        if (!sandboxer.isAlive() && sandboxer.exitValue() != 0 && sandboxer.exitValue() != 143) {
+            problems.add("runc-sandboxer exited " + sandboxer.exitValue());
+        }
+    }
+
+    private void removeWorkdir() {
+        List<String> mounts = Host.mountsMentioning(workdir.toString());
+        if (!mounts.isEmpty()) {
+            log("mounts left below " + workdir + ", not removing it:\n" + String.join("\n", mounts));
+            return;
+        }
+        try (Stream<Path> s = Files.walk(workdir)) {
+            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            log("cannot remove " + workdir + ": " + e);
+        }
+    }
+}
