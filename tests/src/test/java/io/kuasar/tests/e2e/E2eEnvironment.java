@@ -258,8 +258,10 @@ public final class E2eEnvironment implements AutoCloseable {
         return sandboxerLog;
     }
 
+    /** containerd's log; after teardown ({@code env.sh clean} removes its directory), the copy kept in the workdir. */
     public Path containerdLog() {
-        return ctrdDir.resolve("containerd.log");
+        Path live = ctrdDir.resolve("containerd.log");
+        return Files.exists(live) ? live : workdir.resolve("containerd.log");
     }
 
     /** {@code runc list} of the shared k8s.io runc root. */
@@ -307,6 +309,7 @@ public final class E2eEnvironment implements AutoCloseable {
                 // already shutting down
             }
         }
+        long t0 = System.nanoTime();
         List<String> problems = new ArrayList<>();
         List<String> pods = cri != null ? cri.podsCreated() : List.of();
         if (cri != null) {
@@ -317,6 +320,14 @@ public final class E2eEnvironment implements AutoCloseable {
         }
         if (sandboxer != null) {
             stopSandboxer(problems);
+        }
+        try {
+            Path log = ctrdDir.resolve("containerd.log");
+            if (Files.exists(log)) {
+                Files.copy(log, workdir.resolve("containerd.log"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+        } catch (IOException e) {
+            log("cannot keep containerd.log: " + e);
         }
         try {
             Host.check(Duration.ofSeconds(90), childEnv, null, envSh.toString(), "clean", ctrdDir.toString());
@@ -333,6 +344,8 @@ public final class E2eEnvironment implements AutoCloseable {
             failed.set(true);
             problems.forEach(p -> log("teardown: " + p));
         }
+        log(String.format("torn down in %d ms (%d pods were created in this run)",
+                (System.nanoTime() - t0) / 1_000_000, pods.size()));
         if (failed.get()) {
             System.err.println(logTails());
         }
