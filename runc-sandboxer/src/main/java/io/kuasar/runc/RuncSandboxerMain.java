@@ -4,6 +4,7 @@ import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.sys.FdPoller;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.task.TaskService;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
@@ -34,16 +35,16 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
     }
 
     @Override
-    protected Parts assemble(StateStore store, ProcessReaper reaper, Path eventsAddress) {
+    protected Parts assemble(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress) {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
-        OomMonitor oom = new OomMonitor();
+        OomMonitor oom = new OomMonitor(poller);
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
                 store.root().resolve("tty")), events, oom);
         TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
         tasks.services().forEach(server::register);
         RuncSandboxer sandboxer = new RuncSandboxer(new HolderLauncher(helper), reaper, tasks, server.address());
-        return new Parts(sandboxer, server, List.of(events, oom, reaper));
+        return new Parts(sandboxer, server, List.of(events));
     }
 
     static Path libexec() {

@@ -8,6 +8,7 @@ import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.sandbox.sys.FdPoller;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -47,7 +48,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
     public record Parts(Sandboxer sandboxer, TtrpcServer taskServer, List<AutoCloseable> resources) {
     }
 
-    protected abstract Parts assemble(StateStore store, ProcessReaper reaper, Path eventsAddress) throws Exception;
+    /** {@code poller} is the daemon's one descriptor-polling thread, shared by the reaper and any other watcher. */
+    protected abstract Parts assemble(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress)
+            throws Exception;
 
     protected Path eventsAddress() {
         if (containerdTtrpc != null) {
@@ -68,8 +71,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             LOG.error("another sandboxer is already serving {}; stop it first", store.root());
             return 1;
         }
-        ProcessReaper reaper = new ProcessReaper();
-        Parts parts = assemble(store, reaper, eventsAddress());
+        FdPoller poller = new FdPoller("fd-poller");
+        ProcessReaper reaper = new ProcessReaper(poller);
+        Parts parts = assemble(store, reaper, poller, eventsAddress());
         ControllerService controller = new ControllerService(parts.sandboxer(), store);
         controller.recover();
         parts.taskServer().start();
@@ -90,6 +94,7 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
                 LOG.debug("closing {} failed: {}", r, e.getMessage());
             }
         }
+        poller.close();
         return 0;
     }
 

@@ -1,14 +1,11 @@
 package io.kuasar.sandbox.process;
 
 import io.kuasar.sandbox.sys.ErrnoException;
+import io.kuasar.sandbox.sys.FdPoller;
 import io.kuasar.sandbox.sys.Linux;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
-import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 
 /**
@@ -16,26 +13,27 @@ import java.util.concurrent.CompletableFuture;
  * and exec processes that runc leaves behind, and sandbox holders. The daemon is a child subreaper, so those
  * processes become its children when their launcher exits.
  *
- * <p>One platform thread polls a pidfd per watched process. It never calls {@code waitpid(-1)}: that would race the
- * JDK's own reaper and steal exit codes of {@code java.lang.Process} children. A pidfd is opened even for a zombie,
- * so a process that exits before it is watched still reports its real status.
+ * <p>A pidfd per watched process is polled by an {@link FdPoller}. It never calls {@code waitpid(-1)}: that would
+ * race the JDK's own reaper and steal exit codes of {@code java.lang.Process} children. A pidfd is opened even for a
+ * zombie, so a process that exits before it is watched still reports its real status.
  */
 public final class ProcessReaper implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessReaper.class);
 
-    private final Object lock = new Object();
-    private final Map<Integer, Watch> watches = new HashMap<>(); // by pidfd
-    private final int wakeFd;
-    private final Thread thread;
-    private volatile boolean closed;
-
-    private record Watch(int pid, int pidfd, CompletableFuture<ExitStatus> exit) {
-    }
+    private final FdPoller poller;
+    private final boolean ownsPoller;
 
     public ProcessReaper() {
-        this.wakeFd = Linux.eventfd();
-        this.thread = Thread.ofPlatform().daemon().name("process-reaper").unstarted(this::loop);
-        thread.start();
+        this(new FdPoller("process-reaper"), true);
+    }
+
+    public ProcessReaper(FdPoller poller) {
+        this(poller, false);
+    }
+
+    private ProcessReaper(FdPoller poller, boolean ownsPoller) {
+        this.poller = poller;
+        this.ownsPoller = ownsPoller;
     }
 
     /** Makes this JVM the reaper of orphaned descendants (runc's detached container processes). */
@@ -57,57 +55,18 @@ public final class ProcessReaper implements AutoCloseable {
             exit.complete(ExitStatus.unknown());
             return exit;
         }
-        synchronized (lock) {
-            if (closed) {
-                Linux.close(pidfd);
-                throw new IllegalStateException("process reaper is closed");
-            }
-            watches.put(pidfd, new Watch(pid, pidfd, exit));
-        }
-        Linux.eventfdSignal(wakeFd);
+        poller.add(pidfd, fd -> reap(pid, fd, exit));
         return exit;
     }
 
     public int watched() {
-        synchronized (lock) {
-            return watches.size();
-        }
+        return poller.size();
     }
 
-    private void loop() {
-        while (!closed) {
-            List<Watch> current;
-            synchronized (lock) {
-                current = new ArrayList<>(watches.values());
-            }
-            int[] fds = new int[current.size() + 1];
-            fds[0] = wakeFd;
-            for (int i = 0; i < current.size(); i++) {
-                fds[i + 1] = current.get(i).pidfd();
-            }
-            boolean[] ready;
-            try {
-                ready = Linux.pollIn(fds, -1);
-            } catch (RuntimeException e) {
-                LOG.error("poll on pidfds failed; retrying", e);
-                sleepQuietly();
-                continue;
-            }
-            if (ready[0]) {
-                Linux.eventfdDrain(wakeFd);
-            }
-            for (int i = 1; i < fds.length; i++) {
-                if (ready[i]) {
-                    reap(current.get(i - 1));
-                }
-            }
-        }
-    }
-
-    private void reap(Watch w) {
+    private void reap(int pid, int pidfd, CompletableFuture<ExitStatus> exit) {
         ExitStatus status;
         try {
-            Linux.WaitStatus ws = Linux.waitPidfd(w.pidfd(), false);
+            Linux.WaitStatus ws = Linux.waitPidfd(pidfd, false);
             if (ws == null) {
                 return; // readable but not yet waitable; poll again
             }
@@ -116,40 +75,15 @@ public final class ProcessReaper implements AutoCloseable {
             // ECHILD: it exited but is not our child (it was re-parented to us from a previous daemon, or never was).
             status = ExitStatus.unknown();
         }
-        synchronized (lock) {
-            watches.remove(w.pidfd());
-        }
-        Linux.close(w.pidfd());
-        LOG.debug("process {} exited with {}", w.pid(), status.code());
-        w.exit().complete(status);
-    }
-
-    private static void sleepQuietly() {
-        try {
-            Thread.sleep(100);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        poller.remove(pidfd);
+        LOG.debug("process {} exited with {}", pid, status.code());
+        exit.complete(status);
     }
 
     @Override
     public void close() {
-        synchronized (lock) {
-            if (closed) {
-                return;
-            }
-            closed = true;
+        if (ownsPoller) {
+            poller.close();
         }
-        Linux.eventfdSignal(wakeFd);
-        try {
-            thread.join(2000);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-        synchronized (lock) {
-            watches.values().forEach(w -> Linux.close(w.pidfd()));
-            watches.clear();
-        }
-        Linux.close(wakeFd);
     }
 }
