@@ -14,8 +14,9 @@ import java.util.concurrent.ConcurrentHashMap;
 /**
  * Reports OOM kills in containers' memory cgroups (cgroup v1: an eventfd registered through
  * {@code cgroup.event_control} on {@code memory.oom_control}), like containerd's runc shim does for TaskOOM.
- * A notification only counts when the cgroup's {@code oom_kill} counter went up: v1 also signals the eventfd when
- * the cgroup is removed.
+ * As in containerd's cgroups library, a notification counts unless the cgroup is gone (v1 also signals the eventfd
+ * when the cgroup is removed). The {@code oom_kill} counter cannot decide it: the kernel notifies when the cgroup
+ * enters OOM, before the kill is counted.
  */
 public final class OomMonitor {
     private static final Logger LOG = LoggerFactory.getLogger(OomMonitor.class);
@@ -24,7 +25,7 @@ public final class OomMonitor {
     private final FdPoller poller;
     private final Map<String, Watch> watches = new ConcurrentHashMap<>(); // by container id
 
-    private record Watch(String id, Path memcg, int eventFd, int controlFd, Runnable onOom, long[] kills) {
+    private record Watch(String id, Path memcg, int eventFd, int controlFd, Runnable onOom) {
     }
 
     public OomMonitor(FdPoller poller) {
@@ -64,7 +65,7 @@ public final class OomMonitor {
             return false;
         }
         // memory.oom_control stays open for as long as we watch: with it closed no notification arrives (tested).
-        Watch w = new Watch(id, memcg, efd, cfd, onOom, new long[]{oomKills(memcg)});
+        Watch w = new Watch(id, memcg, efd, cfd, onOom);
         Watch old = watches.put(id, w);
         if (old != null) {
             release(old);
@@ -95,24 +96,7 @@ public final class OomMonitor {
             unwatch(w.id()); // the cgroup was removed: v1 signals that too
             return;
         }
-        long kills = oomKills(w.memcg());
-        if (kills > w.kills()[0]) {
-            w.kills()[0] = kills;
-            LOG.info("container {}: out of memory (oom_kill {})", w.id(), kills);
-            w.onOom().run();
-        }
-    }
-
-    static long oomKills(Path memcg) {
-        try {
-            for (String line : Files.readAllLines(memcg.resolve("memory.oom_control"))) {
-                if (line.startsWith("oom_kill ")) {
-                    return Long.parseLong(line.substring("oom_kill ".length()).trim());
-                }
-            }
-        } catch (IOException | NumberFormatException e) {
-            return 0;
-        }
-        return 0;
+        LOG.info("container {}: out of memory", w.id());
+        w.onOom().run();
     }
 }
