@@ -8,6 +8,9 @@ import io.kuasar.api.task.v3.CreateTaskRequest;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.sandbox.state.Ids;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
 import io.kuasar.sandbox.task.ContainerRuntime;
@@ -34,12 +37,15 @@ public final class RuncRuntime implements ContainerRuntime {
     private final ObjectMapper json = new ObjectMapper();
     private final CgroupStats cgroups = new CgroupStats();
 
+    private final Path stateRoot;
     private final Path consoleDir;
 
-    public RuncRuntime(Runc runc, ProcessReaper reaper, Path consoleDir) {
+    /** {@code stateRoot} is the daemon's --dir: pod files live in its sandbox directories, consoles in tty/. */
+    public RuncRuntime(Runc runc, ProcessReaper reaper, Path stateRoot) {
         this.runc = runc;
         this.reaper = reaper;
-        this.consoleDir = consoleDir;
+        this.stateRoot = stateRoot;
+        this.consoleDir = stateRoot.resolve("tty");
     }
 
     @Override
@@ -48,6 +54,10 @@ public final class RuncRuntime implements ContainerRuntime {
         Path bundle = Path.of(req.getBundle());
         JsonNode spec = readSpec(id, bundle);
         String sandboxId = spec.path("annotations").path(SANDBOX_ID_ANNOTATION).asText("");
+        if (!sandboxId.isEmpty() && Ids.isValid(sandboxId)
+                && PodFiles.inject((ObjectNode) spec, stateRoot.resolve(sandboxId))) {
+            AtomicFiles.write(bundle.resolve("config.json"), json.writeValueAsBytes(spec));
+        }
         Runc r = runcFor(id, req);
         boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
         RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,

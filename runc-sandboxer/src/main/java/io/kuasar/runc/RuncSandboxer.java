@@ -41,6 +41,7 @@ public final class RuncSandboxer implements Sandboxer {
     private static final Logger LOG = LoggerFactory.getLogger(RuncSandboxer.class);
     static final String HOLDER_PID = "holderPid";
 
+    private final Path stateRoot;
     private final HolderLauncher holders;
     private final ProcessReaper reaper;
     private final TaskService tasks;
@@ -48,7 +49,9 @@ public final class RuncSandboxer implements Sandboxer {
     private final CgroupStats cgroups = new CgroupStats();
     private final Map<String, CompletableFuture<ExitStatus>> holderExits = new ConcurrentHashMap<>();
 
-    public RuncSandboxer(HolderLauncher holders, ProcessReaper reaper, TaskService tasks, String taskAddress) {
+    public RuncSandboxer(Path stateRoot, HolderLauncher holders, ProcessReaper reaper, TaskService tasks,
+                         String taskAddress) {
+        this.stateRoot = stateRoot;
         this.holders = holders;
         this.reaper = reaper;
         this.tasks = tasks;
@@ -86,7 +89,14 @@ public final class RuncSandboxer implements Sandboxer {
                         + " is longer than 64 characters").asRuntimeException();
             }
         }
-        int pid = holders.launch(r.id(), r.netnsPath(), hostname, sharedPid);
+        PodFiles.prepare(stateRoot.resolve(r.id()), cfg, hostname);
+        int pid;
+        try {
+            pid = holders.launch(r.id(), r.netnsPath(), hostname, sharedPid);
+        } catch (IOException | RuntimeException e) {
+            PodFiles.release(stateRoot.resolve(r.id()));
+            throw e;
+        }
         CompletableFuture<ExitStatus> exit = reaper.watch(pid);
         holderExits.put(r.id(), exit);
         return new Started(pid, taskAddress, exit, Map.of(HOLDER_PID, Integer.toString(pid)));
@@ -115,6 +125,7 @@ public final class RuncSandboxer implements Sandboxer {
             tasks.forceRemove(c);
         }
         holderExits.remove(r.id());
+        PodFiles.release(stateRoot.resolve(r.id()));
     }
 
     @Override

@@ -40,10 +40,11 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
         OomMonitor oom = new OomMonitor(poller);
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
-                store.root().resolve("tty")), events, oom);
+                store.root()), events, oom);
         TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
         tasks.services().forEach(server::register);
-        RuncSandboxer sandboxer = new RuncSandboxer(new HolderLauncher(helper), reaper, tasks, server.address());
+        RuncSandboxer sandboxer = new RuncSandboxer(store.root(), new HolderLauncher(helper), reaper, tasks,
+                server.address());
         return new Parts(sandboxer, server, List.of(events));
     }
 

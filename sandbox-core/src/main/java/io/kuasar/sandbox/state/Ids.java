@@ -15,6 +15,10 @@ public final class Ids {
     private Ids() {
     }
 
+    public static boolean isValid(String id) {
+        return id != null && !id.isEmpty() && id.length() <= MAX_LENGTH && VALID.matcher(id).matches();
+    }
+
     /** Returns the id or throws INVALID_ARGUMENT naming the kind and the reason. */
     public static String require(String kind, String id) {
         if (id == null || id.isEmpty()) {

@@ -1,7 +1,6 @@
 package io.kuasar.tests.e2e;
 
 import io.kuasar.tests.cri.CriClient;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -26,9 +25,6 @@ class PodIpcTest {
 
     /** Passes with containerd's own {@code runc} handler (podsandbox), which mounts one shm per pod. */
     @Test
-    @Disabled("bug: each container gets a private tmpfs /dev/shm; containerd 2.x mounts the pod's "
-            + "<root>/io.containerd.grpc.v1.cri/sandboxes/<id>/shm only if the sandbox controller created it, and "
-            + "runc-sandboxer does not; see the e2e report")
     void containersShareDevShm(CriClient cri) {
         CriClient.Pod pod = cri.runPod("shm", false);
         String a = cri.runContainer(pod, "a", "sleep", "1001");

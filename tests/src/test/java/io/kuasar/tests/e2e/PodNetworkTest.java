@@ -4,7 +4,6 @@ import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxState;
 import io.kuasar.api.cri.v1.PodSandboxStatus;
 import io.kuasar.tests.cri.CriClient;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -88,9 +87,6 @@ class PodNetworkTest {
      * (verified): the pod's {@code /etc/hostname} and {@code /etc/resolv.conf} from its DNS config.
      */
     @Test
-    @Disabled("bug: no /etc/hostname, /etc/hosts or /etc/resolv.conf for the pod; containerd 2.x bind-mounts "
-            + "<root>/io.containerd.grpc.v1.cri/sandboxes/<id>/{hostname,hosts,resolv.conf} only if the sandbox "
-            + "controller wrote them, and runc-sandboxer does not; see the e2e report")
     void etcHostnameAndResolvConfAreThePods(CriClient cri) {
         CriClient.Pod pod = cri.runPod(cri.podConfig("named", false, NamespaceMode.CONTAINER).toBuilder()
                 .setDnsConfig(io.kuasar.api.cri.v1.DNSConfig.newBuilder().addServers("10.88.78.53")
