@@ -45,7 +45,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         tasks.services().forEach(server::register);
         RuncSandboxer sandboxer = new RuncSandboxer(store.root(), new HolderLauncher(helper), reaper, tasks,
                 server.address());
-        return new Parts(sandboxer, server, List.of(events));
+        return new Parts(sandboxer, server, tasks, List.of(events));
     }
 
     static Path libexec() {

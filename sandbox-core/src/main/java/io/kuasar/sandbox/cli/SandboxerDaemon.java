@@ -6,6 +6,10 @@ import io.grpc.BindableService;
 import io.kuasar.sandbox.controller.ControllerService;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
+import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.sandbox.metrics.MetricsRegistry;
+import io.kuasar.sandbox.metrics.MetricsServer;
+import io.kuasar.sandbox.metrics.RpcMetricsInterceptor;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.sys.FdPoller;
@@ -42,10 +46,14 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             description = "containerd's ttrpc socket for task events (default: $TTRPC_ADDRESS or /run/containerd/containerd.sock.ttrpc)")
     protected Path containerdTtrpc;
 
+    @Option(names = "--metrics-listen",
+            description = "Serve Prometheus metrics at GET /metrics on unix:/path or a loopback HOST:PORT (off by default)")
+    protected String metricsListen;
+
     private final CountDownLatch stop = new CountDownLatch(1);
 
     /** The parts a concrete daemon provides once the shared ones exist. */
-    public record Parts(Sandboxer sandboxer, TtrpcServer taskServer, List<AutoCloseable> resources) {
+    public record Parts(Sandboxer sandboxer, TtrpcServer taskServer, TaskService tasks, List<AutoCloseable> resources) {
     }
 
     /** {@code poller} is the daemon's one descriptor-polling thread, shared by the reaper and any other watcher. */
@@ -76,8 +84,18 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         Parts parts = assemble(store, reaper, poller, eventsAddress());
         ControllerService controller = new ControllerService(parts.sandboxer(), store);
         controller.recover();
+        MetricsRegistry metrics = new MetricsRegistry();
+        controller.registerMetrics(metrics);
+        if (parts.tasks() != null) {
+            metrics.gauge("kuasar_containers", "Containers served by this daemon's Task API.",
+                    parts.tasks()::containerCount);
+        }
+        parts.taskServer().observe((service, method, code, nanos) ->
+                metrics.recordRpc("task", method, code.name(), nanos));
         parts.taskServer().start();
-        GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller)).start();
+        GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller),
+                List.of(new RpcMetricsInterceptor(metrics))).start();
+        MetricsServer metricsServer = metricsListen == null ? null : MetricsServer.start(metricsListen, metrics);
         // SIGTERM/SIGINT end serving and exit 0; pods keep running. (A shutdown hook alone would exit 143.)
         for (String sig : new String[]{"TERM", "INT"}) {
             sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> stop.countDown());
@@ -87,6 +105,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         LOG.info("shutting down: pods keep running and are recovered on the next start");
         grpc.close();
         parts.taskServer().close();
+        if (metricsServer != null) {
+            metricsServer.close();
+        }
         for (AutoCloseable r : parts.resources()) {
             try {
                 r.close();

@@ -92,6 +92,15 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         return sandboxes.size();
     }
 
+    /** Sandboxes by phase, as gauges. */
+    public void registerMetrics(io.kuasar.sandbox.metrics.MetricsRegistry metrics) {
+        for (Phase p : Phase.values()) {
+            metrics.gauge("kuasar_sandboxes{phase=\"" + p.name().toLowerCase() + "\"}",
+                    "Sandboxes known to this daemon, by phase.",
+                    () -> sandboxes.values().stream().filter(e -> e.record.phase() == p).count());
+        }
+    }
+
     /**
      * Loads every sandbox under the state directory and re-attaches to the running ones. A sandbox that cannot be
      * loaded or recovered is reported and kept on disk; recovery never deletes state.

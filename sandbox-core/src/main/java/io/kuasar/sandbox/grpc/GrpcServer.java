@@ -35,6 +35,10 @@ public final class GrpcServer implements AutoCloseable {
     private final Server server;
 
     public GrpcServer(Path socket, List<BindableService> services) {
+        this(socket, services, List.of());
+    }
+
+    public GrpcServer(Path socket, List<BindableService> services, List<io.grpc.ServerInterceptor> interceptors) {
         this.socket = socket.toAbsolutePath();
         this.loop = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
         NettyServerBuilder b = NettyServerBuilder.forAddress(new DomainSocketAddress(this.socket.toString()))
@@ -43,7 +47,7 @@ public final class GrpcServer implements AutoCloseable {
                 .executor(handlers)
                 .maxInboundMessageSize(MAX_MESSAGE_BYTES)
                 .maxInboundMetadataSize(64 << 10);
-        services.forEach(b::addService);
+        services.forEach(s -> b.addService(io.grpc.ServerInterceptors.intercept(s, interceptors)));
         this.server = b.build();
     }
 

@@ -54,6 +54,19 @@ public final class TtrpcServer implements AutoCloseable {
     private final AtomicInteger activeCalls = new AtomicInteger();
     private ServerSocketChannel listener;
     private volatile boolean closed;
+    private volatile CallObserver observer = (service, method, code, nanos) -> {
+    };
+
+    /** Told about every finished call (for metrics). */
+    @FunctionalInterface
+    public interface CallObserver {
+        void finished(String service, String method, Status.Code code, long nanos);
+    }
+
+    public TtrpcServer observe(CallObserver o) {
+        this.observer = o;
+        return this;
+    }
 
     public TtrpcServer(Path socketPath) {
         this(socketPath, Frame.MAX_DATA_LENGTH);
@@ -241,7 +254,8 @@ public final class TtrpcServer implements AutoCloseable {
             }
             Instant deadline = req.getTimeoutNano() > 0 ? Instant.now().plusNanos(req.getTimeoutNano()) : null;
             CallContext ctx = new CallContext(req.getService(), req.getMethod(), md, deadline);
-            Call call = new Call(id, method instanceof TtrpcService.Streaming ? new LinkedBlockingQueue<>() : null);
+            Call call = new Call(id, method instanceof TtrpcService.Streaming ? new LinkedBlockingQueue<>() : null,
+                    req.getService(), req.getMethod());
             calls.put(id, call);
             if (method instanceof TtrpcService.Streaming s) {
                 if (!s.streamingClient()) {
@@ -295,6 +309,7 @@ public final class TtrpcServer implements AutoCloseable {
             if (call.timer != null) {
                 call.timer.cancel(false);
             }
+            observer.finished(call.service, call.method, status.getCode(), System.nanoTime() - call.startNanos);
             try {
                 respond(call.id, status, result);
             } catch (IOException e) {
@@ -340,14 +355,19 @@ public final class TtrpcServer implements AutoCloseable {
         static final byte[] END = new byte[0];
         final int id;
         final LinkedBlockingQueue<byte[]> inbound;
+        final String service;
+        final String method;
+        final long startNanos = System.nanoTime();
         final AtomicBoolean done = new AtomicBoolean();
         volatile Thread thread;
         volatile ScheduledFuture<?> timer;
         private boolean ended;
 
-        Call(int id, LinkedBlockingQueue<byte[]> inbound) {
+        Call(int id, LinkedBlockingQueue<byte[]> inbound, String service, String method) {
             this.id = id;
             this.inbound = inbound;
+            this.service = service;
+            this.method = method;
         }
 
         ServerStream stream(Connection conn) {
