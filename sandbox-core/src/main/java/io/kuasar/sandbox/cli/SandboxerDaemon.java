@@ -101,7 +101,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> stop.countDown());
         }
         LOG.info("{} ready (state in {})", parts.sandboxer().name(), store.root());
+        SystemdNotify.notify("READY=1\nMAINPID=" + ProcessHandle.current().pid());
         stop.await();
+        SystemdNotify.notify("STOPPING=1");
         LOG.info("shutting down: pods keep running and are recovered on the next start");
         grpc.close();
         parts.taskServer().close();

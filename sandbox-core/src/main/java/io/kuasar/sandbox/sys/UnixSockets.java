@@ -19,6 +19,7 @@ import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 public final class UnixSockets {
     private static final int AF_UNIX = 1;
     private static final int SOCK_STREAM = 1;
+    private static final int SOCK_DGRAM = 2;
     private static final int SOCK_CLOEXEC = 0x80000;
     private static final int SOL_SOCKET = 1;
     private static final int SCM_RIGHTS = 1;
@@ -30,6 +31,8 @@ public final class UnixSockets {
     private static final MethodHandle LISTEN = Linux.bind("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
     private static final MethodHandle ACCEPT4 = Linux.bind("accept4",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle SENDTO = Linux.bind("sendto",
+            FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
     private static final MethodHandle RECVMSG = Linux.bind("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
 
     private UnixSockets() {
@@ -61,6 +64,46 @@ public final class UnixSockets {
                 throw new ErrnoException("listen(" + path + ")", err);
             }
             return fd;
+        } catch (ErrnoException | IllegalArgumentException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /**
+     * Sends one datagram to an AF_UNIX datagram socket; a path starting with '@' names an abstract socket
+     * (systemd's NOTIFY_SOCKET may be either).
+     */
+    public static void sendDatagram(String path, byte[] message) {
+        byte[] p = path.getBytes(StandardCharsets.UTF_8);
+        if (p.length >= SUN_PATH_MAX) {
+            throw new IllegalArgumentException("socket path is too long: " + path);
+        }
+        boolean isAbstract = p.length > 0 && p[0] == '@';
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(Linux.callState());
+            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                throw new ErrnoException("socket(AF_UNIX, SOCK_DGRAM)", Linux.errno(state));
+            }
+            try {
+                MemorySegment addr = arena.allocate(2 + SUN_PATH_MAX);
+                addr.set(JAVA_SHORT, 0, (short) AF_UNIX);
+                MemorySegment.copy(p, 0, addr, JAVA_BYTE, 2, p.length);
+                if (isAbstract) {
+                    addr.set(JAVA_BYTE, 2, (byte) 0);
+                }
+                int len = 2 + p.length + (isAbstract ? 0 : 1);
+                MemorySegment msg = arena.allocate(Math.max(1, message.length));
+                MemorySegment.copy(message, 0, msg, JAVA_BYTE, 0, message.length);
+                long n = (long) SENDTO.invokeExact(state, fd, msg, (long) message.length, 0, addr, len);
+                if (n < 0) {
+                    throw new ErrnoException("sendto(" + path + ")", Linux.errno(state));
+                }
+            } finally {
+                Linux.close(fd);
+            }
         } catch (ErrnoException | IllegalArgumentException e) {
             throw e;
         } catch (Throwable t) {
