@@ -272,6 +272,29 @@ public final class E2eEnvironment implements AutoCloseable {
         return Files.exists(live) ? live : workdir.resolve("containerd.log");
     }
 
+    /**
+     * Stops containerd (SIGTERM; pods and runc-sandboxer keep running), optionally waits, and starts it again on the
+     * same state; returns once CRI answers.
+     */
+    public void restartContainerd(Duration downtime) {
+        Host.check(Duration.ofSeconds(30), childEnv, workdir, envSh.toString(), "stop-containerd", ctrdDir.toString());
+        sleep(downtime.toMillis());
+        Host.check(Duration.ofSeconds(90), childEnv, workdir, envSh.toString(), "start-containerd",
+                ctrdDir.toString(), sandboxerSock.toString());
+        long until = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (true) {
+            try {
+                cri.version();
+                return;
+            } catch (RuntimeException e) {
+                if (System.nanoTime() > until) {
+                    throw e;
+                }
+                sleep(200);
+            }
+        }
+    }
+
     /** {@code runc list} of the shared k8s.io runc root. */
     public String runcList() {
         return Host.check(Duration.ofSeconds(20), childEnv, null, "runc", "--root", RUNC_ROOT, "list");
