@@ -63,6 +63,8 @@ public final class Benchmark {
     int warmup = 5;
     long settleMs = 2000;
     String label = "";
+    boolean cleanupOnly;
+    boolean nmt;
 
     // ---- results
     final List<PhaseResult> phases = new ArrayList<>();
@@ -108,7 +110,7 @@ public final class Benchmark {
             usage: Benchmark --containerd-sock PATH --containerd-pid PID --sandboxer-pid PID --holder PATH --logs DIR
                              [--out DIR] [--pods 20,50] [--workers 10] [--handlers kuasar-runc,runc]
                              [--modes serial,parallel] [--network pod|host] [--warmup 5] [--settle-ms 2000]
-                             [--label TEXT]""";
+                             [--label TEXT] [--nmt true] [--cleanup-only true]""";
 
     void parse(String[] args) {
         for (int i = 0; i < args.length; i++) {
@@ -137,8 +139,13 @@ public final class Benchmark {
                 case "--warmup" -> warmup = Integer.parseInt(v);
                 case "--settle-ms" -> settleMs = Long.parseLong(v);
                 case "--label" -> label = v;
+                case "--cleanup-only" -> cleanupOnly = Boolean.parseBoolean(v);
+                case "--nmt" -> nmt = Boolean.parseBoolean(v);
                 default -> throw new IllegalArgumentException("unknown option " + a);
             }
+        }
+        if (cleanupOnly && containerdSock != null && logs != null) {
+            return;
         }
         if (containerdSock == null || containerdPid <= 0 || logs == null
                 || handlers.contains(OURS) && (sandboxerPid <= 0 || holder == null)) {
@@ -153,6 +160,13 @@ public final class Benchmark {
     }
 
     int run() throws Exception {
+        if (cleanupOnly) {
+            try (CriClient cri = new CriClient(containerdSock, OURS, logs, Duration.ofSeconds(60))) {
+                List<String> errors = cri.cleanupAll();
+                errors.forEach(err -> log("cleanup: " + err));
+                return errors.isEmpty() ? 0 : 1;
+            }
+        }
         if (holder != null) {
             holder = holder.toRealPath();
         }
@@ -267,6 +281,11 @@ public final class Benchmark {
 
         waitForProcesses(h, n);
         memory.add(sampleMemory(h, "running", n, mode));
+        if (nmt && h.equals(OURS)) {
+            String jcmd = System.getProperty("kuasar.bench.jcmd", "jcmd");
+            Files.writeString(out.resolve("nmt-" + n + "-" + mode + ".txt"),
+                    command(jcmd, Long.toString(sandboxerPid), "VM.native_memory", "summary"));
+        }
 
         List<PodTiming> stops = Collections.synchronizedList(new ArrayList<>());
         t0 = System.nanoTime();

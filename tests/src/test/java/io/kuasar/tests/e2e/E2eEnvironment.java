@@ -201,7 +201,8 @@ public final class E2eEnvironment implements AutoCloseable {
                 "--listen", sandboxerSock.toString(),
                 "--dir", stateDir.toString(),
                 "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
-                "--log-level", "debug")
+                "--log-level", "debug",
+                "--metrics-listen", "unix:" + workdir.resolve("metrics.sock"))
                 .redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(sandboxerLog.toFile()))
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
@@ -293,6 +294,32 @@ public final class E2eEnvironment implements AutoCloseable {
                 sleep(200);
             }
         }
+    }
+
+    /** runc-sandboxer's Prometheus text, from its metrics endpoint (a Unix socket in the workdir). */
+    public String scrapeMetrics() {
+        try (java.nio.channels.SocketChannel c = java.nio.channels.SocketChannel.open(
+                java.net.StandardProtocolFamily.UNIX)) {
+            c.connect(java.net.UnixDomainSocketAddress.of(workdir.resolve("metrics.sock")));
+            c.write(java.nio.ByteBuffer.wrap("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".getBytes()));
+            String resp = new String(java.nio.channels.Channels.newInputStream(c).readAllBytes());
+            return resp.substring(resp.indexOf("\r\n\r\n") + 4);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** One sample of a metric without labels, e.g. kuasar_process_heap_used_bytes. */
+    public long metric(String name) {
+        return scrapeMetrics().lines().filter(l -> l.startsWith(name + " ")).findFirst()
+                .map(l -> Long.parseLong(l.substring(name.length() + 1).trim()))
+                .orElseThrow(() -> new IllegalStateException("no metric " + name));
+    }
+
+    /** Asks the sandboxer's JVM for a full GC (jcmd from the JDK running the tests, the same JDK 25). */
+    public void gcSandboxer() {
+        Path jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd");
+        Host.check(Duration.ofSeconds(30), childEnv, null, jcmd.toString(), Long.toString(sandboxerPid()), "GC.run");
     }
 
     /** {@code runc list} of the shared k8s.io runc root. */

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# make bench: Kuasar's 1:N benchmark. N pods with one container each, through CRI, on our kuasar-runc handler and on
+# containerd's stock runc handler (podsandbox + pause + containerd-shim-runc-v2) of the same private containerd.
+#
+#   tests/benchmark/run.sh [Benchmark options]        as root, after `make` (make bench builds first)
+#
+# Steps: tests/e2e/env.sh setup; `make install` of this tree's build into a private prefix (the production launcher
+# <prefix>/bin/runc-sandboxer, i.e. the Makefile's JVM_OPTS); runc-sandboxer and containerd started in a private
+# workdir /tmp/kuasar-bench-XXXXXX; io.kuasar.tests.benchmark.Benchmark run against them; then everything is torn
+# down (also on failure or Ctrl-C): pods, the sandboxer, containerd, shims, holders, mounts, the workdir.
+#
+# Output: the Markdown report on stdout and in $OUT/report.md; raw results.json, latency.csv, memory.csv and the two
+# daemons' logs in $OUT (default tests/target/benchmark).
+#
+# Benchmark options (defaults): --pods 20,50  --workers 10  --handlers kuasar-runc,runc  --modes serial,parallel
+#   --network pod|host (pod: CNI bridge)  --warmup 5  --settle-ms 2000  --label TEXT  --nmt true (jcmd
+#   VM.native_memory summary at every N, needs KUASAR_JAVA_OPTS=-XX:NativeMemoryTracking=summary)
+# Environment:
+#   KUASAR_BENCH_OUT          output directory (default <repo>/tests/target/benchmark)
+#   KUASAR_BENCH_JVM_OPTS     install the launcher with these JVM options instead of the Makefile's JVM_OPTS
+#   KUASAR_JAVA_OPTS          extra JVM options appended by the launcher (e.g. -XX:NativeMemoryTracking=summary)
+#   KUASAR_E2E_BRIDGE / KUASAR_E2E_SUBNET   CNI bridge and /24 (default kuasarbench0 / 10.88.79.0/24)
+set -Eeuo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}
+OUT=${KUASAR_BENCH_OUT:-$REPO/tests/target/benchmark}
+ENV_SH=$REPO/tests/e2e/env.sh
+export KUASAR_E2E_BRIDGE=${KUASAR_E2E_BRIDGE:-kuasarbench0}
+export KUASAR_E2E_SUBNET=${KUASAR_E2E_SUBNET:-10.88.79.0/24}
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+log() { echo "[bench] $*" >&2; }
+die() {
+  log "FAILED: $*"
+  exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "run as root (containers, mounts, CNI)"
+[[ -x $JAVA_HOME/bin/java ]] || die "no JDK 25 at $JAVA_HOME (set JAVA_HOME)"
+shopt -s nullglob
+tests_jar=("$REPO"/tests/target/kuasar-tests-*[0-9T].jar)
+holder_built=$REPO/runc-sandboxer/target/libexec/kuasar-holder
+if ((${#tests_jar[@]} == 0)) || [[ ! -d $REPO/tests/target/lib || ! -x $holder_built ]] ||
+  ! compgen -G "$REPO/runc-sandboxer/target/runc-sandboxer-*[0-9T].jar" >/dev/null; then
+  die "build first: make (or mvn -B -q -o -pl runc-sandboxer,tests -am package -DskipTests)"
+fi
+shopt -u nullglob
+
+WORK=""
+SBX_PID=""
+CLIENT_PID=""
+CLIENT_JAVA=""
+CP=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM ERR
+  set +e
+  [[ -n $WORK ]] || exit "$rc"
+  log "tearing down $WORK"
+  if [[ -n $CLIENT_PID ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
+    kill -TERM "$CLIENT_PID" 2>/dev/null
+    wait "$CLIENT_PID" 2>/dev/null
+  fi
+  # The benchmark removes its pods itself; after a failure or an interrupt, remove what is left through CRI.
+  if ((rc != 0)) && [[ -n $CLIENT_JAVA && -n $SBX_PID ]] && kill -0 "$SBX_PID" 2>/dev/null && [[ -S $WORK/ctrd/containerd.sock ]]; then
+    log "removing pods left behind through CRI"
+    timeout 120 "$CLIENT_JAVA" -cp "$CP" -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" \
+      io.kuasar.tests.benchmark.Benchmark --cleanup-only true --containerd-sock "$WORK/ctrd/containerd.sock" \
+      --containerd-pid 1 --logs "$WORK/logs" >&2
+  fi
+  local holders=()
+  mapfile -t holders < <(holder_pids)
+  if [[ -n $SBX_PID ]] && kill -0 "$SBX_PID" 2>/dev/null; then
+    kill -TERM "$SBX_PID" 2>/dev/null
+    for _ in $(seq 1 150); do kill -0 "$SBX_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$SBX_PID" 2>/dev/null && kill -KILL "$SBX_PID" 2>/dev/null
+  fi
+  mkdir -p "$OUT"
+  cp -f "$WORK/sandboxer.log" "$OUT/sandboxer.log" 2>/dev/null
+  cp -f "$WORK/ctrd/containerd.log" "$OUT/containerd.log" 2>/dev/null
+  "$ENV_SH" clean "$WORK/ctrd" >&2 || log "env.sh clean failed"
+  # Namespace holders of an aborted run (matched by their binary in our private prefix), then mounts (pod shm).
+  mapfile -t -O "${#holders[@]}" holders < <(holder_pids)
+  if ((${#holders[@]})); then
+    log "killing namespace holders left: ${holders[*]}"
+    kill -KILL "${holders[@]}" 2>/dev/null
+  fi
+  local mp
+  for _ in 1 2 3; do
+    while IFS= read -r mp; do umount -l "$mp" 2>/dev/null; done < <(awk -v w="$WORK" 'index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+  done
+  if [[ -n $(awk -v w="$WORK" 'index($5, w "/") == 1' /proc/self/mountinfo) ]]; then
+    log "mounts left below $WORK; not removing it"
+    rc=1
+  else
+    rm -rf --one-file-system "$WORK"
+  fi
+  local left
+  left=$(ps -eo pid,args | grep -F -e "$WORK" | grep -v grep || true)
+  if [[ -n $left ]]; then
+    log "processes left behind:"
+    echo "$left" >&2
+    rc=1
+  fi
+  log "done (exit $rc)"
+  exit "$rc"
+}
+
+holder_pids() {
+  local p exe
+  [[ -n $WORK ]] || return 0
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    if [[ $exe == "$WORK/prefix/libexec/kuasar/kuasar-holder" ]]; then echo "${p#/proc/}"; fi
+  done
+}
+
+log "setup: tests/e2e/env.sh setup"
+"$ENV_SH" setup >&2
+
+WORK=$(mktemp -d /tmp/kuasar-bench-XXXXXX)
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+PREFIX=$WORK/prefix
+log "workdir $WORK"
+
+log "install this tree's build into $PREFIX (make install MVN=true${KUASAR_BENCH_JVM_OPTS:+ JVM_OPTS=...})"
+install_args=(install PREFIX="$PREFIX" MVN=true)
+if [[ -n ${KUASAR_BENCH_JVM_OPTS:-} ]]; then install_args+=(JVM_OPTS="$KUASAR_BENCH_JVM_OPTS"); fi
+make -C "$REPO" --no-print-directory "${install_args[@]}" >&2
+
+# The client runs on a private copy of the JDK: a JVM maps libjvm.so, the CDS archive and lib/modules, and pages
+# shared with a second JVM on the same files would be split between the two and lower the sandboxer's PSS.
+log "client JDK copy (keeps the client's pages out of the sandboxer's PSS)"
+cp -a "$JAVA_HOME" "$WORK/client-jdk"
+CLIENT_JAVA=$WORK/client-jdk/bin/java
+CP="$REPO/tests/target/lib/*:${tests_jar[0]}"
+
+log "start runc-sandboxer ($PREFIX/bin/runc-sandboxer${KUASAR_JAVA_OPTS:+, KUASAR_JAVA_OPTS=$KUASAR_JAVA_OPTS})"
+mkdir -p "$WORK/logs"
+# setsid: its own session, so a Ctrl-C of this script reaches it only through cleanup(); setsid execs (no fork).
+setsid "$PREFIX/bin/runc-sandboxer" --listen "$WORK/runc.sock" --dir "$WORK/state" \
+  --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" </dev/null >"$WORK/sandboxer.log" 2>&1 &
+SBX_PID=$!
+for _ in $(seq 1 300); do
+  [[ -S $WORK/runc.sock ]] && break
+  kill -0 "$SBX_PID" 2>/dev/null || { cat "$WORK/sandboxer.log" >&2; die "runc-sandboxer exited during startup"; }
+  sleep 0.1
+done
+[[ -S $WORK/runc.sock ]] || die "runc-sandboxer did not listen on $WORK/runc.sock within 30 s"
+[[ $(readlink "/proc/$SBX_PID/exe") == */java ]] || die "pid $SBX_PID is not the sandboxer JVM"
+log "runc-sandboxer pid $SBX_PID: $(tr '\0' ' ' <"/proc/$SBX_PID/cmdline")"
+
+log "start containerd"
+KUASAR_SHIM_DIR=$PREFIX/bin "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
+CTRD_PID=$(cat "$WORK/ctrd/containerd.pid")
+
+log "run the benchmark"
+mkdir -p "$OUT"
+rm -f "$OUT"/nmt-*.txt
+timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
+  -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" -Dkuasar.bench.jcmd="$JAVA_HOME/bin/jcmd" \
+  io.kuasar.tests.benchmark.Benchmark \
+  --containerd-sock "$WORK/ctrd/containerd.sock" --containerd-pid "$CTRD_PID" \
+  --sandboxer-pid "$SBX_PID" --holder "$PREFIX/libexec/kuasar/kuasar-holder" \
+  --logs "$WORK/logs" --out "$OUT" "$@" &
+CLIENT_PID=$!
+wait "$CLIENT_PID"
+CLIENT_PID=""
