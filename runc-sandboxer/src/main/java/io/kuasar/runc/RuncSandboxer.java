@@ -46,7 +46,6 @@ public final class RuncSandboxer implements Sandboxer {
     private final ProcessReaper reaper;
     private final TaskService tasks;
     private final String taskAddress;
-    private final CgroupStats cgroups = new CgroupStats();
     private final Map<String, CompletableFuture<ExitStatus>> holderExits = new ConcurrentHashMap<>();
 
     public RuncSandboxer(Path stateRoot, HolderLauncher holders, ProcessReaper reaper, TaskService tasks,
@@ -189,9 +188,5 @@ public final class RuncSandboxer implements Sandboxer {
             throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
                     + ": options is not a valid PodSandboxConfig").asRuntimeException();
         }
-    }
-
-    CgroupStats cgroups() {
-        return cgroups;
     }
 }

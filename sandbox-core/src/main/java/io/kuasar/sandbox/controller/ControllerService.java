@@ -483,10 +483,6 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         return new AnyValue(a.getTypeUrl(), a.getValue().toByteArray());
     }
 
-    public static Any toAny(AnyValue v) {
-        return Any.newBuilder().setTypeUrl(v.typeUrl()).setValue(ByteString.copyFrom(v.value())).build();
-    }
-
     public static long nanos(Instant t) {
         return t.getEpochSecond() * 1_000_000_000L + t.getNano();
     }
@@ -498,10 +494,6 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
     public static Timestamp timestamp(long nanos) {
         return Timestamp.newBuilder().setSeconds(Math.floorDiv(nanos, 1_000_000_000L))
                 .setNanos((int) Math.floorMod(nanos, 1_000_000_000L)).build();
-    }
-
-    public static Path socketPath(String address) {
-        return Path.of(address.replaceFirst("^ttrpc\\+", "").replaceFirst("^unix://", ""));
     }
 
     /** Runs one RPC body with the sandbox id in the log context; maps any failure to a gRPC status. */

@@ -564,9 +564,4 @@ public final class TaskService {
         }
         return c.container.stats();
     }
-
-    /** For tests and metrics: ids of every container. */
-    public List<String> containerIds() {
-        return new ArrayList<>(containers.keySet());
-    }
 }
