@@ -37,7 +37,7 @@ echo "    JDK: $("$JAVA_HOME/bin/java" -version 2>&1 | head -1)"
 
 step 2/7 "installing packages (build tools, runc, busybox, CNI plugins)"
 need=()
-for p in maven gcc make runc busybox-static containernetworking-plugins iproute2; do
+for p in maven gcc musl-tools make runc busybox-static containernetworking-plugins iproute2; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
