@@ -30,7 +30,7 @@ install: build
 	install -d $(BIN) $(LIBDIR)/runc-sandboxer $(LIBEXEC) $(UNITDIR)
 	rm -f $(LIBDIR)/runc-sandboxer/*.jar
 	install -m 0644 runc-sandboxer/target/lib/*.jar runc-sandboxer/target/runc-sandboxer-*[0-9T].jar $(LIBDIR)/runc-sandboxer/
-	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder $(LIBEXEC)/kuasar-holder
+	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder runc-sandboxer/target/libexec/kuasar-monitor $(LIBEXEC)/
 	sed -e 's|@NAME@|runc-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
 	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
 	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer
@@ -44,8 +44,8 @@ test:
 e2e: build
 	$(MVN) -B -pl tests verify -Dsurefire.excludedGroups= -Dsurefire.groups=e2e
 
-bench:
-	@echo "make bench: the benchmark against containerd's stock runc shim is not built yet (issue 3)" >&2; exit 1
+bench: build
+	./tests/benchmark/run.sh $(BENCH_ARGS)
 
 quickstart:
 	./examples/quickstart.sh

@@ -25,11 +25,22 @@ public final class Runc {
 
     private final String binary;
     private final Path root;
+    private final List<String> wrapper;
     private final ObjectMapper json = new ObjectMapper();
 
     public Runc(String binary, Path root) {
+        this(binary, root, List.of());
+    }
+
+    /** {@code wrapper}: a command that runs runc for create/exec, e.g. kuasar-monitor and its flags, then "--". */
+    private Runc(String binary, Path root, List<String> wrapper) {
         this.binary = binary;
         this.root = root;
+        this.wrapper = wrapper;
+    }
+
+    public Runc monitoredBy(List<String> wrapperCommand) {
+        return new Runc(binary, root, List.copyOf(wrapperCommand));
     }
 
     public String binary() {
@@ -41,11 +52,11 @@ public final class Runc {
     }
 
     public Runc withBinary(String other) {
-        return new Runc(other, root);
+        return new Runc(other, root, wrapper);
     }
 
     public Runc withRoot(Path other) {
-        return new Runc(binary, other);
+        return new Runc(binary, other, wrapper);
     }
 
     /** Standard streams for a runc invocation whose child inherits them (create, exec). */
@@ -64,7 +75,7 @@ public final class Runc {
      * exit becomes an exception carrying runc's last logged error.
      */
     public Result run(String what, Path logFile, List<String> args, Stdio stdio, byte[] input) throws IOException {
-        List<String> cmd = new ArrayList<>();
+        List<String> cmd = new ArrayList<>(wrapper);
         cmd.add(binary);
         cmd.add("--root");
         cmd.add(root.toString());

@@ -12,6 +12,8 @@ import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
+import io.kuasar.sandbox.task.TaskRecord;
+import io.kuasar.sandbox.process.Procfs;
 import io.kuasar.sandbox.tty.Console;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -41,13 +43,14 @@ final class RuncContainer implements Container {
     private final ProcessIo io;
     private final Console console;
     private final Path consoleDir;
+    private final Path monitor;
     private final Map<String, RuncExec> execs = new ConcurrentHashMap<>();
     private int pid;
     private CompletableFuture<ExitStatus> exit;
 
     RuncContainer(String id, String sandboxId, Path bundle, Runc runc, ProcessReaper reaper, ObjectMapper json,
-                  CgroupStats cgroups, boolean rootfsMounted, ProcessIo io, Path consoleDir, boolean terminal)
-            throws IOException {
+                  CgroupStats cgroups, boolean rootfsMounted, ProcessIo io, Path consoleDir, boolean terminal,
+                  Path monitor) throws IOException {
         this.id = id;
         this.sandboxId = sandboxId;
         this.bundle = bundle;
@@ -58,7 +61,84 @@ final class RuncContainer implements Container {
         this.rootfsMounted = rootfsMounted;
         this.io = io;
         this.consoleDir = consoleDir;
+        this.monitor = monitor;
         this.console = terminal ? openConsole(consoleDir) : null;
+    }
+
+    static final String FACT_RUNC = "runcBinary";
+    static final String FACT_ROOT = "runcRoot";
+    static final String FACT_ROOTFS = "rootfsMounted";
+    static final String FACT_EXIT_FILE = "exitFile";
+    static final String FACT_PROCESS_FILE = "processFile";
+
+    /** Re-attaches to a container recorded before a restart; its terminal, if any, cannot be re-attached. */
+    static RuncContainer recovered(TaskRecord r, Runc runc, ProcessReaper reaper, ObjectMapper json,
+                                   CgroupStats cgroups, Path consoleDir, Path monitor) throws IOException {
+        RuncContainer c = new RuncContainer(r.id(), r.sandboxId(), Path.of(r.bundle()), runc, reaper, json, cgroups,
+                Boolean.parseBoolean(r.facts().get(FACT_ROOTFS)), new ProcessIo("container " + r.id(), r.stdin(),
+                r.stdout(), r.stderr()), consoleDir, false, monitor);
+        c.pid = r.pid();
+        c.exit = c.watch(r.pid(), r.startTime(), r.facts().get(FACT_EXIT_FILE), "STOPPED".equals(r.status()));
+        if (!c.exit.isDone()) {
+            c.io.holdOutputs();
+            c.exit.whenComplete((s, t) -> c.io.close());
+        }
+        return c;
+    }
+
+    /** The exit of a recorded process: from its exit file, or watched if it is still the same live process. */
+    CompletableFuture<ExitStatus> watch(int processPid, long startTime, String exitFile, boolean stopped) {
+        if (stopped) {
+            return CompletableFuture.completedFuture(ExitStatus.unknown()); // TaskService has the recorded status
+        }
+        if (exitFile != null) {
+            ExitStatus recorded = ProcessReaper.readExitFile(Path.of(exitFile));
+            if (recorded != null) {
+                return CompletableFuture.completedFuture(recorded);
+            }
+            if (Procfs.isSameProcess(processPid, startTime)) {
+                return reaper.watchExternal(processPid, Path.of(exitFile));
+            }
+        } else if (Procfs.isSameProcess(processPid, startTime)) {
+            return reaper.watch(processPid);
+        }
+        LOG.warn("container {}: process {} is gone and left no exit status", id, processPid);
+        return CompletableFuture.completedFuture(ExitStatus.unknown());
+    }
+
+    /** runc for create/exec, under kuasar-monitor when it is installed (exit statuses then survive a restart). */
+    private Runc monitored(Path pidFile, Path exitFile) {
+        if (monitor == null || !Files.isExecutable(monitor)) {
+            return runc;
+        }
+        return runc.monitoredBy(List.of(monitor.toString(), "--pid-file", pidFile.toString(), "--exit-file",
+                exitFile.toString(), "--"));
+    }
+
+    private CompletableFuture<ExitStatus> exitOf(int processPid, Path exitFile) {
+        return monitor != null && Files.isExecutable(monitor) ? reaper.watchExternal(processPid, exitFile)
+                : reaper.watch(processPid);
+    }
+
+    @Override
+    public Map<String, String> facts() {
+        return Map.of(FACT_RUNC, runc.binary(), FACT_ROOT, runc.root().toString(), FACT_ROOTFS,
+                Boolean.toString(rootfsMounted), FACT_EXIT_FILE, bundle.resolve("init.exit").toString());
+    }
+
+    @Override
+    public Exec recoverExec(TaskRecord.ExecRecord r) throws IOException {
+        RuncExec e = new RuncExec(r.execId(), Path.of(r.facts().getOrDefault(FACT_PROCESS_FILE,
+                bundle.resolve("exec-" + r.execId() + ".json").toString())),
+                new ProcessIo("exec " + r.execId() + " in container " + id, r.stdin(), r.stdout(), r.stderr()), null);
+        e.execPid = r.pid();
+        e.exit = watch(r.pid(), r.startTime(), r.facts().get(FACT_EXIT_FILE), !"RUNNING".equals(r.status()));
+        if (!e.exit.isDone()) {
+            e.io.holdOutputs();
+            e.exit.whenComplete((s, t) -> e.io.close());
+        }
+        execs.put(r.execId(), e);
+        return e;
     }
 
     /** Console sockets live in a short directory of ours: bundle paths exceed the 108-byte socket path limit. */
@@ -88,9 +168,11 @@ final class RuncContainer implements Container {
                 pidFile.toString()));
         args.addAll(consoleArgs(console));
         args.add(id);
+        Path exitFile = bundle.resolve("init.exit");
+        Files.deleteIfExists(exitFile);
         try {
-            runc.run("runc create of container " + id, log(), args, console == null ? io.stdio() : ProcessIo.NULL_STDIO,
-                    null);
+            monitored(pidFile, exitFile).run("runc create of container " + id, log(), args,
+                    console == null ? io.stdio() : ProcessIo.NULL_STDIO, null);
         } catch (IOException | RuntimeException e) {
             if (console != null) {
                 console.close();
@@ -98,7 +180,7 @@ final class RuncContainer implements Container {
             throw e;
         }
         pid = readPid(pidFile);
-        exit = reaper.watch(pid);
+        exit = exitOf(pid, exitFile);
         wire(console, io);
         exit.whenComplete((s, t) -> {
             io.close();
@@ -191,8 +273,10 @@ final class RuncContainer implements Container {
                     "--process", processFile.toString()));
             args.addAll(consoleArgs(console));
             args.add(id);
+            Path exitFile = exitFile();
+            Files.deleteIfExists(exitFile);
             try {
-                runc.run("runc exec " + execId + " in container " + id, log(), args,
+                monitored(pidFile, exitFile).run("runc exec " + execId + " in container " + id, log(), args,
                         console == null ? io.stdio() : ProcessIo.NULL_STDIO, null);
             } catch (IOException | RuntimeException e) {
                 if (console != null) {
@@ -201,7 +285,7 @@ final class RuncContainer implements Container {
                 throw e;
             }
             execPid = readPid(pidFile);
-            exit = reaper.watch(execPid);
+            exit = exitOf(execPid, exitFile);
             wire(console, io);
             exit.whenComplete((s, t) -> {
                 io.close();
@@ -216,6 +300,15 @@ final class RuncContainer implements Container {
         @Override
         public CompletableFuture<ExitStatus> exit() {
             return exit;
+        }
+
+        private Path exitFile() {
+            return bundle.resolve("exec-" + execId + ".exit");
+        }
+
+        @Override
+        public Map<String, String> facts() {
+            return Map.of(FACT_PROCESS_FILE, processFile.toString(), FACT_EXIT_FILE, exitFile().toString());
         }
 
         @Override
@@ -238,6 +331,7 @@ final class RuncContainer implements Container {
             if (console != null) {
                 console.close();
             }
+            Files.deleteIfExists(exitFile());
             execs.remove(execId);
             Files.deleteIfExists(processFile);
         }

@@ -14,6 +14,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
 import io.kuasar.sandbox.task.ContainerRuntime;
+import io.kuasar.sandbox.task.TaskRecord;
 import io.kuasar.sandbox.ttrpc.CallContext;
 
 import java.io.IOException;
@@ -39,13 +40,25 @@ public final class RuncRuntime implements ContainerRuntime {
 
     private final Path stateRoot;
     private final Path consoleDir;
+    private final Path monitor;
 
-    /** {@code stateRoot} is the daemon's --dir: pod files live in its sandbox directories, consoles in tty/. */
-    public RuncRuntime(Runc runc, ProcessReaper reaper, Path stateRoot) {
+    /**
+     * {@code stateRoot} is the daemon's --dir: pod files live in its sandbox directories, consoles in tty/.
+     * {@code monitor} is the kuasar-monitor helper (null: exit statuses come from this process, as its children).
+     */
+    public RuncRuntime(Runc runc, ProcessReaper reaper, Path stateRoot, Path monitor) {
         this.runc = runc;
         this.reaper = reaper;
         this.stateRoot = stateRoot;
         this.consoleDir = stateRoot.resolve("tty");
+        this.monitor = monitor;
+    }
+
+    @Override
+    public Container recover(TaskRecord r) throws IOException {
+        Runc rr = runc.withBinary(r.facts().getOrDefault(RuncContainer.FACT_RUNC, runc.binary()))
+                .withRoot(Path.of(r.facts().getOrDefault(RuncContainer.FACT_ROOT, runc.root().toString())));
+        return RuncContainer.recovered(r, rr, reaper, json, cgroups, consoleDir, monitor);
     }
 
     @Override
@@ -62,7 +75,7 @@ public final class RuncRuntime implements ContainerRuntime {
         boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
         RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,
                 new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()), consoleDir,
-                req.getTerminal());
+                req.getTerminal(), monitor);
         try {
             c.create();
         } catch (Exception e) {

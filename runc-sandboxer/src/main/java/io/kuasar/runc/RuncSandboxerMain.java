@@ -40,7 +40,8 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
         OomMonitor oom = new OomMonitor(poller);
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
-                store.root()), events, oom);
+                store.root(), libexec().resolve("kuasar-monitor")), events, oom, store.root().resolve("tasks"));
+        tasks.recover();
         TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
         tasks.services().forEach(server::register);
         RuncSandboxer sandboxer = new RuncSandboxer(store.root(), new HolderLauncher(helper), reaper, tasks,

@@ -59,6 +59,63 @@ public final class ProcessReaper implements AutoCloseable {
         return exit;
     }
 
+    /**
+     * Watches a process whose exit status someone else records in {@code exitFile} ("&lt;status&gt; &lt;unix nanos&gt;", as
+     * kuasar-monitor writes it): readiness comes from a pidfd, which works for any process, and the status from the
+     * file, which survives a restart of this daemon. If the file does not appear within a few seconds of the exit,
+     * the status is unknown.
+     */
+    public CompletableFuture<ExitStatus> watchExternal(int pid, java.nio.file.Path exitFile) {
+        CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+        ExitStatus recorded = readExitFile(exitFile);
+        if (recorded != null) {
+            exit.complete(recorded);
+            return exit;
+        }
+        int pidfd;
+        try {
+            pidfd = Linux.pidfdOpen(pid);
+        } catch (ErrnoException e) {
+            Thread.ofVirtual().start(() -> exit.complete(awaitExitFile(exitFile)));
+            return exit;
+        }
+        poller.add(pidfd, fd -> {
+            poller.remove(fd);
+            // Off the poller thread: the recorder writes the file just after it reaps the process.
+            Thread.ofVirtual().start(() -> exit.complete(awaitExitFile(exitFile)));
+        });
+        return exit;
+    }
+
+    private static ExitStatus awaitExitFile(java.nio.file.Path exitFile) {
+        long waited = 0;
+        for (long delay = 1; waited < 5000; waited += delay, delay = Math.min(delay * 2, 100)) {
+            ExitStatus st = readExitFile(exitFile);
+            if (st != null) {
+                return st;
+            }
+            try {
+                Thread.sleep(delay); // the recorder writes it right after reaping: usually within a millisecond
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        LOG.warn("no exit status was recorded in {}; reporting it as unknown", exitFile);
+        return ExitStatus.unknown();
+    }
+
+    /** The status recorded in an exit file, or null if there is none (yet). */
+    public static ExitStatus readExitFile(java.nio.file.Path exitFile) {
+        try {
+            String[] f = java.nio.file.Files.readString(exitFile).trim().split("\\s+");
+            long nanos = Long.parseLong(f[1]);
+            return new ExitStatus(Integer.parseInt(f[0]), java.time.Instant.ofEpochSecond(0, nanos), true);
+        } catch (java.io.IOException | RuntimeException e) {
+            return null;
+        }
+    }
+
     public int watched() {
         return poller.size();
     }

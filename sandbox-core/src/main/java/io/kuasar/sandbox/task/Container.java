@@ -45,6 +45,16 @@ public interface Container {
 
     void closeStdin() throws Exception;
 
+    /** Runtime facts to keep in the container's {@link TaskRecord}, so the runtime can recover it after a restart. */
+    default java.util.Map<String, String> facts() {
+        return java.util.Map.of();
+    }
+
+    /** Re-attaches to an exec'd process found in a record after a daemon restart. */
+    default Exec recoverExec(TaskRecord.ExecRecord record) throws Exception {
+        throw new UnsupportedOperationException("this runtime cannot recover exec processes");
+    }
+
     /** An exec'd process. */
     interface Exec {
         /** Starts it; returns its pid. */
@@ -58,5 +68,9 @@ public interface Container {
 
         /** Releases what the process held (its IO, files). Runs after it exited. */
         void delete() throws Exception;
+
+        default java.util.Map<String, String> facts() {
+            return java.util.Map.of();
+        }
     }
 }

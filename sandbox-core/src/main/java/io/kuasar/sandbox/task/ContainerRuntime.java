@@ -10,4 +10,12 @@ import io.kuasar.sandbox.ttrpc.CallContext;
 public interface ContainerRuntime {
     /** Creates the container with its init process in the created (not yet started) state. */
     Container create(CallContext ctx, CreateTaskRequest request) throws Exception;
+
+    /**
+     * Re-attaches to a container found in a record after a daemon restart; its init exit future must complete when
+     * (or if already) the init process ended. Runtimes that cannot recover return null, and the record is dropped.
+     */
+    default Container recover(TaskRecord record) throws Exception {
+        return null;
+    }
 }

@@ -75,13 +75,24 @@ public final class TaskService {
     private final ContainerRuntime runtime;
     private final EventPublisher events;
     private final OomMonitor oom;
+    private final Path recordDir;
+    private final com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
     private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
 
     /** {@code oom} may be null where containers have no host cgroup to watch (e.g. inside a VM's agent). */
     public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom) {
+        this(runtime, events, oom, null);
+    }
+
+    /**
+     * {@code recordDir}: where each container's {@link TaskRecord} is kept so that {@link #recover()} can re-attach
+     * after a daemon restart; null keeps nothing.
+     */
+    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom, Path recordDir) {
         this.runtime = runtime;
         this.events = events;
         this.oom = oom;
+        this.recordDir = recordDir;
     }
 
     /** The same handlers under both service names; v2 and v3 messages are identical on the wire. */
@@ -138,6 +149,7 @@ public final class TaskService {
             LOG.warn("container {}: delete during sandbox removal failed: {}", id, e.getMessage());
         }
         containers.remove(id);
+        forget(id);
         if (oom != null) {
             oom.unwatch(id);
         }
@@ -181,6 +193,7 @@ public final class TaskService {
         final boolean terminal;
         volatile ProcStatus status = ProcStatus.CREATED;
         volatile int pid;
+        volatile long startTime;
         volatile ExitStatus exitStatus;
         final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
         Container.Exec exec;
@@ -236,6 +249,8 @@ public final class TaskService {
             throw Status.ALREADY_EXISTS.withDescription("container " + id + " already exists").asRuntimeException();
         }
         init.pid = c.initPid();
+        init.startTime = io.kuasar.sandbox.process.Procfs.startTime(init.pid);
+        save(entry);
         c.initExit().thenAccept(st -> exited(entry, init, st));
         events.publish(ns, "/tasks/create", TaskCreate.newBuilder().setContainerId(id).setBundle(r.getBundle())
                 .addAllRootfs(r.getRootfsList())
@@ -256,6 +271,7 @@ public final class TaskService {
                     c.init.status = ProcStatus.RUNNING;
                 }
             }
+            save(c);
             events.publish(c.namespace, "/tasks/start", TaskStart.newBuilder().setContainerId(c.id)
                     .setPid(c.init.pid).build());
             if (oom != null) {
@@ -269,10 +285,12 @@ public final class TaskService {
         synchronized (c) {
             requireStatus(c, p, ProcStatus.CREATED, "start");
             p.pid = p.exec.start();
+            p.startTime = io.kuasar.sandbox.process.Procfs.startTime(p.pid);
             if (p.status == ProcStatus.CREATED) {
                 p.status = ProcStatus.RUNNING;
             }
         }
+        save(c);
         p.exec.exit().thenAccept(st -> exited(c, p, st));
         events.publish(c.namespace, "/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
                 .setExecId(p.execId).setPid(p.pid).build());
@@ -286,6 +304,9 @@ public final class TaskService {
             }
             p.status = ProcStatus.STOPPED;
             p.exitStatus = st;
+        }
+        if (containers.get(c.id) == c) {
+            save(c);
         }
         p.exit.complete(st);
         LOG.info("container {}{} exited with status {}", c.id, p.execId.isEmpty() ? "" : " exec " + p.execId,
@@ -305,6 +326,7 @@ public final class TaskService {
             }
             p.exec.delete();
             c.execs.remove(p.execId);
+            save(c);
             ExitStatus st = p.exitStatus == null ? ExitStatus.of(0) : p.exitStatus;
             events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id)
                     .setId(p.execId).setPid(p.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt()))
@@ -324,6 +346,7 @@ public final class TaskService {
         }
         c.container.delete();
         containers.remove(c.id);
+        forget(c.id);
         if (oom != null) {
             oom.unwatch(c.id);
         }
@@ -404,6 +427,7 @@ public final class TaskService {
             c.execs.remove(execId);
             throw e;
         }
+        save(c);
         events.publish(c.namespace, "/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(c.id)
                 .setExecId(execId).build());
         return Empty.getDefaultInstance();
@@ -474,6 +498,7 @@ public final class TaskService {
             c.container.pause();
             c.init.status = ProcStatus.PAUSED;
         }
+        save(c);
         events.publish(c.namespace, "/tasks/paused", TaskPaused.newBuilder().setContainerId(c.id).build());
         return Empty.getDefaultInstance();
     }
@@ -485,8 +510,121 @@ public final class TaskService {
             c.container.resume();
             c.init.status = ProcStatus.RUNNING;
         }
+        save(c);
         events.publish(c.namespace, "/tasks/resumed", TaskResumed.newBuilder().setContainerId(c.id).build());
         return Empty.getDefaultInstance();
+    }
+
+    // ---- persistence and recovery ----
+
+    private void save(ContainerEntry c) {
+        if (recordDir == null) {
+            return;
+        }
+        List<TaskRecord.ExecRecord> execs = new ArrayList<>();
+        for (Proc p : c.execs.values()) {
+            ExitStatus st = p.exitStatus;
+            execs.add(new TaskRecord.ExecRecord(p.execId, p.stdin, p.stdout, p.stderr, p.terminal, p.status.name(),
+                    p.pid, p.startTime, st == null ? 0 : st.code(), st == null ? 0 : nanos(st.exitedAt()),
+                    p.exec == null ? Map.of() : p.exec.facts()));
+        }
+        ExitStatus st = c.init.exitStatus;
+        TaskRecord r = new TaskRecord(c.id, c.bundle, c.namespace, c.container.sandboxId(), c.init.stdin,
+                c.init.stdout, c.init.stderr, c.init.terminal, c.init.status.name(), c.init.pid, c.init.startTime,
+                st == null ? 0 : st.code(), st == null ? 0 : nanos(st.exitedAt()), c.container.facts(), execs);
+        try {
+            io.kuasar.sandbox.state.AtomicFiles.write(recordDir.resolve(c.id + ".json"), json.writeValueAsBytes(r));
+        } catch (java.io.IOException e) {
+            LOG.error("container {}: cannot persist its state: {}", c.id, e.getMessage());
+        }
+    }
+
+    private void forget(String id) {
+        if (recordDir != null) {
+            try {
+                Files.deleteIfExists(recordDir.resolve(id + ".json"));
+            } catch (java.io.IOException e) {
+                LOG.warn("container {}: cannot remove its state file: {}", id, e.getMessage());
+            }
+        }
+    }
+
+    /**
+     * Re-attaches to every container recorded by a previous run of this daemon. A record the runtime cannot recover
+     * is reported and kept for inspection; it is never deleted here.
+     */
+    public int recover() {
+        if (recordDir == null || !Files.isDirectory(recordDir)) {
+            return 0;
+        }
+        int n = 0;
+        try (var files = Files.list(recordDir)) {
+            for (Path f : files.filter(p -> p.toString().endsWith(".json")).sorted().toList()) {
+                try {
+                    TaskRecord r = json.readValue(f.toFile(), TaskRecord.class);
+                    if (recoverOne(r)) {
+                        n++;
+                    }
+                } catch (Exception e) {
+                    LOG.error("cannot recover container from {}: {}; the record is kept", f, e.getMessage());
+                }
+            }
+        } catch (java.io.IOException e) {
+            LOG.error("cannot list {}: {}", recordDir, e.getMessage());
+        }
+        LOG.info("recovered {} container(s) from {}", n, recordDir);
+        return n;
+    }
+
+    private boolean recoverOne(TaskRecord r) throws Exception {
+        Container c = runtime.recover(r);
+        if (c == null) {
+            LOG.warn("container {} cannot be recovered by this runtime; record kept", r.id());
+            return false;
+        }
+        Proc init = new Proc("", r.stdin(), r.stdout(), r.stderr(), r.terminal());
+        init.pid = r.pid();
+        init.startTime = r.startTime();
+        init.status = ProcStatus.valueOf(r.status());
+        if (init.status == ProcStatus.STOPPED) {
+            init.exitStatus = new ExitStatus(r.exitCode(), Instant.ofEpochSecond(0, r.exitedAt()), true);
+            init.exit.complete(init.exitStatus);
+        }
+        ContainerEntry entry = new ContainerEntry(r.id(), r.bundle(), r.namespace(), c, init);
+        for (TaskRecord.ExecRecord er : r.execs()) {
+            Proc p = new Proc(er.execId(), er.stdin(), er.stdout(), er.stderr(), er.terminal());
+            p.pid = er.pid();
+            p.startTime = er.startTime();
+            p.status = ProcStatus.valueOf(er.status());
+            if (p.status == ProcStatus.STOPPED) {
+                p.exitStatus = new ExitStatus(er.exitCode(), Instant.ofEpochSecond(0, er.exitedAt()), true);
+                p.exit.complete(p.exitStatus);
+            }
+            try {
+                p.exec = c.recoverExec(er);
+            } catch (Exception e) {
+                LOG.warn("container {}: exec {} cannot be recovered: {}", r.id(), er.execId(), e.getMessage());
+                continue;
+            }
+            entry.execs.put(p.execId, p);
+            if (p.status == ProcStatus.RUNNING) {
+                p.exec.exit().thenAccept(st -> exited(entry, p, st));
+            }
+        }
+        containers.put(r.id(), entry);
+        if (init.status != ProcStatus.STOPPED) {
+            c.initExit().thenAccept(st -> exited(entry, init, st));
+            if (oom != null && init.status != ProcStatus.CREATED) {
+                oom.watch(entry.id, init.pid, () -> events.publish(entry.namespace, "/tasks/oom",
+                        TaskOOM.newBuilder().setContainerId(entry.id).build()));
+            }
+        }
+        LOG.info("recovered container {} ({}, pid {})", r.id(), init.status.name().toLowerCase(), init.pid);
+        return true;
+    }
+
+    private static long nanos(Instant t) {
+        return t.getEpochSecond() * 1_000_000_000L + t.getNano();
     }
 
     // ---- helpers ----

@@ -88,7 +88,12 @@ class ChurnTest {
         }
         try (Stream<Path> left = Files.list(env.stateDir())) {
             assertThat(left.map(p -> p.getFileName().toString()))
-                    .allMatch(n -> n.equals("task.sock") || n.equals(".lock") || n.equals("tty"));
+                    .allMatch(n -> n.equals("task.sock") || n.equals(".lock") || n.equals("tty") || n.equals("tasks"));
+        }
+        if (Files.isDirectory(env.stateDir().resolve("tasks"))) {
+            try (Stream<Path> records = Files.list(env.stateDir().resolve("tasks"))) {
+                assertThat(records).as("container records").isEmpty();
+            }
         }
         if (Files.isDirectory(env.stateDir().resolve("tty"))) {
             try (Stream<Path> tty = Files.list(env.stateDir().resolve("tty"))) {

@@ -179,6 +179,9 @@ public final class E2eEnvironment implements AutoCloseable {
                     }
                 }
             }
+            if (differs(target.resolve("libexec/kuasar-monitor"), prefix.resolve("libexec/kuasar/kuasar-monitor"))) {
+                return "kuasar-monitor changed";
+            }
             if (differs(target.resolve("libexec/kuasar-holder"), prefix.resolve("libexec/kuasar/kuasar-holder"))) {
                 return "kuasar-holder changed";
             }
@@ -294,6 +297,25 @@ public final class E2eEnvironment implements AutoCloseable {
                 sleep(200);
             }
         }
+    }
+
+    /**
+     * kill -9 of runc-sandboxer (pods and containers keep running), then a new runc-sandboxer on the same --dir;
+     * returns once it serves again.
+     */
+    public void killAndRestartSandboxer() {
+        sandboxer.destroyForcibly();
+        try {
+            sandboxer.waitFor(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        try {
+            Files.deleteIfExists(sandboxerSock); // stale: the new daemon's socket is what we wait for
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        startSandboxer(prefix.resolve("bin/runc-sandboxer"));
     }
 
     /** runc-sandboxer's Prometheus text, from its metrics endpoint (a Unix socket in the workdir). */
