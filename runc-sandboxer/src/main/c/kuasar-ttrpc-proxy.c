@@ -17,7 +17,8 @@
  * forwards as usual. So a call in flight, e.g. containerd's long-lived Wait, is answered by the new JVM.
  * Not replayed: Data frames (streaming calls' messages) already handed to the dead backend, and responses the dead
  * backend had only partly written; a replayed request runs again on the new backend (it should be idempotent, or
- * recognise its own work from recovered state), and its timeout starts again.
+ * recognise its own work from recovered state), and its timeout starts again. ttrpc has no cancellation, so a call
+ * the client has given up on is replayed too (its late answer is ignored by the client).
  *
  * A backend frame is forwarded to the front only once complete, so the front never sees a torn frame. A front frame
  * longer than 4 MiB closes that front connection (and its backend connection); a backend one is treated as a
@@ -110,6 +111,7 @@ static struct sockaddr_un back_addr;
 static uint64_t next_retry; /* earliest retry_at of a B_DOWN connection, 0 if none */
 static uint64_t listen_paused_until;
 static uint8_t scratch[READ_CHUNK];
+static struct handle listen_handle = {K_LISTEN, NULL};
 
 static void logmsg(const char *fmt, ...) {
     struct timespec ts;
@@ -265,8 +267,9 @@ static void back_failed(struct conn *c, const char *why) {
     if (c->dead || c->state == B_DOWN) return;
     if (c->state == B_UP) {
         c->failures++;
-        logmsg("connection %lu: backend lost (%s); %lu unanswered request(s) kept for replay", c->id, why,
-               (unsigned long) ({ unsigned long k = 0; for (struct req *r = c->pending; r; r = r->next) k++; k; }));
+        unsigned long k = 0;
+        for (struct req *r = c->pending; r; r = r->next) k++;
+        logmsg("connection %lu: backend lost (%s); %lu unanswered request(s) kept for replay", c->id, why, k);
     }
     close_back_fd(c);
     c->state = B_DOWN;
@@ -364,8 +367,9 @@ static void back_up(struct conn *c) {
     if (c->state == B_UP && buf_size(&c->held) > 0) {
         if (send_to(c, 1, c->held.p + c->held.off, buf_size(&c->held)) < 0) return;
     }
+    if (c->state != B_UP) return; /* failed again: the replay starts over on the next connection */
     buf_free(&c->held);
-    if (c->failures > 0 && c->state == B_UP) {
+    if (c->failures > 0) {
         c->replays += n;
         logmsg("connection %lu: backend back; replayed %lu request(s)", c->id, n);
     }
@@ -442,12 +446,15 @@ static long frames_from_back(struct conn *c, const uint8_t *data, size_t n) {
     return (long) done;
 }
 
-/* Reads once from one side and handles the complete frames; returns 0 on EOF or error, 1 otherwise. */
+/*
+ * Reads once from one side and handles the complete frames. Returns 1 if it read something, 2 if there was nothing
+ * to read, 0 at end of stream or on an error.
+ */
 static int read_side(struct conn *c, int from_back) {
     int fd = from_back ? c->back : c->front;
     struct buf *in = from_back ? &c->bin : &c->fin;
     ssize_t r = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
-    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 2 : 0;
     if (r == 0) return 0;
     long used;
     if (buf_size(in) == 0) {
@@ -509,7 +516,7 @@ static void on_back(struct conn *c, uint32_t events) {
     if ((events & EPOLLOUT) && flush(c, 1) < 0) return;
     if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         /* Keep the responses it wrote before going away, whatever the backpressure: else they would be replayed. */
-        while (!c->dead && c->state == B_UP && read_side(c, 1)) {
+        while (!c->dead && c->state == B_UP && read_side(c, 1) == 1) {
         }
         back_failed(c, "connection closed");
     } else if ((events & EPOLLIN) && c->state == B_UP && !read_side(c, 1)) {
@@ -568,9 +575,7 @@ static void on_listen(void) {
 static void retry_due(void) {
     uint64_t now = now_ms();
     if (listen_paused_until && now >= listen_paused_until) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        static struct handle lh = {K_LISTEN, NULL};
-        ev.data.ptr = &lh;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &listen_handle};
         epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
         listen_paused_until = 0;
     }
@@ -683,6 +688,11 @@ int main(int argc, char **argv) {
         else usage();
     }
     if (front_path == NULL || back_path == NULL || max_conn_bytes < 2 * (HDR + MAX_DATA)) usage();
+    if (daemonize && (front_path[0] != '/' || back_path[0] != '/' || (pid_file && pid_file[0] != '/')
+                      || (log_path && log_path[0] != '/'))) {
+        fprintf(stderr, "kuasar-ttrpc-proxy: --daemon needs absolute paths (it changes to /)\n");
+        return 2;
+    }
     struct sockaddr_un front_addr;
     if (fill_addr(&front_addr, front_path) < 0 || fill_addr(&back_addr, back_path) < 0) {
         fprintf(stderr, "kuasar-ttrpc-proxy: socket path too long\n");
@@ -770,8 +780,8 @@ int main(int argc, char **argv) {
     }
     struct stat front_st;
     stat(front_path, &front_st);
-    static struct handle lh = {K_LISTEN, NULL}, sh = {K_SIGNAL, NULL};
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &lh};
+    static struct handle sh = {K_SIGNAL, NULL};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &listen_handle};
     epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
     ev.data.ptr = &sh;
     epoll_ctl(ep, EPOLL_CTL_ADD, sig_fd, &ev);

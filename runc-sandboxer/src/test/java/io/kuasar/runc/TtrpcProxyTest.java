@@ -1,0 +1,555 @@
+package io.kuasar.runc;
+
+import com.google.protobuf.StringValue;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.kuasar.api.ttrpc.Request;
+import io.kuasar.api.ttrpc.Response;
+import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import io.kuasar.sandbox.ttrpc.TtrpcServer;
+import io.kuasar.sandbox.ttrpc.TtrpcService;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.EOFException;
+import java.io.File;
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The real kuasar-ttrpc-proxy (built by Maven into target/libexec) between our own ttrpc client and server: calls
+ * pass through, and calls in flight survive the backend server going away and a new one taking its place.
+ */
+class TtrpcProxyTest {
+    static final String SVC = "kuasar.test.v1.Proxy";
+    static final Duration T = Duration.ofSeconds(20);
+
+    @TempDir
+    Path dir;
+    Path front;
+    Path back;
+    Path log;
+    Process proxy;
+    final List<TtrpcServer> servers = new ArrayList<>();
+    final List<TtrpcClient> clients = new ArrayList<>();
+
+    static Path binary() {
+        return RuncSandboxerMain.libexec().resolve("kuasar-ttrpc-proxy");
+    }
+
+    /** A backend named {@code who}; {@code sleeps} counts the Sleep calls it started. */
+    static TtrpcService service(String who, AtomicInteger sleeps) {
+        return TtrpcService.builder(SVC)
+                .unary("Echo", StringValue.parser(), (ctx, r) -> r)
+                .unary("Who", StringValue.parser(), (ctx, r) -> StringValue.of(who))
+                .unary("Sleep", StringValue.parser(), (ctx, r) -> {
+                    sleeps.incrementAndGet();
+                    Thread.sleep(Long.parseLong(r.getValue()));
+                    return StringValue.of("slept by " + who);
+                })
+                .unary("Fail", StringValue.parser(), (ctx, r) -> {
+                    throw Status.NOT_FOUND.withDescription("no such thing: " + r.getValue()).asRuntimeException();
+                })
+                .build();
+    }
+
+    TtrpcServer backend(String who, AtomicInteger sleeps) throws IOException {
+        TtrpcServer s = new TtrpcServer(back).register(service(who, sleeps)).start();
+        servers.add(s);
+        return s;
+    }
+
+    TtrpcServer backend(String who) throws IOException {
+        return backend(who, new AtomicInteger());
+    }
+
+    TtrpcClient client() throws IOException {
+        TtrpcClient c = TtrpcClient.connect(front);
+        clients.add(c);
+        return c;
+    }
+
+    static String call(TtrpcClient c, String method, String arg) {
+        return c.call(SVC, method, StringValue.of(arg), StringValue.parser(), T).getValue();
+    }
+
+    @BeforeEach
+    void setUp() throws Exception {
+        front = dir.resolve("front.sock");
+        back = dir.resolve("back.sock");
+        log = dir.resolve("proxy.log");
+    }
+
+    Process startProxy(String... extra) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of(binary().toString(), "--listen", front.toString(),
+                "--backend", back.toString()));
+        cmd.addAll(List.of(extra));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        await().atMost(Duration.ofSeconds(10)).until(() -> connectable(front));
+        return p;
+    }
+
+    static boolean connectable(Path socket) {
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(socket));
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        clients.forEach(TtrpcClient::close);
+        servers.forEach(TtrpcServer::close);
+        if (proxy != null) {
+            proxy.destroy(); // SIGTERM
+            assertThat(proxy.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            assertThat(proxy.exitValue()).isZero();
+            assertThat(front).doesNotExist();
+        }
+        if (Files.exists(log)) {
+            System.out.print(Files.readString(log));
+        }
+    }
+
+    @Test
+    void callsPassThrough() throws Exception {
+        backend("A");
+        proxy = startProxy();
+        TtrpcClient c = client();
+        assertThat(call(c, "Echo", "hello")).isEqualTo("hello");
+
+        String big = "x".repeat(1 << 20);
+        assertThat(call(c, "Echo", big)).isEqualTo(big);
+
+        var pool = Executors.newVirtualThreadPerTaskExecutor();
+        List<CompletableFuture<String>> calls = new ArrayList<>();
+        for (int i = 0; i < 50; i++) {
+            String arg = "call-" + i + "-" + "y".repeat(i * 1000);
+            calls.add(CompletableFuture.supplyAsync(() -> call(c, "Echo", arg), pool));
+        }
+        for (int i = 0; i < 50; i++) {
+            assertThat(calls.get(i).get(20, TimeUnit.SECONDS)).startsWith("call-" + i + "-").hasSize(
+                    ("call-" + i + "-").length() + i * 1000);
+        }
+        pool.close();
+
+        assertThatThrownBy(() -> call(c, "Fail", "thing"))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND);
+                    assertThat(e.getStatus().getDescription()).isEqualTo("no such thing: thing");
+                });
+        assertThatThrownBy(() -> c.call(SVC, "Nope", StringValue.of(""), StringValue.parser(), T))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNIMPLEMENTED));
+        assertThat(call(c, "Echo", "still fine")).isEqualTo("still fine");
+    }
+
+    @Test
+    void framesSplitAcrossWritesAndManyFramesPerWrite() throws Exception {
+        backend("A");
+        proxy = startProxy();
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(front));
+            // 20 requests in one write
+            ByteBuffer all = ByteBuffer.allocate(1 << 16);
+            for (int id = 1; id <= 39; id += 2) {
+                all.put(requestFrame(id, "Echo", "batch" + id));
+            }
+            all.flip();
+            while (all.hasRemaining()) {
+                ch.write(all);
+            }
+            Map<Integer, String> got = readResponses(ch, 20);
+            for (int id = 1; id <= 39; id += 2) {
+                assertThat(got).containsEntry(id, "batch" + id);
+            }
+            // 5 requests, written a byte at a time
+            ByteBuffer slow = ByteBuffer.allocate(1 << 16);
+            for (int id = 41; id <= 49; id += 2) {
+                slow.put(requestFrame(id, "Echo", "slow" + id));
+            }
+            slow.flip();
+            int n = 0;
+            while (slow.hasRemaining()) {
+                ch.write(ByteBuffer.wrap(new byte[]{slow.get()}));
+                if (++n % 7 == 0) {
+                    Thread.sleep(1);
+                }
+            }
+            got = readResponses(ch, 5);
+            for (int id = 41; id <= 49; id += 2) {
+                assertThat(got).containsEntry(id, "slow" + id);
+            }
+        }
+    }
+
+    @Test
+    void inFlightCallSurvivesBackendRestart() throws Exception {
+        AtomicInteger sleepsA = new AtomicInteger();
+        AtomicInteger sleepsB = new AtomicInteger();
+        TtrpcServer a = backend("A", sleepsA);
+        proxy = startProxy();
+        TtrpcClient c = client();
+        assertThat(call(c, "Who", "")).isEqualTo("A");
+
+        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Sleep", "3000"));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 1);
+        a.close(); // the JVM is killed: its connections end, the in-flight call is never answered
+        // kill -9 leaves the socket file behind: the proxy gets ECONNREFUSED until the new JVM binds again
+        try (var stale = java.nio.channels.ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+            stale.bind(UnixDomainSocketAddress.of(back));
+        }
+        assertThat(back).exists();
+        Thread.sleep(1000);
+        assertThat(sleeping).isNotDone();
+        TtrpcServer b = backend("B", sleepsB); // the new JVM, on the same path
+
+        assertThat(sleeping.get(15, TimeUnit.SECONDS)).isEqualTo("slept by B");
+        assertThat(sleepsA).hasValue(1);
+        assertThat(sleepsB).hasValue(1);
+        assertThat(call(c, "Who", "")).isEqualTo("B");
+        assertThat(call(c, "Echo", "after")).isEqualTo("after");
+        await().atMost(Duration.ofSeconds(5)).until(() -> b.activeCalls() == 0);
+        assertThat(c.isClosed()).isFalse();
+        assertThat(Files.readString(log)).contains("backend lost").contains("replayed 1 request(s)");
+    }
+
+    @Test
+    void callsMadeWhileTheBackendIsDownCompleteOnceItIsBack() throws Exception {
+        TtrpcServer a = backend("A");
+        proxy = startProxy();
+        TtrpcClient c = client();
+        TtrpcClient idle = client(); // connected, no call in flight while the backend restarts
+        assertThat(call(c, "Echo", "before")).isEqualTo("before");
+        assertThat(call(idle, "Echo", "before")).isEqualTo("before");
+        a.close();
+
+        var pool = Executors.newVirtualThreadPerTaskExecutor();
+        List<CompletableFuture<String>> calls = new ArrayList<>();
+        for (int i = 0; i < 10; i++) {
+            String arg = "down-" + i;
+            calls.add(CompletableFuture.supplyAsync(() -> call(c, "Echo", arg), pool));
+        }
+        CompletableFuture<String> who = CompletableFuture.supplyAsync(() -> call(c, "Who", ""), pool);
+        Thread.sleep(700);
+        assertThat(calls).noneMatch(CompletableFuture::isDone);
+        backend("B");
+        for (int i = 0; i < 10; i++) {
+            assertThat(calls.get(i).get(10, TimeUnit.SECONDS)).isEqualTo("down-" + i);
+        }
+        assertThat(who.get(10, TimeUnit.SECONDS)).isEqualTo("B");
+        assertThat(call(idle, "Who", "")).isEqualTo("B");
+        pool.close();
+    }
+
+    @Test
+    void clientDisconnectClosesItsBackendConnectionAndLeaksNoFd() throws Exception {
+        TtrpcServer a = backend("A");
+        proxy = startProxy();
+        TtrpcClient c = client();
+        CompletableFuture.runAsync(() -> {
+            try {
+                call(c, "Sleep", "60000");
+            } catch (StatusRuntimeException expected) {
+                // the client is closed below
+            }
+        });
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 1);
+        c.close();
+        // The server saw its connection end: it cancels the calls of a closed connection.
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 0);
+
+        long pid = proxy.pid();
+        int baseline = fds(pid);
+        for (int i = 0; i < 200; i++) {
+            try (TtrpcClient x = TtrpcClient.connect(front)) {
+                if (i % 10 == 0) {
+                    assertThat(call(x, "Echo", "cycle" + i)).isEqualTo("cycle" + i);
+                }
+            }
+        }
+        // also while the backend is down, with a pending request
+        a.close();
+        for (int i = 0; i < 20; i++) {
+            TtrpcClient x = TtrpcClient.connect(front);
+            CompletableFuture.runAsync(() -> {
+                try {
+                    call(x, "Echo", "never");
+                } catch (StatusRuntimeException expected) {
+                    // closed below
+                }
+            });
+            Thread.sleep(5);
+            x.close();
+        }
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(fds(pid)).isEqualTo(baseline));
+        backend("B");
+        assertThat(call(client(), "Who", "")).isEqualTo("B");
+    }
+
+    @Test
+    void oversizedFrameClosesOnlyThatConnection() throws Exception {
+        backend("A");
+        proxy = startProxy();
+        TtrpcClient other = client();
+        assertThat(call(other, "Echo", "x")).isEqualTo("x");
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(front));
+            ByteBuffer h = ByteBuffer.allocate(10).putInt((4 << 20) + 1).putInt(1).put((byte) 1).put((byte) 0).flip();
+            ch.write(h);
+            ByteBuffer in = ByteBuffer.allocate(16);
+            CompletableFuture<Integer> read = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return ch.read(in);
+                } catch (IOException e) {
+                    return -2;
+                }
+            });
+            assertThat(read.get(5, TimeUnit.SECONDS)).isEqualTo(-1);
+        }
+        assertThat(call(other, "Echo", "y")).isEqualTo("y");
+        assertThat(call(client(), "Echo", "z")).isEqualTo("z");
+    }
+
+    @Test
+    void slowReaderGetsEverythingAndAFloodIsDropped() throws Exception {
+        TtrpcServer a = backend("A");
+        proxy = startProxy();
+        String mib = "m".repeat(1 << 20);
+        // 10 MiB of requests, answers read only 1 s later: backpressure, nothing dropped
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(front));
+            CompletableFuture<Void> writer = CompletableFuture.runAsync(() -> {
+                try {
+                    for (int id = 1; id <= 19; id += 2) {
+                        ByteBuffer f = ByteBuffer.wrap(requestFrame(id, "Echo", id + mib));
+                        while (f.hasRemaining()) {
+                            ch.write(f);
+                        }
+                    }
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(1000);
+            Map<Integer, String> got = readResponses(ch, 10);
+            writer.get(10, TimeUnit.SECONDS);
+            for (int id = 1; id <= 19; id += 2) {
+                assertThat(got.get(id)).isEqualTo(id + mib);
+            }
+        }
+        // 40 MiB of requests and no reader: over the 16 MiB per-connection limit, that connection is dropped
+        TtrpcClient other = client();
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(front));
+            CompletableFuture<Boolean> writer = CompletableFuture.supplyAsync(() -> {
+                try {
+                    for (int id = 1; id <= 79; id += 2) {
+                        ByteBuffer f = ByteBuffer.wrap(requestFrame(id, "Echo", mib));
+                        while (f.hasRemaining()) {
+                            ch.write(f);
+                        }
+                    }
+                    return false;
+                } catch (IOException e) {
+                    return true; // the proxy closed the connection
+                }
+            });
+            assertThat(writer.get(20, TimeUnit.SECONDS)).isTrue();
+        }
+        assertThat(Files.readString(log)).contains("buffers over the limit");
+        assertThat(call(other, "Echo", "fine")).isEqualTo("fine");
+        await().atMost(Duration.ofSeconds(10)).until(() -> a.activeCalls() == 0);
+    }
+
+    @Test
+    void daemonWithPidFile() throws Exception {
+        backend("A");
+        Path pidFile = dir.resolve("proxy.pid");
+        List<String> cmd = List.of(binary().toString(), "--listen", front.toString(), "--backend", back.toString(),
+                "--pid-file", pidFile.toString(), "--log", log.toString(), "--daemon");
+        Run first = run(cmd);
+        assertThat(first.code).isZero();
+        assertThat(first.out).contains("started");
+        assertThat(front).exists();
+        assertThat(pidFile).exists();
+        long pid = Long.parseLong(Files.readString(pidFile).trim());
+        try {
+            assertThat(first.out).contains("pid " + pid);
+            assertThat(Files.readString(Path.of("/proc/" + pid + "/comm")).trim()).isEqualTo("kuasar-ttrpc-px");
+            assertThat(call(client(), "Echo", "via daemon")).isEqualTo("via daemon");
+
+            Run second = run(cmd);
+            assertThat(second.code).isZero();
+            assertThat(second.out).contains("already running");
+            assertThat(Files.readString(pidFile).trim()).isEqualTo(Long.toString(pid));
+            assertThat(call(client(), "Echo", "still")).isEqualTo("still");
+        } finally {
+            ProcessHandle.of(pid).ifPresent(ProcessHandle::destroy); // SIGTERM
+        }
+        await().atMost(Duration.ofSeconds(10)).until(() -> !alive(pid));
+        assertThat(front).doesNotExist();
+        assertThat(pidFile).doesNotExist();
+
+        // A stale pid file (a live process that is not a proxy) does not stop a start.
+        Files.writeString(pidFile, ProcessHandle.current().pid() + "\n");
+        Run third = run(cmd);
+        assertThat(third.code).isZero();
+        assertThat(third.out).contains("started");
+        long pid3 = Long.parseLong(Files.readString(pidFile).trim());
+        assertThat(pid3).isNotEqualTo(ProcessHandle.current().pid());
+        assertThat(call(client(), "Echo", "third")).isEqualTo("third");
+        ProcessHandle.of(pid3).ifPresent(ProcessHandle::destroy);
+        await().atMost(Duration.ofSeconds(10)).until(() -> !alive(pid3));
+        assertThat(pidFile).doesNotExist();
+    }
+
+    /** The whole story under valgrind (a glibc build of the same source: valgrind cannot follow static musl). */
+    @Test
+    void noLeaksUnderValgrind() throws Exception {
+        assumeTrue(onPath("valgrind") && onPath("gcc"), "valgrind and gcc are needed");
+        Path src = Path.of("src/main/c/kuasar-ttrpc-proxy.c").toAbsolutePath();
+        assumeTrue(Files.exists(src), "source not found from " + Path.of("").toAbsolutePath());
+        Path bin = dir.resolve("kuasar-ttrpc-proxy-g");
+        Run cc = run(List.of("gcc", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-o", bin.toString(), src.toString()));
+        assertThat(cc.code).as(cc.out).isZero();
+
+        Path vlog = dir.resolve("valgrind.log");
+        TtrpcServer a = backend("A");
+        proxy = new ProcessBuilder("valgrind", "--leak-check=full", "--show-leak-kinds=all",
+                "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99", "--log-file=" + vlog,
+                bin.toString(), "--listen", front.toString(), "--backend", back.toString())
+                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        await().atMost(Duration.ofSeconds(30)).until(() -> connectable(front));
+
+        TtrpcClient c = client();
+        assertThat(call(c, "Echo", "v".repeat(300_000))).hasSize(300_000);
+        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Sleep", "1500"));
+        await().atMost(Duration.ofSeconds(10)).until(() -> a.activeCalls() == 1);
+        a.close();
+        TtrpcClient gone = TtrpcClient.connect(front); // a pending request, then the client goes, backend down
+        CompletableFuture.runAsync(() -> {
+            try {
+                call(gone, "Echo", "lost");
+            } catch (StatusRuntimeException expected) {
+                // closed below
+            }
+        });
+        Thread.sleep(300);
+        gone.close();
+        Thread.sleep(300);
+        backend("B");
+        assertThat(sleeping.get(20, TimeUnit.SECONDS)).isEqualTo("slept by B");
+        TtrpcClient c2 = client(); // left open: SIGTERM must free its buffers too
+        CompletableFuture.runAsync(() -> {
+            try {
+                call(c2, "Sleep", "60000");
+            } catch (StatusRuntimeException expected) {
+                // the proxy goes away
+            }
+        });
+        assertThatThrownBy(() -> call(c, "Fail", "x")).isInstanceOf(StatusRuntimeException.class);
+        await().atMost(Duration.ofSeconds(10)).until(() -> servers.getLast().activeCalls() == 1);
+
+        proxy.destroy(); // SIGTERM with one connection and a pending call
+        assertThat(proxy.waitFor(30, TimeUnit.SECONDS)).isTrue();
+        String report = Files.readString(vlog);
+        System.out.print(report);
+        assertThat(proxy.exitValue()).as("valgrind found errors or leaks").isZero();
+        proxy = null;
+        assertThat(report).contains("ERROR SUMMARY: 0 errors").contains("All heap blocks were freed");
+        assertThat(front).doesNotExist();
+    }
+
+    static int fds(long pid) throws IOException {
+        try (Stream<Path> s = Files.list(Path.of("/proc/" + pid + "/fd"))) {
+            return (int) s.count();
+        }
+    }
+
+    static boolean alive(long pid) {
+        try {
+            String stat = Files.readString(Path.of("/proc/" + pid + "/stat"));
+            return stat.charAt(stat.lastIndexOf(')') + 2) != 'Z';
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    static boolean onPath(String exe) {
+        String path = System.getenv().getOrDefault("PATH", "");
+        for (String d : path.split(File.pathSeparator)) {
+            if (Files.isExecutable(Path.of(d, exe))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    record Run(int code, String out) {
+    }
+
+    static Run run(List<String> cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.waitFor(30, TimeUnit.SECONDS)).isTrue();
+        return new Run(p.exitValue(), out);
+    }
+
+    static byte[] requestFrame(int id, String method, String arg) {
+        byte[] data = Request.newBuilder().setService(SVC).setMethod(method)
+                .setPayload(StringValue.of(arg).toByteString()).build().toByteArray();
+        return ByteBuffer.allocate(10 + data.length).putInt(data.length).putInt(id).put((byte) 1).put((byte) 0)
+                .put(data).array();
+    }
+
+    static Map<Integer, String> readResponses(SocketChannel ch, int count) throws IOException {
+        Map<Integer, String> got = new HashMap<>();
+        while (got.size() < count) {
+            ByteBuffer h = readFully(ch, 10);
+            int len = h.getInt();
+            int id = h.getInt();
+            byte type = h.get();
+            assertThat(type).isEqualTo((byte) 2);
+            Response r = Response.parseFrom(readFully(ch, len));
+            assertThat(r.getStatus().getCode()).isZero();
+            got.put(id, StringValue.parseFrom(r.getPayload()).getValue());
+        }
+        return got;
+    }
+
+    static ByteBuffer readFully(SocketChannel ch, int n) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(n);
+        while (b.hasRemaining()) {
+            if (ch.read(b) < 0) {
+                throw new EOFException();
+            }
+        }
+        return b.flip();
+    }
+}
