@@ -30,7 +30,8 @@ install: build
 	install -d $(BIN) $(LIBDIR)/runc-sandboxer $(LIBEXEC) $(UNITDIR)
 	rm -f $(LIBDIR)/runc-sandboxer/*.jar
 	install -m 0644 runc-sandboxer/target/lib/*.jar runc-sandboxer/target/runc-sandboxer-*[0-9T].jar $(LIBDIR)/runc-sandboxer/
-	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder runc-sandboxer/target/libexec/kuasar-monitor $(LIBEXEC)/
+	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder runc-sandboxer/target/libexec/kuasar-monitor \
+	    runc-sandboxer/target/libexec/kuasar-ttrpc-proxy $(LIBEXEC)/
 	sed -e 's|@NAME@|runc-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
 	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
 	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer

@@ -19,6 +19,7 @@ import java.util.List;
 @Command(name = "runc-sandboxer", mixinStandardHelpOptions = true, version = "runc-sandboxer 0.1.0",
         description = "Serves containerd's Sandbox API for pause-less runc pods, and their Task API over ttrpc.")
 public final class RuncSandboxerMain extends SandboxerDaemon {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(RuncSandboxerMain.class);
     @Option(names = "--runc", defaultValue = "runc", description = "runc binary (default: ${DEFAULT-VALUE} from PATH)")
     String runcBinary;
 
@@ -35,18 +36,32 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
     }
 
     @Override
-    protected Parts assemble(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress) {
+    protected Parts assemble(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress)
+            throws Exception {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
         OomMonitor oom = new OomMonitor(poller);
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
                 store.root(), libexec().resolve("kuasar-monitor")), events, oom, store.root().resolve("tasks"));
         tasks.recover();
-        TtrpcServer server = new TtrpcServer(store.root().resolve("task.sock"));
+        // containerd dials task.sock; with the proxy in front, this JVM serves the proxy's backend socket.
+        TaskProxy proxy = new TaskProxy(libexec().resolve("kuasar-ttrpc-proxy"), store.root());
+        TtrpcServer server = new TtrpcServer(proxy.available() ? proxy.backend() : proxy.front());
         tasks.services().forEach(server::register);
+        if (proxy.available()) {
+            proxy.ensureRunning(reaper);
+        } else {
+            LOG.warn("{} is missing: a restart of this daemon will cut containerd's task connections",
+                    libexec().resolve("kuasar-ttrpc-proxy"));
+        }
         RuncSandboxer sandboxer = new RuncSandboxer(store.root(), new HolderLauncher(helper), reaper, tasks,
-                server.address());
-        return new Parts(sandboxer, server, tasks, List.of(events));
+                "ttrpc+unix://" + proxy.front());
+        AutoCloseable stopIdleProxy = () -> {
+            if (proxy.available()) {
+                proxy.stopIfIdle(tasks.containerCount());
+            }
+        };
+        return new Parts(sandboxer, server, tasks, List.of(events, stopIdleProxy));
     }
 
     static Path libexec() {

@@ -88,7 +88,8 @@ class ChurnTest {
         }
         try (Stream<Path> left = Files.list(env.stateDir())) {
             assertThat(left.map(p -> p.getFileName().toString()))
-                    .allMatch(n -> n.equals("task.sock") || n.equals(".lock") || n.equals("tty") || n.equals("tasks"));
+                    .allMatch(n -> List.of("task.sock", "task-backend.sock", "task-proxy.pid", "task-proxy.log",
+                            ".lock", "tty", "tasks").contains(n));
         }
         if (Files.isDirectory(env.stateDir().resolve("tasks"))) {
             try (Stream<Path> records = Files.list(env.stateDir().resolve("tasks"))) {

@@ -179,6 +179,10 @@ public final class E2eEnvironment implements AutoCloseable {
                     }
                 }
             }
+            if (differs(target.resolve("libexec/kuasar-ttrpc-proxy"),
+                    prefix.resolve("libexec/kuasar/kuasar-ttrpc-proxy"))) {
+                return "kuasar-ttrpc-proxy changed";
+            }
             if (differs(target.resolve("libexec/kuasar-monitor"), prefix.resolve("libexec/kuasar/kuasar-monitor"))) {
                 return "kuasar-monitor changed";
             }
@@ -318,6 +322,26 @@ public final class E2eEnvironment implements AutoCloseable {
         startSandboxer(prefix.resolve("bin/runc-sandboxer"));
     }
 
+    /** The task proxy outlives runc-sandboxer by design; a clean stop with no containers ends it, else we do. */
+    private void killTaskProxy(List<String> problems) {
+        Path pidFile = stateDir.resolve("task-proxy.pid");
+        try {
+            if (!Files.exists(pidFile)) {
+                return;
+            }
+            long pid = Long.parseLong(Files.readString(pidFile).trim());
+            for (int i = 0; i < 50 && Host.alive(pid) && "kuasar-ttrpc-px".equals(Host.comm(pid)); i++) {
+                sleep(100);
+            }
+            if (Host.alive(pid) && "kuasar-ttrpc-px".equals(Host.comm(pid))) {
+                problems.add("task proxy " + pid + " still running after runc-sandboxer stopped; killing it");
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        } catch (IOException | RuntimeException e) {
+            log("cannot check the task proxy: " + e);
+        }
+    }
+
     /** runc-sandboxer's Prometheus text, from its metrics endpoint (a Unix socket in the workdir). */
     public String scrapeMetrics() {
         try (java.nio.channels.SocketChannel c = java.nio.channels.SocketChannel.open(
@@ -401,6 +425,7 @@ public final class E2eEnvironment implements AutoCloseable {
         if (sandboxer != null) {
             stopSandboxer(problems);
         }
+        killTaskProxy(problems);
         try {
             Path log = ctrdDir.resolve("containerd.log");
             if (Files.exists(log)) {
