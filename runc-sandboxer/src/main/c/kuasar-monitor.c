@@ -9,6 +9,9 @@
  * "<status> <unix nanoseconds>\n" to the exit file (atomically: temp file + rename) and exits. The status follows
  * the shell convention (128 + signal for a signal death).
  *
+ * The monitor writes its own pid to "<exit file>.pid" before the launcher returns: the daemon is a child subreaper,
+ * so the monitor becomes its child when the launcher exits, and the daemon must reap it.
+ *
  * Why: a JVM daemon that is killed and restarted is no longer the parent of the containers it started, and only a
  * parent learns an exit status. This is conmon's job in CRI-O; here it is ~150 lines and ~50 KB of memory.
  */
@@ -123,6 +126,16 @@ int main(int argc, char **argv) {
     }
     int code = status_code(status);
     int target = code == 0 ? read_pid(pid_file) : -1;
+    if (code == 0) {
+        char mpath[4096];
+        if (snprintf(mpath, sizeof mpath, "%s.pid", exit_file) < (int) sizeof mpath) {
+            FILE *mf = fopen(mpath, "w");
+            if (mf != NULL) {
+                fprintf(mf, "%d\n", (int) getpid());
+                fclose(mf);
+            }
+        }
+    }
     if (code == 0 && target < 0) code = 255; /* runc succeeded but wrote no pid: nothing to monitor */
     if (write(sync[1], &code, sizeof code) < 0) { /* the launcher reports 255 anyway */ }
     close(sync[1]);

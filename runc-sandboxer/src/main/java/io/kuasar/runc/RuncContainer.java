@@ -116,8 +116,19 @@ final class RuncContainer implements Container {
     }
 
     private CompletableFuture<ExitStatus> exitOf(int processPid, Path exitFile) {
-        return monitor != null && Files.isExecutable(monitor) ? reaper.watchExternal(processPid, exitFile)
-                : reaper.watch(processPid);
+        if (monitor == null || !Files.isExecutable(monitor)) {
+            return reaper.watch(processPid);
+        }
+        // The monitor is re-parented to us (we are a subreaper): reap it when it is done.
+        Path monitorPid = Path.of(exitFile + ".pid");
+        try {
+            int mpid = readPid(monitorPid);
+            reaper.watch(mpid);
+            Files.deleteIfExists(monitorPid);
+        } catch (IOException e) {
+            LOG.warn("container {}: no monitor pid in {}: {}", id, monitorPid, e.getMessage());
+        }
+        return reaper.watchExternal(processPid, exitFile);
     }
 
     @Override

@@ -102,6 +102,7 @@ class ChurnTest {
             }
         }
 
+        awaitAtMost(() -> zombieChildren(pid), 0, "zombie children of runc-sandboxer (unreaped monitors or holders)");
         env.gcSandboxer();
         awaitAtMost(() -> Host.fdCount(pid), fds0 + 3, "fds");
         // The JDK's pooled threads (process reaper, virtual-thread carriers) linger up to their keep-alive
@@ -135,6 +136,18 @@ class ChurnTest {
         }
         awaitAtMost(() -> Host.fdCount(pid), fds0 + 5, "fds after 100 concurrent execs");
         cri.stopAndRemovePod(pod.id());
+    }
+
+    private static long zombieChildren(long parent) {
+        try (Stream<Path> procs = Files.list(Path.of("/proc"))) {
+            return procs.filter(p -> p.getFileName().toString().chars().allMatch(Character::isDigit))
+                    .map(p -> Host.read(p.resolve("stat")))
+                    .filter(st -> !st.isEmpty())
+                    .map(st -> st.substring(st.lastIndexOf(')') + 2).split(" "))
+                    .filter(f -> f[0].equals("Z") && Long.parseLong(f[1]) == parent).count();
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     private static long threads(long pid) {
