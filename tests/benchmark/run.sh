@@ -7,7 +7,7 @@
 # Steps: tests/e2e/env.sh setup; `make install` of this tree's build into a private prefix (the production launcher
 # <prefix>/bin/runc-sandboxer, i.e. the Makefile's JVM_OPTS); runc-sandboxer and containerd started in a private
 # workdir /tmp/kuasar-bench-XXXXXX; io.kuasar.tests.benchmark.Benchmark run against them; then everything is torn
-# down (also on failure or Ctrl-C): pods, the sandboxer, containerd, shims, holders, mounts, the workdir.
+# down (also on failure or Ctrl-C): pods, the sandboxer and its helpers, containerd, shims, mounts, the workdir.
 #
 # Output: the Markdown report on stdout and in $OUT/report.md; raw results.json, latency.csv, memory.csv and the two
 # daemons' logs in $OUT (default tests/target/benchmark).
@@ -18,6 +18,8 @@
 # Environment:
 #   KUASAR_BENCH_OUT          output directory (default <repo>/tests/target/benchmark)
 #   KUASAR_BENCH_JVM_OPTS     install the launcher with these JVM options instead of the Makefile's JVM_OPTS
+#   KUASAR_BENCH_PREFIX       use this existing `make install` prefix as it is (no install; e.g. to keep a JDK AOT
+#                             cache valid, which records the jars' modification times)
 #   KUASAR_JAVA_OPTS          extra JVM options appended by the launcher (e.g. -XX:NativeMemoryTracking=summary)
 #   KUASAR_E2E_BRIDGE / KUASAR_E2E_SUBNET   CNI bridge and /24 (default kuasarbench0 / 10.88.79.0/24)
 set -Eeuo pipefail
@@ -48,6 +50,7 @@ fi
 shopt -u nullglob
 
 WORK=""
+PREFIX=""
 SBX_PID=""
 CLIENT_PID=""
 CLIENT_JAVA=""
@@ -69,22 +72,24 @@ cleanup() {
       io.kuasar.tests.benchmark.Benchmark --cleanup-only true --containerd-sock "$WORK/ctrd/containerd.sock" \
       --containerd-pid 1 --logs "$WORK/logs" >&2
   fi
-  local holders=()
-  mapfile -t holders < <(holder_pids)
   if [[ -n $SBX_PID ]] && kill -0 "$SBX_PID" 2>/dev/null; then
-    kill -TERM "$SBX_PID" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$SBX_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -TERM "$SBX_PID" 2>/dev/null  # exits at once; a JDK AOT cache training run writes its cache first
+    for _ in $(seq 1 600); do kill -0 "$SBX_PID" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$SBX_PID" 2>/dev/null && kill -KILL "$SBX_PID" 2>/dev/null
   fi
   mkdir -p "$OUT"
   cp -f "$WORK/sandboxer.log" "$OUT/sandboxer.log" 2>/dev/null
   cp -f "$WORK/ctrd/containerd.log" "$OUT/containerd.log" 2>/dev/null
   "$ENV_SH" clean "$WORK/ctrd" >&2 || log "env.sh clean failed"
-  # Namespace holders of an aborted run (matched by their binary in our private prefix), then mounts (pod shm).
-  mapfile -t -O "${#holders[@]}" holders < <(holder_pids)
-  if ((${#holders[@]})); then
-    log "killing namespace holders left: ${holders[*]}"
-    kill -KILL "${holders[@]}" 2>/dev/null
+  # Helper processes of our install still alive: the daemon-wide kuasar-ttrpc-proxy (it outlives the sandboxer by
+  # design) and, after an aborted run, holders and monitors. Matched by their binary in our prefix. Then mounts.
+  local helpers=()
+  mapfile -t helpers < <(helper_pids)
+  if ((${#helpers[@]})); then
+    log "stopping helper processes left: $(for p in "${helpers[@]}"; do printf '%s(%s) ' "$p" "$(cat /proc/"$p"/comm 2>/dev/null)"; done)"
+    kill -TERM "${helpers[@]}" 2>/dev/null
+    sleep 0.5
+    kill -KILL "${helpers[@]}" 2>/dev/null
   fi
   local mp
   for _ in 1 2 3; do
@@ -107,12 +112,12 @@ cleanup() {
   exit "$rc"
 }
 
-holder_pids() {
+helper_pids() {
   local p exe
-  [[ -n $WORK ]] || return 0
+  [[ -n $PREFIX ]] || return 0
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    if [[ $exe == "$WORK/prefix/libexec/kuasar/kuasar-holder" ]]; then echo "${p#/proc/}"; fi
+    if [[ $exe == "$PREFIX/libexec/kuasar/"* ]]; then echo "${p#/proc/}"; fi
   done
 }
 
@@ -123,13 +128,18 @@ WORK=$(mktemp -d /tmp/kuasar-bench-XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-PREFIX=$WORK/prefix
 log "workdir $WORK"
-
-log "install this tree's build into $PREFIX (make install MVN=true${KUASAR_BENCH_JVM_OPTS:+ JVM_OPTS=...})"
-install_args=(install PREFIX="$PREFIX" MVN=true)
-if [[ -n ${KUASAR_BENCH_JVM_OPTS:-} ]]; then install_args+=(JVM_OPTS="$KUASAR_BENCH_JVM_OPTS"); fi
-make -C "$REPO" --no-print-directory "${install_args[@]}" >&2
+if [[ -n ${KUASAR_BENCH_PREFIX:-} ]]; then
+  PREFIX=$(realpath "$KUASAR_BENCH_PREFIX")
+  [[ -x $PREFIX/bin/runc-sandboxer ]] || die "KUASAR_BENCH_PREFIX=$PREFIX has no bin/runc-sandboxer"
+  log "using the existing install $PREFIX"
+else
+  PREFIX=$WORK/prefix
+  log "install this tree's build into $PREFIX (make install MVN=true${KUASAR_BENCH_JVM_OPTS:+ JVM_OPTS=...})"
+  install_args=(install PREFIX="$PREFIX" MVN=true)
+  if [[ -n ${KUASAR_BENCH_JVM_OPTS:-} ]]; then install_args+=(JVM_OPTS="$KUASAR_BENCH_JVM_OPTS"); fi
+  make -C "$REPO" --no-print-directory "${install_args[@]}" >&2
+fi
 
 # The client runs on a private copy of the JDK: a JVM maps libjvm.so, the CDS archive and lib/modules, and pages
 # shared with a second JVM on the same files would be split between the two and lower the sandboxer's PSS.
@@ -164,7 +174,7 @@ timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP
   -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" -Dkuasar.bench.jcmd="$JAVA_HOME/bin/jcmd" \
   io.kuasar.tests.benchmark.Benchmark \
   --containerd-sock "$WORK/ctrd/containerd.sock" --containerd-pid "$CTRD_PID" \
-  --sandboxer-pid "$SBX_PID" --holder "$PREFIX/libexec/kuasar/kuasar-holder" \
+  --sandboxer-pid "$SBX_PID" --libexec "$PREFIX/libexec/kuasar" \
   --logs "$WORK/logs" --out "$OUT" "$@" &
 CLIENT_PID=$!
 wait "$CLIENT_PID"

@@ -33,7 +33,8 @@ import java.util.function.Function;
  * pods (RunPodSandbox + CreateContainer + StartContainer per pod, the container runs {@code sleep}), sample the PSS
  * of the management processes with all N pods running, then stop and remove every pod (StopContainer with timeout 0,
  * RemoveContainer, StopPodSandbox, RemovePodSandbox, as kubelet does). Management processes are, for
- * {@code kuasar-runc}, the sandboxer JVM and every {@code kuasar-holder}; for {@code runc}, every
+ * {@code kuasar-runc}, the sandboxer JVM and every process of its libexec helpers ({@code kuasar-holder} per pod);
+ * for {@code runc}, every
  * {@code containerd-shim-runc-v2} of this containerd and every pause process. Container processes and containerd
  * are excluded (containerd's PSS is reported on its own).
  *
@@ -52,7 +53,8 @@ public final class Benchmark {
     Path containerdSock;
     long containerdPid;
     long sandboxerPid;
-    Path holder;
+    /** Our install's libexec directory: every process running one of its binaries is a management process. */
+    Path libexec;
     Path logs;
     Path out = Path.of("tests/target/benchmark");
     List<Integer> podCounts = List.of(20, 50);
@@ -87,7 +89,11 @@ public final class Benchmark {
 
     record MemSample(String handler, String point, int pods, String mode, Map<String, Component> components,
                      long mgmtPssKb, long mgmtRssKb, long mgmtUssKb, long sandboxerThreads, long sandboxerFds,
-                     String loadavg) {
+                     String loadavg, List<String> foreignSharers) {
+        MemSample withSharers(List<String> s) {
+            return new MemSample(handler, point, pods, mode, components, mgmtPssKb, mgmtRssKb, mgmtUssKb,
+                    sandboxerThreads, sandboxerFds, loadavg, s);
+        }
     }
 
     record Component(int count, long pssKb, long rssKb, long ussKb) {
@@ -107,7 +113,7 @@ public final class Benchmark {
     }
 
     static final String USAGE = """
-            usage: Benchmark --containerd-sock PATH --containerd-pid PID --sandboxer-pid PID --holder PATH --logs DIR
+            usage: Benchmark --containerd-sock PATH --containerd-pid PID --sandboxer-pid PID --libexec DIR --logs DIR
                              [--out DIR] [--pods 20,50] [--workers 10] [--handlers kuasar-runc,runc]
                              [--modes serial,parallel] [--network pod|host] [--warmup 5] [--settle-ms 2000]
                              [--label TEXT] [--nmt true] [--cleanup-only true]""";
@@ -123,7 +129,7 @@ public final class Benchmark {
                 case "--containerd-sock" -> containerdSock = Path.of(v);
                 case "--containerd-pid" -> containerdPid = Long.parseLong(v);
                 case "--sandboxer-pid" -> sandboxerPid = Long.parseLong(v);
-                case "--holder" -> holder = Path.of(v);
+                case "--libexec" -> libexec = Path.of(v);
                 case "--logs" -> logs = Path.of(v);
                 case "--out" -> out = Path.of(v);
                 case "--pods" -> podCounts = Arrays.stream(v.split(",")).map(Integer::parseInt).toList();
@@ -148,9 +154,9 @@ public final class Benchmark {
             return;
         }
         if (containerdSock == null || containerdPid <= 0 || logs == null
-                || handlers.contains(OURS) && (sandboxerPid <= 0 || holder == null)) {
+                || handlers.contains(OURS) && (sandboxerPid <= 0 || libexec == null)) {
             throw new IllegalArgumentException("--containerd-sock, --containerd-pid, --logs (and for " + OURS
-                    + " --sandboxer-pid, --holder) are required");
+                    + " --sandboxer-pid, --libexec) are required");
         }
         for (String m : modes) {
             if (!m.equals("serial") && !m.equals("parallel")) {
@@ -167,8 +173,8 @@ public final class Benchmark {
                 return errors.isEmpty() ? 0 : 1;
             }
         }
-        if (holder != null) {
-            holder = holder.toRealPath();
+        if (libexec != null) {
+            libexec = libexec.toRealPath();
         }
         Files.createDirectories(out);
         Instant began = Instant.now();
@@ -283,8 +289,11 @@ public final class Benchmark {
         memory.add(sampleMemory(h, "running", n, mode));
         if (nmt && h.equals(OURS)) {
             String jcmd = System.getProperty("kuasar.bench.jcmd", "jcmd");
+            // Diagnostics (perturb later samples: the histogram runs a full GC).
             Files.writeString(out.resolve("nmt-" + n + "-" + mode + ".txt"),
-                    command(jcmd, Long.toString(sandboxerPid), "VM.native_memory", "summary"));
+                    command(jcmd, Long.toString(sandboxerPid), "VM.native_memory", "summary") + "\n"
+                            + command(jcmd, Long.toString(sandboxerPid), "VM.metaspace", "summary") + "\n"
+                            + histogram(jcmd, 40));
         }
 
         List<PodTiming> stops = Collections.synchronizedList(new ArrayList<>());
@@ -380,64 +389,86 @@ public final class Benchmark {
     // ---------------------------------------------------------------------------------------------------------
     // Processes and memory
 
-    /** The processes of one handler (management and containers), found in /proc. */
-    record Census(List<Long> sandboxer, List<Long> holders, List<Long> shims, List<Long> pauses,
-                  List<Long> containers) {
+    /**
+     * The processes of both handlers, found in /proc. {@code helpers}: processes running a binary of our install's
+     * libexec directory ({@code kuasar-holder}, and any per-pod or per-container helper added later), by binary name.
+     * {@code ourContainers} / {@code stockContainers}: benchmark containers whose parent is one of our processes /
+     * one of this containerd's shims.
+     */
+    record Census(List<Long> sandboxer, Map<String, List<Long>> helpers, List<Long> shims, List<Long> pauses,
+                  List<Long> ourContainers, List<Long> stockContainers) {
+        List<Long> helper(String name) {
+            return helpers.getOrDefault(name, List.of());
+        }
     }
+
+    static final String HOLDER = "kuasar-holder";
+    /** Helpers that live as long as one container: none may be left once every pod is gone. */
+    static final List<String> PER_CONTAINER = List.of("kuasar-monitor");
 
     Census census() {
         List<ProcMemory.Proc> all = ProcMemory.all();
         String sock = containerdSock.toString();
+        String lib = libexec == null ? null : libexec + "/";
         List<Long> shims = new ArrayList<>();
+        Map<String, List<Long>> helpers = new java.util.TreeMap<>();
+        java.util.Set<Long> ours = new java.util.HashSet<>();
+        if (sandboxerPid > 0) {
+            ours.add(sandboxerPid);
+        }
         for (ProcMemory.Proc p : all) {
             if (p.exe().endsWith("/containerd-shim-runc-v2")) {
                 int a = p.cmdline().indexOf("-address");
                 if (a >= 0 && a + 1 < p.cmdline().size() && p.cmdline().get(a + 1).equals(sock)) {
                     shims.add(p.pid());
                 }
+            } else if (lib != null && p.exe().startsWith(lib)) {
+                helpers.computeIfAbsent(p.exe().substring(lib.length()), k -> new ArrayList<>()).add(p.pid());
+                ours.add(p.pid());
             }
         }
-        List<Long> holders = new ArrayList<>();
         List<Long> pauses = new ArrayList<>();
-        List<Long> containers = new ArrayList<>();
+        List<Long> ourContainers = new ArrayList<>();
+        List<Long> stockContainers = new ArrayList<>();
         for (ProcMemory.Proc p : all) {
-            if (holder != null && p.exe().equals(holder.toString())) {
-                holders.add(p.pid());
-            } else if (p.cmdline().equals(PAUSE_CMD) && shims.contains(p.ppid())) {
+            if (p.cmdline().equals(PAUSE_CMD) && shims.contains(p.ppid())) {
                 pauses.add(p.pid());
-            } else if (p.cmdline().equals(CONTAINER_CMD)
-                    && (shims.contains(p.ppid()) || p.ppid() == sandboxerPid)) {
-                containers.add(p.pid());
+            } else if (p.cmdline().equals(CONTAINER_CMD)) {
+                if (shims.contains(p.ppid())) {
+                    stockContainers.add(p.pid());
+                } else if (ours.contains(p.ppid())) {
+                    ourContainers.add(p.pid());
+                }
             }
         }
-        return new Census(sandboxerPid > 0 ? List.of(sandboxerPid) : List.of(), holders, shims, pauses, containers);
+        return new Census(sandboxerPid > 0 ? List.of(sandboxerPid) : List.of(), helpers, shims, pauses,
+                ourContainers, stockContainers);
     }
 
-    /** Waits until the handler has exactly n pods' worth of management processes (and n containers). */
+    /**
+     * Waits until the handler has n pods' management processes and n running containers: for kuasar-runc n
+     * holders (and, at n = 0, no per-container helper either; daemon-wide helpers such as the ttrpc proxy stay),
+     * for runc n shims and n pause processes.
+     */
     void waitForProcesses(String h, int n) throws InterruptedException {
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (true) {
             Census c = census();
             boolean okay = h.equals(OURS)
-                    ? c.holders().size() == n && containersOf(c, h) == n
-                    : c.shims().size() == n && c.pauses().size() == n && containersOf(c, h) == n;
+                    ? c.helper(HOLDER).size() == n && c.ourContainers().size() == n
+                            && (n > 0 || PER_CONTAINER.stream().allMatch(x -> c.helper(x).isEmpty()))
+                    : c.shims().size() == n && c.pauses().size() == n && c.stockContainers().size() == n;
             if (okay) {
                 return;
             }
             if (System.nanoTime() > end) {
                 throw new IllegalStateException(String.format(
-                        "%s: expected %d pods' processes, found holders %d, shims %d, pause %d, containers %d", h, n,
-                        c.holders().size(), c.shims().size(), c.pauses().size(), c.containers().size()));
+                        "%s: expected %d pods' processes, found helpers %s, shims %d, pause %d, containers %d + %d",
+                        h, n, c.helpers(), c.shims().size(), c.pauses().size(), c.ourContainers().size(),
+                        c.stockContainers().size()));
             }
             Thread.sleep(100);
         }
-    }
-
-    private long containersOf(Census c, String h) {
-        return c.containers().stream().filter(pid -> {
-            ProcMemory.Proc p = ProcMemory.read(pid);
-            return p != null && (h.equals(OURS) ? p.ppid() == sandboxerPid : c.shims().contains(p.ppid()));
-        }).count();
     }
 
     /** Settles, then takes three samples 500 ms apart and keeps the one with the median management PSS. */
@@ -451,7 +482,11 @@ public final class Benchmark {
             samples.add(sampleOnce(h, point, n, mode));
         }
         samples.sort((a, b) -> Long.compare(a.mgmtPssKb(), b.mgmtPssKb()));
-        MemSample s = samples.get(1);
+        MemSample s = samples.get(1).withSharers(foreignSharers(h));
+        if (!s.foreignSharers().isEmpty()) {
+            log("WARNING: processes outside the benchmark share the management processes' binaries, which lowers "
+                    + "their PSS: " + s.foreignSharers());
+        }
         log(String.format("%s: %s, %d pods (%s): management PSS %.1f MB, containerd PSS %.1f MB", h, point, n, mode,
                 s.mgmtPssKb() / 1024.0, s.components().get("containerd").pssKb() / 1024.0));
         return s;
@@ -462,11 +497,16 @@ public final class Benchmark {
         Map<String, Component> comps = new LinkedHashMap<>();
         Component total;
         if (h.equals(OURS)) {
-            Component jvm = component(c.sandboxer());
-            Component holders = component(c.holders());
-            comps.put("sandboxer", jvm);
-            comps.put("holders", holders);
-            total = add(jvm, holders);
+            total = component(c.sandboxer());
+            comps.put("sandboxer", total);
+            if (c.helpers().isEmpty()) {
+                comps.put(HOLDER, component(List.of()));
+            }
+            for (var e : c.helpers().entrySet()) {
+                Component helper = component(e.getValue());
+                comps.put(e.getKey(), helper);
+                total = add(total, helper);
+            }
         } else {
             Component shims = component(c.shims());
             Component pauses = component(c.pauses());
@@ -474,10 +514,7 @@ public final class Benchmark {
             comps.put("pause", pauses);
             total = add(shims, pauses);
         }
-        comps.put("containers", component(c.containers().stream().filter(pid -> {
-            ProcMemory.Proc p = ProcMemory.read(pid);
-            return p != null && (h.equals(OURS) ? p.ppid() == sandboxerPid : c.shims().contains(p.ppid()));
-        }).toList()));
+        comps.put("containers", component(h.equals(OURS) ? c.ourContainers() : c.stockContainers()));
         comps.put("containerd", component(List.of(containerdPid)));
         String load = "";
         try {
@@ -487,7 +524,43 @@ public final class Benchmark {
         }
         return new MemSample(h, point, n, mode, comps, total.pssKb(), total.rssKb(), total.ussKb(),
                 sandboxerPid > 0 ? ProcMemory.status(sandboxerPid, "Threads") : -1,
-                sandboxerPid > 0 ? ProcMemory.fds(sandboxerPid) : -1, load);
+                sandboxerPid > 0 ? ProcMemory.fds(sandboxerPid) : -1, load, List.of());
+    }
+
+    /**
+     * Processes other than this handler's management processes that map the same binaries (another JVM of the
+     * sandboxer's JDK, shims of another containerd): PSS splits shared pages between all of them, so their presence
+     * makes the management processes look smaller than they are on a node of their own.
+     */
+    List<String> foreignSharers(String h) {
+        Census c = census();
+        List<Long> own = new ArrayList<>();
+        String needle;
+        if (h.equals(OURS)) {
+            ProcMemory.Proc p = ProcMemory.read(sandboxerPid);
+            if (p == null || p.exe().isEmpty()) {
+                return List.of();
+            }
+            needle = Path.of(p.exe()).getParent().getParent().resolve("lib").toString() + "/";
+            own.addAll(c.sandboxer());
+        } else {
+            needle = "/containerd-shim-runc-v2";
+            own.addAll(c.shims());
+        }
+        List<String> out = new ArrayList<>();
+        for (ProcMemory.Proc p : ProcMemory.all()) {
+            if (own.contains(p.pid()) || p.pid() == ProcessHandle.current().pid()) {
+                continue;
+            }
+            try {
+                if (Files.readString(Path.of("/proc/" + p.pid() + "/maps")).contains(needle)) {
+                    out.add(p.pid() + " " + p.comm());
+                }
+            } catch (IOException | RuntimeException e) {
+                // gone or unreadable
+            }
+        }
+        return out;
     }
 
     private static Component component(List<Long> pids) {
@@ -527,6 +600,14 @@ public final class Benchmark {
         machine.put("workers", workers);
         machine.put("warmup", warmup);
         machine.put("label", label);
+    }
+
+    /** The first {@code top} lines and the Total line of a class histogram (live objects, after a full GC). */
+    private String histogram(String jcmd, int top) {
+        List<String> lines = command(jcmd, Long.toString(sandboxerPid), "GC.class_histogram").lines().toList();
+        List<String> keep = new ArrayList<>(lines.subList(0, Math.min(top, lines.size())));
+        lines.stream().filter(l -> l.startsWith("Total")).forEach(keep::add);
+        return String.join("\n", keep);
     }
 
     private static String read(String path) {
@@ -761,7 +842,7 @@ public final class Benchmark {
 
         r.append("\n### Memory of management processes (MB)\n\n");
         r.append("PSS from /proc/PID/smaps_rollup (RSS and USS = private pages for reference). kuasar-runc: the "
-                + "runc-sandboxer JVM + every kuasar-holder; runc: every containerd-shim-runc-v2 of this containerd + "
+                + "runc-sandboxer JVM + every process of its libexec helpers (kuasar-holder, one per pod); runc: every containerd-shim-runc-v2 of this containerd + "
                 + "every pause process. Container processes and containerd are not counted; containerd is shown on "
                 + "its own.\n\n");
         r.append("| handler | when | pods | PSS | made of | PSS per pod | RSS | USS | containerd PSS | "
@@ -770,10 +851,15 @@ public final class Benchmark {
         for (MemSample m : memory) {
             String parts;
             if (m.handler().equals(OURS)) {
-                Component j = m.components().get("sandboxer");
-                Component hd = m.components().get("holders");
-                parts = String.format(Locale.ROOT, "JVM %.1f + %d holders %.2f", j.pssKb() / 1024.0, hd.count(),
-                        hd.pssKb() / 1024.0);
+                StringBuilder p = new StringBuilder(String.format(Locale.ROOT, "JVM %.1f",
+                        m.components().get("sandboxer").pssKb() / 1024.0));
+                for (var e : m.components().entrySet()) {
+                    if (e.getKey().startsWith("kuasar-")) {
+                        p.append(String.format(Locale.ROOT, " + %d %s %.2f", e.getValue().count(), e.getKey(),
+                                e.getValue().pssKb() / 1024.0));
+                    }
+                }
+                parts = p.toString();
             } else {
                 Component s = m.components().get("shims");
                 Component p = m.components().get("pause");
@@ -799,6 +885,13 @@ public final class Benchmark {
                         (Double) m.get("value"), limit == null ? "–" : limit.toString(),
                         met == null ? "–" : ((Boolean) met ? "yes" : "**no**")));
             }
+        }
+        List<String> warn = memory.stream().filter(m -> !m.foreignSharers().isEmpty())
+                .map(m -> m.handler() + " (" + m.point() + ", " + m.pods() + " pods): " + m.foreignSharers()).toList();
+        if (!warn.isEmpty()) {
+            r.append("\n**Warning**: other processes mapped the same binaries while memory was sampled (their "
+                    + "share of common pages is not counted above):\n\n");
+            warn.forEach(w -> r.append("* ").append(w).append("\n"));
         }
         r.append("\nRaw data: ").append(out.resolve("results.json")).append(", latency.csv, memory.csv\n");
         return r.toString();
