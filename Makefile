@@ -16,11 +16,10 @@ BIN     := $(DESTDIR)$(PREFIX)/bin
 LIBDIR  := $(DESTDIR)$(PREFIX)/lib/kuasar
 LIBEXEC := $(DESTDIR)$(PREFIX)/libexec/kuasar
 UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
-# Daemon JVM options, measured with `make bench` (docs/benchmark.md): Serial GC, C1 only and fewer compilations
-# (less code cache), a small heap capped at 48 MB that shrinks after a full GC, native heap trimming, Netty without
-# pooled buffers or JFR. The heap cap is ~2.5x the live set at 100 pods; on OOM the JVM exits and systemd restarts it
-# (pods keep running and are recovered).
-JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:CompileThresholdScaling=10 \
+# Daemon JVM options, measured with `make bench` (docs/benchmark.md): Serial GC, C1 only, a small heap capped at
+# 48 MB that shrinks after a full GC, native heap trimming, Netty without pooled buffers or JFR. The heap cap is
+# ~2.5x the live set at 100 pods; on OOM the JVM exits and systemd restarts it (pods keep running, are recovered).
+JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
             -Xss512k -Xms8m -Xmx48m -Xmn6m -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30 -XX:+ExitOnOutOfMemoryError \
             -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders \
             -XX:TrimNativeHeapInterval=1000 -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
