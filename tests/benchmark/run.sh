@@ -21,6 +21,8 @@
 #   KUASAR_BENCH_PREFIX       use this existing `make install` prefix as it is (no install; e.g. to keep a JDK AOT
 #                             cache valid, which records the jars' modification times)
 #   KUASAR_JAVA_OPTS          extra JVM options appended by the launcher (e.g. -XX:NativeMemoryTracking=summary)
+#   KUASAR_BENCH_METRICS=1    start the sandboxer with its metrics endpoint and save it to $OUT/sandboxer-metrics.txt
+#                             at the end (server-side RPC latencies; off by default, as in production)
 #   KUASAR_E2E_BRIDGE / KUASAR_E2E_SUBNET   CNI bridge and /24 (default kuasarbench0 / 10.88.79.0/24)
 set -Eeuo pipefail
 
@@ -151,8 +153,10 @@ CP="$REPO/tests/target/lib/*:${tests_jar[0]}"
 log "start runc-sandboxer ($PREFIX/bin/runc-sandboxer${KUASAR_JAVA_OPTS:+, KUASAR_JAVA_OPTS=$KUASAR_JAVA_OPTS})"
 mkdir -p "$WORK/logs"
 # setsid: its own session, so a Ctrl-C of this script reaches it only through cleanup(); setsid execs (no fork).
+sbx_args=()
+if [[ ${KUASAR_BENCH_METRICS:-} == 1 ]]; then sbx_args+=(--metrics-listen "unix:$WORK/metrics.sock"); fi
 setsid "$PREFIX/bin/runc-sandboxer" --listen "$WORK/runc.sock" --dir "$WORK/state" \
-  --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" </dev/null >"$WORK/sandboxer.log" 2>&1 &
+  --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" "${sbx_args[@]}" </dev/null >"$WORK/sandboxer.log" 2>&1 &
 SBX_PID=$!
 for _ in $(seq 1 300); do
   [[ -S $WORK/runc.sock ]] && break
@@ -179,3 +183,7 @@ timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP
 CLIENT_PID=$!
 wait "$CLIENT_PID"
 CLIENT_PID=""
+if [[ ${KUASAR_BENCH_METRICS:-} == 1 ]]; then
+  curl -sS --max-time 10 --unix-socket "$WORK/metrics.sock" http://localhost/metrics >"$OUT/sandboxer-metrics.txt" ||
+    log "could not read the sandboxer's metrics"
+fi
