@@ -322,6 +322,17 @@ public final class E2eEnvironment implements AutoCloseable {
         startSandboxer(prefix.resolve("bin/runc-sandboxer"));
     }
 
+    /** Mounts under the sandboxer's state dir (pod shm) left by a failed teardown: reported, then removed. */
+    private void unmountLeftovers(List<String> problems) {
+        String prefix = stateDir.toAbsolutePath() + "/";
+        List<String> left = Host.read(Path.of("/proc/self/mounts")).lines().map(l -> l.split(" ")[1])
+                .filter(m -> m.startsWith(prefix)).sorted(Comparator.reverseOrder()).toList();
+        for (String m : left) {
+            problems.add("mount " + m + " survived teardown; unmounting it");
+            Host.run(Duration.ofSeconds(10), childEnv, null, "umount", "-l", m);
+        }
+    }
+
     /** The task proxy outlives runc-sandboxer by design; a clean stop with no containers ends it, else we do. */
     private void killTaskProxy(List<String> problems) {
         Path pidFile = stateDir.resolve("task-proxy.pid");
@@ -426,6 +437,7 @@ public final class E2eEnvironment implements AutoCloseable {
             stopSandboxer(problems);
         }
         killTaskProxy(problems);
+        unmountLeftovers(problems);
         try {
             Path log = ctrdDir.resolve("containerd.log");
             if (Files.exists(log)) {
