@@ -20,7 +20,8 @@ final class FrameChannel implements AutoCloseable {
 
     FrameChannel(SocketChannel channel, int maxDataLength) {
         this.channel = channel;
-        this.in = new java.io.BufferedInputStream(Channels.newInputStream(channel), 64 * 1024);
+        // containerd keeps one connection per container: a small buffer per connection adds up to less.
+        this.in = new java.io.BufferedInputStream(Channels.newInputStream(channel), 8 * 1024);
         this.maxDataLength = maxDataLength;
     }
 
