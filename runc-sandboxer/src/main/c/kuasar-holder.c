@@ -69,6 +69,12 @@ int main(int argc, char **argv) {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL); /* the holder takes signals through sigwait */
 
+    /* Named before the fork (the child inherits it): the pid we print must already carry the name the daemon
+     * checks to recognise its holder. */
+    char comm[16];
+    snprintf(comm, sizeof comm, "kuasar-%.8s", name);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child > 0) {
@@ -78,9 +84,6 @@ int main(int argc, char **argv) {
     }
 
     setsid();
-    char comm[16];
-    snprintf(comm, sizeof comm, "kuasar-%.8s", name);
-    prctl(PR_SET_NAME, comm, 0, 0, 0);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0) {
         dup2(devnull, 0);
