@@ -2,7 +2,6 @@ package io.kuasar.sandbox.controller;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
-import com.google.protobuf.Timestamp;
 import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -36,6 +35,7 @@ import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.state.SandboxRecord.AnyValue;
 import io.kuasar.sandbox.state.SandboxRecord.Phase;
 import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.sandbox.state.Times;
 import io.kuasar.sandbox.ttrpc.Statuses;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -111,7 +111,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             Entry e = new Entry(r);
             sandboxes.put(r.id(), e);
             if (r.phase() == Phase.STOPPED) {
-                e.exited.complete(new ExitStatus(r.exitStatus(), toInstant(r.exitedAt()), true));
+                e.exited.complete(new ExitStatus(r.exitStatus(), Times.instant(r.exitedAt()), true));
                 continue;
             }
             if (r.phase() != Phase.RUNNING) {
@@ -168,7 +168,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             Sandbox sb = req.getSandbox();
             Map<String, AnyValue> ext = new LinkedHashMap<>();
             sb.getExtensionsMap().forEach((k, v) -> ext.put(k, anyValue(v)));
-            long now = nanos(Instant.now());
+            long now = Times.nanos(Instant.now());
             SandboxRecord record = new SandboxRecord(id, req.getSandboxer(), Phase.CREATED, netns, podConfig,
                     podConfigType, req.getAnnotationsMap(), sb.getLabelsMap(), ext,
                     sb.hasSpec() ? sb.getSpec().getValue().toByteArray() : null,
@@ -212,7 +212,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                 }
                 if (r.phase() == Phase.CREATED) {
                     Sandboxer.Started s = sandboxer.start(r);
-                    SandboxRecord running = r.running(s.pid(), s.taskAddress(), nanos(Instant.now()), s.facts());
+                    SandboxRecord running = r.running(s.pid(), s.taskAddress(), Times.nanos(Instant.now()), s.facts());
                     try {
                         store.save(running);
                     } catch (IOException io) {
@@ -225,7 +225,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                 }
                 SandboxRecord now = e.record;
                 return ControllerStartResponse.newBuilder().setSandboxId(now.id()).setPid(now.pid())
-                        .setCreatedAt(timestamp(now.createdAt())).setAddress(now.taskAddress())
+                        .setCreatedAt(Times.timestamp(now.createdAt())).setAddress(now.taskAddress())
                         .setVersion(TASK_API_VERSION).build();
             } finally {
                 e.lock.unlock();
@@ -292,7 +292,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                 }
             }
             return ControllerWaitResponse.newBuilder().setExitStatus(st.code())
-                    .setExitedAt(timestamp(nanos(st.exitedAt()))).build();
+                    .setExitedAt(Times.timestamp(Times.nanos(st.exitedAt()))).build();
         });
     }
 
@@ -303,10 +303,10 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             ControllerStatusResponse.Builder b = ControllerStatusResponse.newBuilder().setSandboxId(r.id())
                     .setPid(r.phase() == Phase.RUNNING ? r.pid() : 0)
                     .setState(r.phase() == Phase.RUNNING ? "SANDBOX_READY" : "SANDBOX_NOTREADY")
-                    .setCreatedAt(timestamp(r.createdAt())).setAddress(r.taskAddress())
+                    .setCreatedAt(Times.timestamp(r.createdAt())).setAddress(r.taskAddress())
                     .setVersion(TASK_API_VERSION);
             if (r.exitedAt() != 0) {
-                b.setExitedAt(timestamp(r.exitedAt()));
+                b.setExitedAt(Times.timestamp(r.exitedAt()));
             }
             if (req.getVerbose()) {
                 b.putInfo("sandboxer", sandboxer.name());
@@ -430,12 +430,6 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
 
     // ---- helpers ----
 
-    /** The sandbox's record, for sibling services in the same daemon (the Task API). */
-    public SandboxRecord find(String id) {
-        Entry e = sandboxes.get(id);
-        return e == null ? null : e.record;
-    }
-
     private Entry lookup(String rawId) {
         String id = Ids.require("sandbox", rawId);
         Entry e = sandboxes.get(id);
@@ -450,7 +444,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         try {
             SandboxRecord r = e.record;
             if (r.phase() != Phase.STOPPED) {
-                SandboxRecord stopped = r.stopped(st.code(), nanos(st.exitedAt()));
+                SandboxRecord stopped = r.stopped(st.code(), Times.nanos(st.exitedAt()));
                 try {
                     if (sandboxes.get(id) == e) {
                         store.save(stopped);
@@ -464,7 +458,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         } finally {
             e.lock.unlock();
         }
-        e.exited.complete(new ExitStatus(e.record.exitStatus(), toInstant(e.record.exitedAt()), st.known()));
+        e.exited.complete(new ExitStatus(e.record.exitStatus(), Times.instant(e.record.exitedAt()), st.known()));
     }
 
     static Platform hostPlatform() {
@@ -481,19 +475,6 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
 
     private static AnyValue anyValue(Any a) {
         return new AnyValue(a.getTypeUrl(), a.getValue().toByteArray());
-    }
-
-    public static long nanos(Instant t) {
-        return t.getEpochSecond() * 1_000_000_000L + t.getNano();
-    }
-
-    public static Instant toInstant(long nanos) {
-        return Instant.ofEpochSecond(0, nanos);
-    }
-
-    public static Timestamp timestamp(long nanos) {
-        return Timestamp.newBuilder().setSeconds(Math.floorDiv(nanos, 1_000_000_000L))
-                .setNanos((int) Math.floorMod(nanos, 1_000_000_000L)).build();
     }
 
     /** Runs one RPC body with the sandbox id in the log context; maps any failure to a gRPC status. */

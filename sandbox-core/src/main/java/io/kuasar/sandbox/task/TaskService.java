@@ -1,7 +1,6 @@
 package io.kuasar.sandbox.task;
 
 import com.google.protobuf.Empty;
-import com.google.protobuf.Timestamp;
 import io.grpc.Status;
 import io.kuasar.api.events.TaskCreate;
 import io.kuasar.api.events.TaskDelete;
@@ -42,6 +41,7 @@ import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.events.EventPublisher;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.Ids;
+import io.kuasar.sandbox.state.Times;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.ttrpc.CallContext;
 import io.kuasar.sandbox.ttrpc.TtrpcService;
@@ -313,7 +313,7 @@ public final class TaskService {
                 st.code());
         events.publish(c.namespace, "/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
                 .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(st.code())
-                .setExitedAt(timestamp(st.exitedAt())).build());
+                .setExitedAt(Times.timestamp(st.exitedAt())).build());
     }
 
     private DeleteResponse delete(CallContext ctx, DeleteRequest r) throws Exception {
@@ -329,10 +329,10 @@ public final class TaskService {
             save(c);
             ExitStatus st = p.exitStatus == null ? ExitStatus.of(0) : p.exitStatus;
             events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id)
-                    .setId(p.execId).setPid(p.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt()))
+                    .setId(p.execId).setPid(p.pid).setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt()))
                     .build());
             return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(st.code())
-                    .setExitedAt(timestamp(st.exitedAt())).build();
+                    .setExitedAt(Times.timestamp(st.exitedAt())).build();
         }
         ProcStatus s = c.init.status;
         if (s == ProcStatus.RUNNING || s == ProcStatus.PAUSED) {
@@ -352,10 +352,10 @@ public final class TaskService {
         }
         ExitStatus st = c.init.exitStatus == null ? ExitStatus.of(137) : c.init.exitStatus;
         events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setId(c.id)
-                .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt())).build());
+                .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt())).build());
         LOG.info("container {} deleted", c.id);
         return DeleteResponse.newBuilder().setPid(c.init.pid).setExitStatus(st.code())
-                .setExitedAt(timestamp(st.exitedAt())).build();
+                .setExitedAt(Times.timestamp(st.exitedAt())).build();
     }
 
     private StateResponse state(StateRequest r) {
@@ -366,7 +366,7 @@ public final class TaskService {
                 .setStdout(p.stdout).setStderr(p.stderr).setTerminal(p.terminal).setExecId(p.execId);
         ExitStatus st = p.exitStatus;
         if (st != null) {
-            b.setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt()));
+            b.setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt()));
         }
         return b.build();
     }
@@ -473,7 +473,7 @@ public final class TaskService {
         ContainerEntry c = container(r.getId());
         Proc p = r.getExecId().isEmpty() ? c.init : exec(c, r.getExecId());
         ExitStatus st = p.exit.get();
-        return WaitResponse.newBuilder().setExitStatus(st.code()).setExitedAt(timestamp(st.exitedAt())).build();
+        return WaitResponse.newBuilder().setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt())).build();
     }
 
     private StatsResponse stats(StatsRequest r) throws Exception {
@@ -492,26 +492,32 @@ public final class TaskService {
     }
 
     private Empty pause(CallContext ctx, PauseRequest r) throws Exception {
-        ContainerEntry c = container(r.getId());
-        synchronized (c) {
-            requireStatus(c, c.init, ProcStatus.RUNNING, "pause");
-            c.container.pause();
-            c.init.status = ProcStatus.PAUSED;
-        }
-        save(c);
-        events.publish(c.namespace, "/tasks/paused", TaskPaused.newBuilder().setContainerId(c.id).build());
-        return Empty.getDefaultInstance();
+        return transition(r.getId(), ProcStatus.RUNNING, ProcStatus.PAUSED, "pause", Container::pause,
+                "/tasks/paused", id -> TaskPaused.newBuilder().setContainerId(id).build());
     }
 
     private Empty resume(CallContext ctx, ResumeRequest r) throws Exception {
-        ContainerEntry c = container(r.getId());
+        return transition(r.getId(), ProcStatus.PAUSED, ProcStatus.RUNNING, "resume", Container::resume,
+                "/tasks/resumed", id -> TaskResumed.newBuilder().setContainerId(id).build());
+    }
+
+    @FunctionalInterface
+    private interface ContainerAction {
+        void apply(Container c) throws Exception;
+    }
+
+    /** Moves a container's init from one status to another through the runtime, then persists and publishes. */
+    private Empty transition(String rawId, ProcStatus from, ProcStatus to, String verb, ContainerAction action,
+                             String topic, java.util.function.Function<String, com.google.protobuf.Message> event)
+            throws Exception {
+        ContainerEntry c = container(rawId);
         synchronized (c) {
-            requireStatus(c, c.init, ProcStatus.PAUSED, "resume");
-            c.container.resume();
-            c.init.status = ProcStatus.RUNNING;
+            requireStatus(c, c.init, from, verb);
+            action.apply(c.container);
+            c.init.status = to;
         }
         save(c);
-        events.publish(c.namespace, "/tasks/resumed", TaskResumed.newBuilder().setContainerId(c.id).build());
+        events.publish(c.namespace, topic, event.apply(c.id));
         return Empty.getDefaultInstance();
     }
 
@@ -525,13 +531,13 @@ public final class TaskService {
         for (Proc p : c.execs.values()) {
             ExitStatus st = p.exitStatus;
             execs.add(new TaskRecord.ExecRecord(p.execId, p.stdin, p.stdout, p.stderr, p.terminal, p.status.name(),
-                    p.pid, p.startTime, st == null ? 0 : st.code(), st == null ? 0 : nanos(st.exitedAt()),
+                    p.pid, p.startTime, st == null ? 0 : st.code(), st == null ? 0 : Times.nanos(st.exitedAt()),
                     p.exec == null ? Map.of() : p.exec.facts()));
         }
         ExitStatus st = c.init.exitStatus;
         TaskRecord r = new TaskRecord(c.id, c.bundle, c.namespace, c.container.sandboxId(), c.init.stdin,
                 c.init.stdout, c.init.stderr, c.init.terminal, c.init.status.name(), c.init.pid, c.init.startTime,
-                st == null ? 0 : st.code(), st == null ? 0 : nanos(st.exitedAt()), c.container.facts(), execs);
+                st == null ? 0 : st.code(), st == null ? 0 : Times.nanos(st.exitedAt()), c.container.facts(), execs);
         try {
             io.kuasar.sandbox.state.AtomicFiles.write(recordDir.resolve(c.id + ".json"), json.writeValueAsBytes(r));
         } catch (java.io.IOException e) {
@@ -623,10 +629,6 @@ public final class TaskService {
         return true;
     }
 
-    private static long nanos(Instant t) {
-        return t.getEpochSecond() * 1_000_000_000L + t.getNano();
-    }
-
     // ---- helpers ----
 
     private ContainerEntry container(String rawId) {
@@ -673,10 +675,6 @@ public final class TaskService {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-    }
-
-    static Timestamp timestamp(Instant t) {
-        return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
     }
 
     @FunctionalInterface
