@@ -1,11 +1,13 @@
 /*
  * kuasar-holder: the namespace holder of one runc pod (Kuasar's pause-less "sandbox" process).
  *
- *   kuasar-holder [--netns PATH] [--hostname NAME] [--pid] ID
+ *   kuasar-holder [--netns PATH] [--hostname NAME] [--pid] [--host-ipc] [--sysctl PATH=VALUE]... ID
  *
- * Joins the pod network namespace given by containerd (CNI) if any, creates a fresh IPC namespace, a UTS namespace
- * named NAME when --hostname is given (host-network pods keep the host's, as with containerd's pause container),
- * and a PID namespace with --pid (pods that share one); then forks the holder itself and prints its pid on stdout.
+ * Joins the pod network namespace given by containerd (CNI) if any, creates a fresh IPC namespace (unless
+ * --host-ipc), a UTS namespace named NAME when --hostname is given (host-network pods keep the host's, as with
+ * containerd's pause container), and a PID namespace with --pid (pods that share one); writes the pod's sysctls
+ * (PATH relative to /proc/sys; /proc/sys shows the namespaces of the writer, so they land in the pod's); then forks
+ * the holder itself and prints its pid on stdout.
  * The launcher exits at once, so the holder is re-parented to runc-sandboxer, a child subreaper, which learns its
  * exit status through a pidfd. Containers join the holder's namespaces through /proc/PID/ns.
  *
@@ -31,13 +33,43 @@ static void die(const char *what) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: kuasar-holder [--netns PATH] [--hostname NAME] [--pid] ID\n");
+    fprintf(stderr, "usage: kuasar-holder [--netns PATH] [--hostname NAME] [--pid] [--host-ipc] "
+                    "[--sysctl PATH=VALUE]... ID\n");
     exit(2);
+}
+
+#define MAX_SYSCTLS 64
+
+/* Writes one "path=value" below /proc/sys; the daemon has validated the name (no "..", namespaced keys only). */
+static void write_sysctl(const char *setting) {
+    const char *eq = strchr(setting, '=');
+    if (eq == NULL || eq == setting || strstr(setting, "..") != NULL) {
+        fprintf(stderr, "kuasar-holder: invalid sysctl %s\n", setting);
+        exit(2);
+    }
+    char path[512];
+    if (snprintf(path, sizeof path, "/proc/sys/%.*s", (int) (eq - setting), setting) >= (int) sizeof path) {
+        fprintf(stderr, "kuasar-holder: sysctl name too long: %s\n", setting);
+        exit(2);
+    }
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "kuasar-holder: sysctl %.*s: %s\n", (int) (eq - setting), setting, strerror(errno));
+        exit(1);
+    }
+    size_t len = strlen(eq + 1);
+    if (write(fd, eq + 1, len) != (ssize_t) len) {
+        fprintf(stderr, "kuasar-holder: sysctl %.*s=%s: %s\n", (int) (eq - setting), setting, eq + 1,
+                strerror(errno));
+        exit(1);
+    }
+    close(fd);
 }
 
 int main(int argc, char **argv) {
     const char *netns = NULL, *name = NULL, *hostname = NULL;
-    int new_pid = 0;
+    int new_pid = 0, host_ipc = 0, nsysctls = 0;
+    const char *sysctls[MAX_SYSCTLS];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--netns") == 0 && i + 1 < argc) {
             netns = argv[++i];
@@ -45,6 +77,14 @@ int main(int argc, char **argv) {
             hostname = argv[++i];
         } else if (strcmp(argv[i], "--pid") == 0) {
             new_pid = 1;
+        } else if (strcmp(argv[i], "--host-ipc") == 0) {
+            host_ipc = 1;
+        } else if (strcmp(argv[i], "--sysctl") == 0 && i + 1 < argc) {
+            if (nsysctls == MAX_SYSCTLS) {
+                fprintf(stderr, "kuasar-holder: more than %d sysctls\n", MAX_SYSCTLS);
+                exit(2);
+            }
+            sysctls[nsysctls++] = argv[++i];
         } else if (argv[i][0] == '-') {
             usage();
         } else if (name == NULL) {
@@ -62,8 +102,10 @@ int main(int argc, char **argv) {
         if (setns(fd, CLONE_NEWNET) < 0) die("setns(CLONE_NEWNET)");
         close(fd);
     }
-    if (unshare(CLONE_NEWIPC | (hostname ? CLONE_NEWUTS : 0) | (new_pid ? CLONE_NEWPID : 0)) < 0) die("unshare");
+    int flags = (host_ipc ? 0 : CLONE_NEWIPC) | (hostname ? CLONE_NEWUTS : 0) | (new_pid ? CLONE_NEWPID : 0);
+    if (flags != 0 && unshare(flags) < 0) die("unshare");
     if (hostname != NULL && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
+    for (int i = 0; i < nsysctls; i++) write_sysctl(sysctls[i]);
 
     sigset_t all;
     sigfillset(&all);

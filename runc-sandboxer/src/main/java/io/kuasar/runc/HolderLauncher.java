@@ -25,12 +25,19 @@ public final class HolderLauncher {
         return helper;
     }
 
-    /**
-     * {@code hostname} null keeps the host's UTS namespace (host-network pods, as containerd's pause container
-     * does); otherwise the pod gets its own, named so.
-     */
+    /** A pod with its own IPC namespace and no sysctls (tests and callers that need nothing else). */
     public int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace)
             throws IOException {
+        return launch(sandboxId, netnsPath, hostname, newPidNamespace, true, List.of());
+    }
+
+    /**
+     * {@code hostname} null keeps the host's UTS namespace (host-network pods, as containerd's pause container
+     * does); otherwise the pod gets its own, named so. {@code newIpcNamespace} false keeps the host's (HostIpc
+     * pods). {@code sysctls} are written inside the pod's namespaces before the holder's pid is returned.
+     */
+    int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace,
+               boolean newIpcNamespace, List<Sysctls.Setting> sysctls) throws IOException {
         if (!Files.isExecutable(helper)) {
             throw Status.FAILED_PRECONDITION.withDescription("namespace holder helper " + helper
                     + " is missing or not executable; reinstall runc-sandboxer (make install)").asRuntimeException();
@@ -46,6 +53,13 @@ public final class HolderLauncher {
         }
         if (newPidNamespace) {
             cmd.add("--pid");
+        }
+        if (!newIpcNamespace) {
+            cmd.add("--host-ipc");
+        }
+        for (Sysctls.Setting s : sysctls) {
+            cmd.add("--sysctl");
+            cmd.add(s.argument());
         }
         cmd.add(sandboxId);
         Process p = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))

@@ -120,7 +120,7 @@ final class PodFiles {
         return b.toString().getBytes(StandardCharsets.UTF_8);
     }
 
-    private static String hostHostname() throws IOException {
+    static String hostHostname() throws IOException {
         return Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
     }
 

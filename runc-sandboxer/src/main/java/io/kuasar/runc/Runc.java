@@ -3,6 +3,7 @@ package io.kuasar.runc;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.grpc.Status;
+import io.kuasar.sandbox.process.ProcessReaper;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -13,6 +14,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -21,26 +23,34 @@ import java.util.concurrent.TimeUnit;
  */
 public final class Runc {
     private static final Logger LOG = LoggerFactory.getLogger(Runc.class);
-    private static final long TIMEOUT_SECONDS = 60;
+    private static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(60);
 
     private final String binary;
     private final Path root;
     private final List<String> wrapper;
+    private final Duration timeout;
     private final ObjectMapper json = new ObjectMapper();
+    private static final Duration KILL_WAIT = Duration.ofSeconds(5);
 
     public Runc(String binary, Path root) {
-        this(binary, root, List.of());
+        this(binary, root, List.of(), DEFAULT_TIMEOUT);
     }
 
     /** {@code wrapper}: a command that runs runc for create/exec, e.g. kuasar-monitor and its flags, then "--". */
-    private Runc(String binary, Path root, List<String> wrapper) {
+    private Runc(String binary, Path root, List<String> wrapper, Duration timeout) {
         this.binary = binary;
         this.root = root;
         this.wrapper = wrapper;
+        this.timeout = timeout;
     }
 
     public Runc monitoredBy(List<String> wrapperCommand) {
-        return new Runc(binary, root, List.copyOf(wrapperCommand));
+        return new Runc(binary, root, List.copyOf(wrapperCommand), timeout);
+    }
+
+    /** How long one runc call may take before it (and everything it started) is killed. */
+    public Runc withTimeout(Duration other) {
+        return new Runc(binary, root, wrapper, other);
     }
 
     public String binary() {
@@ -52,11 +62,11 @@ public final class Runc {
     }
 
     public Runc withBinary(String other) {
-        return new Runc(other, root, wrapper);
+        return new Runc(other, root, wrapper, timeout);
     }
 
     public Runc withRoot(Path other) {
-        return new Runc(binary, other, wrapper);
+        return new Runc(binary, other, wrapper, timeout);
     }
 
     /** Standard streams for a runc invocation whose child inherits them (create, exec). */
@@ -124,16 +134,16 @@ public final class Runc {
             }
             boolean done;
             try {
-                done = p.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS);
+                done = p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS);
             } catch (InterruptedException e) {
-                p.destroyForcibly();
+                ProcessReaper.killTree(p, KILL_WAIT); // runc, `runc init` and a monitor must not run on
                 Thread.currentThread().interrupt();
                 throw Status.CANCELLED.withDescription(what + " interrupted").asRuntimeException();
             }
             if (!done) {
-                p.destroyForcibly();
+                ProcessReaper.killTree(p, KILL_WAIT);
                 throw Status.DEADLINE_EXCEEDED.withDescription(what + ": runc did not finish within "
-                        + TIMEOUT_SECONDS + "s").asRuntimeException();
+                        + timeout.toMillis() + " ms; it was killed").asRuntimeException();
             }
             String out = captureOut ? Files.readString(outFile, StandardCharsets.UTF_8) : "";
             String err = errFile != null ? Files.readString(errFile, StandardCharsets.UTF_8).trim() : "";

@@ -205,6 +205,37 @@ final class RuncContainer implements Container {
         return bundle.resolve("log.json");
     }
 
+    /**
+     * After a failed {@link #create()}: removes what runc made (its state and a waiting {@code runc init}: runc
+     * delete --force kills it, and the monitor, if it got as far, then records the exit and ends), the console and
+     * the files of this attempt. Best effort; failures are logged, the Create's own error is what the caller sees.
+     */
+    void discardFailedCreate() {
+        try {
+            runc.run("runc delete of failed container " + id, log(), List.of("delete", "--force", id),
+                    Runc.Stdio.none(), null);
+        } catch (Runc.RuncException e) {
+            if (!e.reason().contains("does not exist")) {
+                LOG.warn("container {}: runc delete after a failed create: {}", id, e.reason());
+            }
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("container {}: runc delete after a failed create: {}", id, e.getMessage());
+        }
+        Path monitorPid = Path.of(bundle.resolve("init.exit") + ".pid");
+        try {
+            if (Files.exists(monitorPid)) {
+                reaper.watch(readPid(monitorPid)); // it is our child now: reap it when it ends
+                Files.deleteIfExists(monitorPid);
+            }
+        } catch (IOException e) {
+            LOG.debug("container {}: monitor pid file: {}", id, e.getMessage());
+        }
+        io.close();
+        if (console != null) {
+            console.close();
+        }
+    }
+
     static int readPid(Path pidFile) throws IOException {
         String s = Files.readString(pidFile, StandardCharsets.UTF_8).trim();
         try {

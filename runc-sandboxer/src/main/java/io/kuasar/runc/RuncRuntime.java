@@ -10,6 +10,7 @@ import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.AtomicFiles;
 import io.kuasar.sandbox.state.Ids;
+import io.kuasar.sandbox.state.StateStore;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
@@ -38,19 +39,20 @@ public final class RuncRuntime implements ContainerRuntime {
     private final ObjectMapper json = new ObjectMapper();
     private final CgroupStats cgroups = new CgroupStats();
 
-    private final Path stateRoot;
+    private final StateStore store;
     private final Path consoleDir;
     private final Path monitor;
 
     /**
-     * {@code stateRoot} is the daemon's --dir: pod files live in its sandbox directories, consoles in tty/.
-     * {@code monitor} is the kuasar-monitor helper (null: exit statuses come from this process, as its children).
+     * {@code store} is the daemon's --dir: pod files live in its sandbox directories, consoles in its console
+     * directory. {@code monitor} is the kuasar-monitor helper (null: exit statuses come from this process, as its
+     * children).
      */
-    public RuncRuntime(Runc runc, ProcessReaper reaper, Path stateRoot, Path monitor) {
+    public RuncRuntime(Runc runc, ProcessReaper reaper, StateStore store, Path monitor) {
         this.runc = runc;
         this.reaper = reaper;
-        this.stateRoot = stateRoot;
-        this.consoleDir = stateRoot.resolve("tty");
+        this.store = store;
+        this.consoleDir = store == null ? null : store.consoleDir();
         this.monitor = monitor;
     }
 
@@ -68,7 +70,7 @@ public final class RuncRuntime implements ContainerRuntime {
         JsonNode spec = readSpec(id, bundle);
         String sandboxId = spec.path("annotations").path(SANDBOX_ID_ANNOTATION).asText("");
         if (!sandboxId.isEmpty() && Ids.isValid(sandboxId)
-                && PodFiles.inject((ObjectNode) spec, stateRoot.resolve(sandboxId))) {
+                && PodFiles.inject((ObjectNode) spec, store.sandboxDir(sandboxId))) {
             AtomicFiles.write(bundle.resolve("config.json"), json.writeValueAsBytes(spec));
         }
         Runc r = runcFor(id, req);
@@ -79,6 +81,9 @@ public final class RuncRuntime implements ContainerRuntime {
         try {
             c.create();
         } catch (Exception e) {
+            // Whatever runc got as far as making goes (its state, `runc init`, the monitor), else the next Create
+            // of this id fails and the rootfs stays mounted.
+            c.discardFailedCreate();
             if (mounted) {
                 Linux.umount(bundle.resolve("rootfs").toString(), Linux.MNT_DETACH);
             }

@@ -7,6 +7,7 @@ import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.sys.FdPoller;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.sandbox.task.TaskStore;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -42,7 +43,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         TtrpcEventPublisher events = new TtrpcEventPublisher(eventsAddress);
         OomMonitor oom = new OomMonitor(poller);
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), reaper,
-                store.root(), libexec().resolve("kuasar-monitor")), events, oom, store.root().resolve("tasks"));
+                store, libexec().resolve("kuasar-monitor")), events, oom, new TaskStore(store));
         tasks.recover();
         // containerd dials task.sock; with the proxy in front, this JVM serves the proxy's backend socket.
         TaskProxy proxy = new TaskProxy(libexec().resolve("kuasar-ttrpc-proxy"), store.root());
@@ -54,7 +55,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
             LOG.warn("{} is missing: a restart of this daemon will cut containerd's task connections",
                     libexec().resolve("kuasar-ttrpc-proxy"));
         }
-        RuncSandboxer sandboxer = new RuncSandboxer(store.root(), new HolderLauncher(helper), reaper, tasks,
+        RuncSandboxer sandboxer = new RuncSandboxer(store, new HolderLauncher(helper), reaper, tasks,
                 "ttrpc+unix://" + proxy.front());
         AutoCloseable stopIdleProxy = () -> {
             if (proxy.available()) {

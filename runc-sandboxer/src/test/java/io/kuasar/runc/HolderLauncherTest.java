@@ -46,8 +46,8 @@ class HolderLauncherTest {
             assertThat(ns(pid, "ipc")).isNotEqualTo(ns(self, "ipc"));
             assertThat(ns(pid, "uts")).isNotEqualTo(ns(self, "uts"));
             assertThat(ns(pid, "net")).isEqualTo(ns(self, "net"));
-            assertThat(RuncSandboxer.isOurHolder(pid, "holdertest1")).isTrue();
-            assertThat(RuncSandboxer.isOurHolder(pid, "someoneelse")).isFalse();
+            assertThat(RuncSandboxer.hasHolderName(pid, "holdertest1")).isTrue();
+            assertThat(RuncSandboxer.hasHolderName(pid, "someoneelse")).isFalse();
             Process p = new ProcessBuilder("nsenter", "-t", Integer.toString(pid), "-u", "hostname").start();
             assertThat(new String(p.getInputStream().readAllBytes()).trim()).isEqualTo("podname");
         } finally {
@@ -76,5 +76,52 @@ class HolderLauncherTest {
     void aMissingNetnsIsAClearError() {
         assertThatThrownBy(() -> launcher.launch("holdertest3", "/nonexistent/netns", "x", false))
                 .isInstanceOf(StatusRuntimeException.class).hasMessageContaining("open netns");
+    }
+
+    @Test
+    void hostIpcPodKeepsTheHostIpcNamespace() throws Exception {
+        int pid = launcher.launch("holdertest4", "", "h4", false, false, java.util.List.of());
+        var exit = reaper.watch(pid);
+        try {
+            assertThat(ns(pid, "ipc")).isEqualTo(ns(Linux.getpid(), "ipc"));
+            assertThat(ns(pid, "uts")).isNotEqualTo(ns(Linux.getpid(), "uts"));
+        } finally {
+            Linux.kill(pid, 15);
+        }
+        assertThat(exit.get(10, TimeUnit.SECONDS).code()).isZero();
+    }
+
+    @Test
+    void podSysctlsAreSetInThePodsNamespacesOnly() throws Exception {
+        String hostShm = Files.readString(Path.of("/proc/sys/kernel/shm_rmid_forced")).trim();
+        String hostMq = Files.readString(Path.of("/proc/sys/fs/mqueue/msg_max")).trim();
+        var sysctls = Sysctls.validate("holdertest5", java.util.Map.of("kernel.shm_rmid_forced", "1",
+                "fs.mqueue.msg_max", "100", "kernel/domainname", "pod.local"), true, false, false);
+        int pid = launcher.launch("holdertest5", "", "h5", false, true, sysctls);
+        var exit = reaper.watch(pid);
+        try {
+            assertThat(inPod(pid, "-i", "/proc/sys/kernel/shm_rmid_forced")).isEqualTo("1");
+            assertThat(inPod(pid, "-i", "/proc/sys/fs/mqueue/msg_max")).isEqualTo("100");
+            assertThat(inPod(pid, "-u", "/proc/sys/kernel/domainname")).isEqualTo("pod.local");
+        } finally {
+            Linux.kill(pid, 15);
+        }
+        exit.get(10, TimeUnit.SECONDS);
+        assertThat(Files.readString(Path.of("/proc/sys/kernel/shm_rmid_forced")).trim()).isEqualTo(hostShm);
+        assertThat(Files.readString(Path.of("/proc/sys/fs/mqueue/msg_max")).trim()).isEqualTo(hostMq);
+    }
+
+    @Test
+    void aSysctlTheKernelRefusesFailsTheLaunchClearly() {
+        var sysctls = Sysctls.validate("holdertest6", java.util.Map.of("fs.mqueue.msg_max", "-5"), true, false, true);
+        assertThatThrownBy(() -> launcher.launch("holdertest6", "", null, false, true, sysctls))
+                .isInstanceOf(StatusRuntimeException.class).hasMessageContaining("fs/mqueue/msg_max");
+    }
+
+    private static String inPod(int pid, String nsFlag, String file) throws Exception {
+        Process p = new ProcessBuilder("nsenter", "-t", Integer.toString(pid), nsFlag, "cat", file).start();
+        String out = new String(p.getInputStream().readAllBytes()).trim();
+        assertThat(p.waitFor()).isZero();
+        return out;
     }
 }

@@ -16,7 +16,7 @@ class RuncRuntimeTest {
     @TempDir
     Path bundle;
 
-    private final RuncRuntime runtime = new RuncRuntime(new Runc("runc", Path.of("/tmp/unused")), null, Path.of("/tmp/unused"), null);
+    private final RuncRuntime runtime = new RuncRuntime(new Runc("runc", Path.of("/tmp/unused")), null, null, null);
 
     private StatusRuntimeException invalid(String spec) throws Exception {
         Files.writeString(bundle.resolve("config.json"), spec);

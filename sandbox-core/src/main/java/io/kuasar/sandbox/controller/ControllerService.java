@@ -2,9 +2,9 @@ package io.kuasar.sandbox.controller;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
-import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.sandbox.v1.ControllerCreateRequest;
@@ -102,8 +102,9 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
     }
 
     /**
-     * Loads every sandbox under the state directory and re-attaches to the running ones. A sandbox that cannot be
-     * loaded or recovered is reported and kept on disk; recovery never deletes state.
+     * Loads every sandbox under the state directory and re-attaches to the running ones. A record that cannot be read
+     * is moved aside (kept for inspection, its id free again); one whose processes cannot be re-attached stays
+     * known, so Shutdown can still clean it up. Recovery never deletes state.
      */
     public void recover() throws IOException {
         StateStore.Loaded loaded = store.loadAll();
@@ -132,9 +133,8 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             }
         }
         if (!loaded.broken().isEmpty()) {
-            LOG.error("{} sandbox state director{} could not be read and {} left untouched: {}",
-                    loaded.broken().size(), loaded.broken().size() == 1 ? "y" : "ies",
-                    loaded.broken().size() == 1 ? "was" : "were", loaded.broken());
+            LOG.error("{} sandbox record(s) could not be read and were moved to {}: {}", loaded.broken().size(),
+                    store.root().resolve("broken"), loaded.broken());
         }
         LOG.info("loaded {} sandbox(es) from {}", loaded.records().size(), store.root());
     }
@@ -174,23 +174,21 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                     sb.hasSpec() ? sb.getSpec().getValue().toByteArray() : null,
                     sb.hasSpec() ? sb.getSpec().getTypeUrl() : null, sb.getRuntime().getName(), 0, "", now, 0, 0, 0,
                     Map.of());
+            // The entry is locked before it is published: a Start (or Shutdown) racing this Create waits for it.
             Entry entry = new Entry(record);
-            if (sandboxes.putIfAbsent(id, entry) != null) {
-                throw Status.ALREADY_EXISTS.withDescription("sandbox " + id + " already exists").asRuntimeException();
-            }
             entry.lock.lock();
             try {
-                store.save(record);
-                sandboxer.create(record);
-            } catch (Exception ex) {
-                sandboxes.remove(id);
-                try {
-                    sandboxer.shutdown(record);
-                    store.delete(id);
-                } catch (Exception cleanup) {
-                    LOG.warn("sandbox {}: cleanup after a failed create failed: {}", id, cleanup.getMessage());
+                if (sandboxes.putIfAbsent(id, entry) != null) {
+                    throw Status.ALREADY_EXISTS.withDescription("sandbox " + id + " already exists")
+                            .asRuntimeException();
                 }
-                throw ex;
+                try {
+                    store.save(record);
+                    sandboxer.create(record);
+                } catch (Exception ex) {
+                    abandon(entry, record, "Create", ex);
+                    throw ex;
+                }
             } finally {
                 entry.lock.unlock();
             }
@@ -211,13 +209,19 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                             + " has already stopped; create a new sandbox").asRuntimeException();
                 }
                 if (r.phase() == Phase.CREATED) {
-                    Sandboxer.Started s = sandboxer.start(r);
+                    Sandboxer.Started s;
+                    try {
+                        s = sandboxer.start(r);
+                    } catch (Exception ex) {
+                        abandon(e, r, "Start", ex);
+                        throw ex;
+                    }
                     SandboxRecord running = r.running(s.pid(), s.taskAddress(), Times.nanos(Instant.now()), s.facts());
                     try {
                         store.save(running);
-                    } catch (IOException io) {
-                        sandboxer.stop(r, Duration.ZERO);
-                        throw io;
+                    } catch (Exception ex) {
+                        abandon(e, running, "Start", ex); // the running record: its pid is what must be stopped
+                        throw ex;
                     }
                     e.record = running;
                     s.exit().thenAccept(st -> markExited(r.id(), e, st));
@@ -266,7 +270,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             e.lock.unlock();
         }
         try {
-            e.exited.get(STOP_WAIT.toMillis(), TimeUnit.MILLISECONDS);
+            e.exited.get(STOP_WAIT.toMillis(), TimeUnit.MILLISECONDS); // the sandboxer has already waited its timeout
         } catch (TimeoutException t) {
             LOG.warn("sandbox {} did not report its exit within {}s of being stopped; marking it stopped",
                     e.record.id(), STOP_WAIT.toSeconds());
@@ -274,25 +278,26 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         }
     }
 
+    /** Answers when the sandbox exits; holds no thread while it waits, and lets go when the caller cancels. */
     @Override
     public void wait(ControllerWaitRequest req, StreamObserver<ControllerWaitResponse> out) {
-        unary(out, "Wait", req.getSandboxId(), () -> {
-            Entry e = lookup(req.getSandboxId());
-            Context ctx = Context.current();
-            ExitStatus st;
-            while (true) {
-                try {
-                    st = e.exited.get(1, TimeUnit.SECONDS);
-                    break;
-                } catch (TimeoutException t) {
-                    if (ctx.isCancelled()) {
-                        throw Status.CANCELLED.withDescription("wait for sandbox " + e.record.id() + " cancelled")
-                                .asRuntimeException();
-                    }
-                }
+        Entry e;
+        try {
+            e = lookup(req.getSandboxId());
+        } catch (RuntimeException ex) {
+            unary(out, "Wait", req.getSandboxId(), () -> {
+                throw ex;
+            });
+            return;
+        }
+        ServerCallStreamObserver<ControllerWaitResponse> call = (ServerCallStreamObserver<ControllerWaitResponse>) out;
+        call.setOnCancelHandler(() -> LOG.debug("wait for sandbox {} cancelled by the caller", e.record.id()));
+        e.exited.whenComplete((st, t) -> {
+            if (call.isCancelled()) {
+                return;
             }
-            return ControllerWaitResponse.newBuilder().setExitStatus(st.code())
-                    .setExitedAt(Times.timestamp(Times.nanos(st.exitedAt()))).build();
+            unary(out, "Wait", req.getSandboxId(), () -> ControllerWaitResponse.newBuilder()
+                    .setExitStatus(st.code()).setExitedAt(Times.timestamp(Times.nanos(st.exitedAt()))).build());
         });
     }
 
@@ -437,6 +442,32 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             throw Status.NOT_FOUND.withDescription("sandbox " + id + " not found").asRuntimeException();
         }
         return e;
+    }
+
+    /**
+     * Undoes a sandbox whose Create or Start failed. containerd forgets such a sandbox and never calls Stop or
+     * Shutdown for it, so whatever the sandboxer got as far as starting (processes, netns pins, mounts) and the record
+     * go now. Runs with the entry locked; cleanup failures are logged, the original error is what the caller sees.
+     */
+    private void abandon(Entry e, SandboxRecord r, String rpc, Exception cause) {
+        LOG.warn("{} of sandbox {} failed ({}); removing what it left", rpc, r.id(), cause.getMessage());
+        try {
+            sandboxer.stop(r, Duration.ZERO);
+        } catch (Exception ex) {
+            LOG.warn("sandbox {}: stop after a failed {} failed: {}", r.id(), rpc, ex.getMessage());
+        }
+        try {
+            sandboxer.shutdown(r);
+        } catch (Exception ex) {
+            LOG.warn("sandbox {}: shutdown after a failed {} failed: {}", r.id(), rpc, ex.getMessage());
+        }
+        try {
+            store.delete(r.id());
+        } catch (Exception ex) {
+            LOG.warn("sandbox {}: cannot remove its state after a failed {}: {}", r.id(), rpc, ex.getMessage());
+        }
+        sandboxes.remove(r.id(), e);
+        e.exited.complete(ExitStatus.unknown());
     }
 
     private void markExited(String id, Entry e, ExitStatus st) {

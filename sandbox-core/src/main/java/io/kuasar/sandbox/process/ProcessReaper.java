@@ -13,7 +13,8 @@ import java.util.concurrent.CompletableFuture;
  * and exec processes that runc leaves behind, and sandbox holders. The daemon is a child subreaper, so those
  * processes become its children when their launcher exits.
  *
- * <p>A pidfd per watched process is polled by an {@link FdPoller}. It never calls {@code waitpid(-1)}: that would
+ * <p>A pidfd per watched process is polled by an {@link FdPoller}; exits are delivered on virtual threads, never on
+ * the poller's own. It never calls {@code waitpid(-1)}: that would
  * race the JDK's own reaper and steal exit codes of {@code java.lang.Process} children. A pidfd is opened even for a
  * zombie, so a process that exits before it is watched still reports its real status.
  */
@@ -116,6 +117,60 @@ public final class ProcessReaper implements AutoCloseable {
         }
     }
 
+    /**
+     * Kills a launched command and everything below it (SIGKILL), e.g. a runc call that timed out with `runc init`
+     * and a monitor under it, and reaps what of it is re-parented to this daemon (a child subreaper): nothing keeps
+     * running and no zombie is left behind. Returns once the tree is gone or after {@code max}.
+     */
+    public static void killTree(Process launched, java.time.Duration max) {
+        java.util.List<ProcessHandle> tree = launched.descendants().toList();
+        tree.forEach(ProcessHandle::destroyForcibly);
+        launched.destroyForcibly();
+        long deadline = System.nanoTime() + max.toNanos();
+        try {
+            launched.waitFor(max.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        // When a parent dies its children become ours; reap each as it does, never touching other children.
+        java.util.Set<Integer> left = new java.util.HashSet<>();
+        tree.forEach(h -> left.add((int) h.pid()));
+        int self = Linux.getpid();
+        while (!left.isEmpty() && System.nanoTime() < deadline) {
+            for (var it = left.iterator(); it.hasNext(); ) {
+                int pid = it.next();
+                int parent = Procfs.parent(pid);
+                if (parent < 0) {
+                    it.remove(); // gone (reaped by its own parent)
+                } else if (parent == self) {
+                    try {
+                        int fd = Linux.pidfdOpen(pid);
+                        try {
+                            if (Linux.waitPidfd(fd, false) != null) {
+                                it.remove();
+                            }
+                        } finally {
+                            Linux.close(fd);
+                        }
+                    } catch (ErrnoException e) {
+                        it.remove();
+                    }
+                }
+            }
+            if (!left.isEmpty()) {
+                try {
+                    Thread.sleep(5);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+        if (!left.isEmpty()) {
+            LOG.warn("processes {} of a killed command are still there after {} ms", left, max.toMillis());
+        }
+    }
+
     public int watched() {
         return poller.size();
     }
@@ -134,7 +189,15 @@ public final class ProcessReaper implements AutoCloseable {
         }
         poller.remove(pidfd);
         LOG.debug("process {} exited with {}", pid, status.code());
-        exit.complete(status);
+        handOff(exit, status);
+    }
+
+    /**
+     * Completes an exit future off the poller thread. Whoever waits on it (a sandbox or container exit handler)
+     * takes locks and writes state; on the one poller thread that would hold up every exit and OOM on the node.
+     */
+    private static void handOff(CompletableFuture<ExitStatus> exit, ExitStatus status) {
+        Thread.ofVirtual().name("exit-delivery").start(() -> exit.complete(status));
     }
 
     @Override

@@ -28,4 +28,32 @@ public final class Procfs {
     public static boolean isSameProcess(int pid, long startTime) {
         return pid > 0 && startTime > 0 && startTime(pid) == startTime;
     }
+
+    /** Clock ticks per second of /proc/PID/stat's times: USER_HZ, 100 on every Linux ABI in use. */
+    private static final long TICKS_PER_SECOND = 100;
+
+    /** A start time in clock ticks since boot, as Unix epoch nanoseconds (boot time from /proc/stat's btime). */
+    public static long startEpochNanos(long startTicks) {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/stat"))) {
+                if (line.startsWith("btime ")) {
+                    long boot = Long.parseLong(line.substring(6).trim());
+                    return boot * 1_000_000_000L + startTicks * (1_000_000_000L / TICKS_PER_SECOND);
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            return -1;
+        }
+        return -1;
+    }
+
+    /** The parent pid of a process, or -1 if it does not exist. */
+    public static int parent(int pid) {
+        try {
+            String stat = Files.readString(Path.of("/proc/" + pid + "/stat"));
+            return Integer.parseInt(stat.substring(stat.lastIndexOf(')') + 2).split(" ")[1]);
+        } catch (IOException | RuntimeException e) {
+            return -1;
+        }
+    }
 }

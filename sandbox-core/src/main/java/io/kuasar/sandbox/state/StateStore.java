@@ -9,28 +9,47 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import java.util.Set;
 import java.util.stream.Stream;
 
 /**
- * One directory per sandbox under the daemon's {@code --dir}, each holding an atomically written
- * {@code sandbox.json}. A directory whose state cannot be read is reported and left alone for inspection; it is
- * never deleted on load.
+ * The daemon's {@code --dir}. Sandboxes live in their own subtree, so no sandbox id can ever name one of the
+ * daemon's own directories (a sandbox called {@code tasks} once deleted every container record):
+ * <pre>
+ *   &lt;dir&gt;/sandboxes/&lt;id&gt;/sandbox.json   one per sandbox, written atomically (plus the sandboxer's files)
+ *   &lt;dir&gt;/tasks/&lt;container&gt;.json         the Task API's container records
+ *   &lt;dir&gt;/tty/                             console sockets (short paths: sockets are limited to 108 bytes)
+ *   &lt;dir&gt;/broken/                          records that could not be read, moved aside and kept for inspection
+ * </pre>
+ * A record that cannot be read is moved to {@code broken/} (never deleted), so a later sandbox or container with
+ * the same id cannot overwrite it. A {@code --dir} laid out by an earlier version (sandboxes directly under it) is
+ * migrated on open.
  */
 public final class StateStore {
     private static final Logger LOG = LoggerFactory.getLogger(StateStore.class);
     public static final String STATE_FILE = "sandbox.json";
+    static final String SANDBOXES = "sandboxes";
+    static final String TASKS = "tasks";
+    static final String TTY = "tty";
+    static final String BROKEN = "broken";
+    private static final Set<String> RESERVED = Set.of(SANDBOXES, TASKS, TTY, BROKEN);
 
     private final Path root;
+    private final Path sandboxes;
     private final ObjectMapper json = new ObjectMapper()
             .disable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
             .enable(SerializationFeature.INDENT_OUTPUT);
 
     public StateStore(Path root) throws IOException {
         this.root = root.toAbsolutePath();
-        Files.createDirectories(this.root);
+        this.sandboxes = this.root.resolve(SANDBOXES);
+        Files.createDirectories(sandboxes);
+        migrateFlatLayout();
     }
 
     public Path root() {
@@ -38,25 +57,35 @@ public final class StateStore {
     }
 
     public Path sandboxDir(String id) {
-        return root.resolve(Ids.require("sandbox", id));
+        return sandboxes.resolve(Ids.require("sandbox", id));
+    }
+
+    /** Where the Task API keeps its container records. */
+    public Path tasksDir() {
+        return root.resolve(TASKS);
+    }
+
+    /** Where console sockets are created. */
+    public Path consoleDir() {
+        return root.resolve(TTY);
     }
 
     public void save(SandboxRecord record) throws IOException {
         AtomicFiles.write(sandboxDir(record.id()).resolve(STATE_FILE), json.writeValueAsBytes(record));
     }
 
-    /** Result of loading the state directory: the sandboxes read, and the directories that could not be read. */
+    /** Result of loading the state directory: the sandboxes read, and where unreadable ones were moved. */
     public record Loaded(List<SandboxRecord> records, List<String> broken) {
     }
 
     public Loaded loadAll() throws IOException {
         List<SandboxRecord> records = new ArrayList<>();
         List<String> broken = new ArrayList<>();
-        try (Stream<Path> dirs = Files.list(root)) {
+        try (Stream<Path> dirs = Files.list(sandboxes)) {
             for (Path dir : dirs.filter(Files::isDirectory).sorted(Comparator.naturalOrder()).toList()) {
                 Path file = dir.resolve(STATE_FILE);
                 if (!Files.exists(file)) {
-                    continue; // not a sandbox directory (e.g. the task socket's directory)
+                    continue; // a sandbox whose Create did not get as far as its record
                 }
                 try {
                     SandboxRecord r = json.readValue(file.toFile(), SandboxRecord.class);
@@ -65,8 +94,9 @@ public final class StateStore {
                     }
                     records.add(r);
                 } catch (IOException | RuntimeException e) {
-                    LOG.error("cannot load sandbox state {}: {}; leaving it in place for inspection", file,
-                            e.getMessage());
+                    Path moved = quarantine(dir);
+                    LOG.error("cannot load sandbox state {}: {}; moved to {} for inspection", file, e.getMessage(),
+                            moved);
                     broken.add(dir.getFileName().toString());
                 }
             }
@@ -74,8 +104,27 @@ public final class StateStore {
         return new Loaded(records, broken);
     }
 
+    /**
+     * Moves an unreadable record (a file or a directory) to {@code broken/}, under a name that never collides, and
+     * returns where it went. It is kept, and its id is free again.
+     */
+    public Path quarantine(Path p) throws IOException {
+        Path dir = root.resolve(BROKEN);
+        Files.createDirectories(dir);
+        Path target = dir.resolve(p.getFileName() + "." + Instant.now().toEpochMilli());
+        for (int i = 1; Files.exists(target); i++) {
+            target = dir.resolve(p.getFileName() + "." + Instant.now().toEpochMilli() + "-" + i);
+        }
+        Files.move(p, target, StandardCopyOption.ATOMIC_MOVE);
+        return target;
+    }
+
     public void delete(String id) throws IOException {
-        Path dir = sandboxDir(id);
+        deleteTree(sandboxDir(id));
+    }
+
+    /** Removes a directory tree; harmless if it is gone. Callers unmount what they mounted below it first. */
+    static void deleteTree(Path dir) throws IOException {
         if (!Files.exists(dir)) {
             return;
         }
@@ -83,6 +132,26 @@ public final class StateStore {
             for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) {
                 Files.deleteIfExists(p);
             }
+        }
+    }
+
+    /** Earlier versions kept {@code <dir>/<id>/sandbox.json}; move those into {@code sandboxes/}. */
+    private void migrateFlatLayout() throws IOException {
+        List<Path> old;
+        try (Stream<Path> dirs = Files.list(root)) {
+            old = dirs.filter(d -> !RESERVED.contains(d.getFileName().toString()))
+                    .filter(d -> Files.isDirectory(d) && Files.exists(d.resolve(STATE_FILE))).sorted().toList();
+        }
+        for (Path d : old) {
+            Path target = sandboxes.resolve(d.getFileName().toString());
+            if (Files.exists(target)) {
+                Path moved = quarantine(d);
+                LOG.error("sandbox directory {} from an earlier layout collides with {}; moved to {}", d, target,
+                        moved);
+                continue;
+            }
+            Files.move(d, target, StandardCopyOption.ATOMIC_MOVE); // a mount below it (the pod's shm) moves along
+            LOG.info("migrated sandbox state {} to {}", d, target);
         }
     }
 

@@ -369,4 +369,16 @@ public final class Linux {
         }
     }
 
+    private static final MethodHandle GETUID = bind("getuid", FunctionDescriptor.of(JAVA_INT), -1);
+    private static final MethodHandle GETGID = bind("getgid", FunctionDescriptor.of(JAVA_INT), -1);
+
+    /** The real uid of this process (getuid cannot fail). */
+    public static int getuid() {
+        return (int) invoke("getuid", GETUID);
+    }
+
+    /** The real gid of this process (getgid cannot fail). */
+    public static int getgid() {
+        return (int) invoke("getgid", GETGID);
+    }
 }

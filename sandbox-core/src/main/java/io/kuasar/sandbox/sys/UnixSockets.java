@@ -38,6 +38,35 @@ public final class UnixSockets {
     private UnixSockets() {
     }
 
+    /** Binds a listening socket to the path it is given. */
+    @FunctionalInterface
+    public interface Binder {
+        void bind(java.nio.file.Path path) throws java.io.IOException;
+    }
+
+    /**
+     * Binds a server socket so that it is never reachable with looser permissions than 0600: {@code binder} binds it
+     * inside a fresh 0700 directory, the socket is chmod-ed there, then renamed onto {@code target} (replacing a
+     * stale socket of a previous run). Binding in place and chmod-ing after leaves a window in which anyone the
+     * umask lets in can connect.
+     */
+    public static void bindPrivately(java.nio.file.Path target, Binder binder) throws java.io.IOException {
+        java.nio.file.Path dir = target.toAbsolutePath().getParent();
+        java.nio.file.Files.createDirectories(dir);
+        java.nio.file.Path tmpDir = java.nio.file.Files.createTempDirectory(dir, ".sock"); // created 0700
+        java.nio.file.Path tmp = tmpDir.resolve("s");
+        try {
+            binder.bind(tmp);
+            java.nio.file.Files.setPosixFilePermissions(tmp,
+                    java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+            java.nio.file.Files.move(tmp, target, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                    java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        } finally {
+            java.nio.file.Files.deleteIfExists(tmp);
+            java.nio.file.Files.deleteIfExists(tmpDir);
+        }
+    }
+
     /** A listening AF_UNIX stream socket bound to {@code path}; returns its fd. */
     public static int listen(String path) {
         byte[] p = path.getBytes(StandardCharsets.UTF_8);

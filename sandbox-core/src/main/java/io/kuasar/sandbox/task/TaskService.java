@@ -75,9 +75,10 @@ public final class TaskService {
     private final ContainerRuntime runtime;
     private final EventPublisher events;
     private final OomMonitor oom;
-    private final Path recordDir;
-    private final com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+    private final TaskStore store;
     private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
+    /** Ids whose Create is under way: reserved first, so two Creates of one id never both run the runtime. */
+    private final java.util.Set<String> creating = ConcurrentHashMap.newKeySet();
 
     /** {@code oom} may be null where containers have no host cgroup to watch (e.g. inside a VM's agent). */
     public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom) {
@@ -85,14 +86,14 @@ public final class TaskService {
     }
 
     /**
-     * {@code recordDir}: where each container's {@link TaskRecord} is kept so that {@link #recover()} can re-attach
+     * {@code store}: where each container's {@link TaskRecord} is kept so that {@link #recover()} can re-attach
      * after a daemon restart; null keeps nothing.
      */
-    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom, Path recordDir) {
+    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom, TaskStore store) {
         this.runtime = runtime;
         this.events = events;
         this.oom = oom;
-        this.recordDir = recordDir;
+        this.store = store;
     }
 
     /** The same handlers under both service names; v2 and v3 messages are identical on the wire. */
@@ -111,21 +112,32 @@ public final class TaskService {
     }
 
     /**
-     * Kills every process of a sandbox's containers and waits for them (the sandbox is stopping); containerd deletes
-     * the containers afterwards.
+     * Stops every container of a sandbox (the sandbox is stopping; containerd deletes them afterwards): SIGTERM and
+     * up to {@code grace} for them to exit, then SIGKILL and up to 5 s more. A zero grace kills at once.
      */
-    public void killAll(String sandboxId) {
-        for (String id : containersOf(sandboxId)) {
-            ContainerEntry c = containers.get(id);
-            if (c == null || c.init.status == ProcStatus.STOPPED) {
-                continue;
+    public void killAll(String sandboxId, java.time.Duration grace) {
+        List<ContainerEntry> running = containersOf(sandboxId).stream().map(containers::get)
+                .filter(c -> c != null && c.init.status != ProcStatus.STOPPED).toList();
+        if (!grace.isZero() && !grace.isNegative()) {
+            running.forEach(c -> signalQuietly(c, 15));
+            long deadline = System.nanoTime() + grace.toNanos();
+            for (ContainerEntry c : running) {
+                awaitQuietly(c.init.exit, Math.max(0, deadline - System.nanoTime()));
             }
-            try {
-                c.container.kill(9, true);
-            } catch (Exception e) {
-                LOG.debug("container {}: kill while stopping its sandbox: {}", id, e.getMessage());
-            }
-            awaitQuietly(c.init.exit, 5);
+        }
+        List<ContainerEntry> left = running.stream().filter(c -> !c.init.exit.isDone()).toList();
+        left.forEach(c -> signalQuietly(c, 9));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        for (ContainerEntry c : left) {
+            awaitQuietly(c.init.exit, Math.max(0, deadline - System.nanoTime()));
+        }
+    }
+
+    private static void signalQuietly(ContainerEntry c, int signal) {
+        try {
+            c.container.kill(signal, true);
+        } catch (Exception e) {
+            LOG.debug("container {}: signal {} while stopping its sandbox: {}", c.id, signal, e.getMessage());
         }
     }
 
@@ -149,7 +161,7 @@ public final class TaskService {
             LOG.warn("container {}: delete during sandbox removal failed: {}", id, e.getMessage());
         }
         containers.remove(id);
-        forget(id);
+        forget(c);
         if (oom != null) {
             oom.unwatch(id);
         }
@@ -173,7 +185,7 @@ public final class TaskService {
                 .unary("ResizePty", ResizePtyRequest.parser(), (ctx, r) -> traced(r.getId(), () -> resizePty(r)))
                 .unary("CloseIO", CloseIORequest.parser(), (ctx, r) -> traced(r.getId(), () -> closeIo(r)))
                 .unary("Update", UpdateTaskRequest.parser(), (ctx, r) -> traced(r.getId(), () -> update(r)))
-                .unary("Wait", WaitRequest.parser(), (ctx, r) -> traced(r.getId(), () -> waitFor(r)))
+                .waiting("Wait", WaitRequest.parser(), (ctx, r) -> traced(r.getId(), () -> waitFor(r)))
                 .unary("Stats", StatsRequest.parser(), (ctx, r) -> traced(r.getId(), () -> stats(r)))
                 .unary("Connect", ConnectRequest.parser(), (ctx, r) -> traced(r.getId(), () -> connect(r)))
                 .unary("Shutdown", ShutdownRequest.parser(), (ctx, r) -> Empty.getDefaultInstance())
@@ -214,6 +226,9 @@ public final class TaskService {
         final Container container;
         final Proc init;
         final Map<String, Proc> execs = new ConcurrentHashMap<>();
+        /** Serializes writes of this container's record, and orders them after its removal. */
+        final Object persistLock = new Object();
+        boolean forgotten; // guarded by persistLock
 
         ContainerEntry(String id, String bundle, String namespace, Container container, Proc init) {
             this.id = id;
@@ -236,17 +251,19 @@ public final class TaskService {
             throw Status.UNIMPLEMENTED.withDescription("container " + id + ": restore from checkpoint is not supported")
                     .asRuntimeException();
         }
-        if (containers.containsKey(id)) {
+        if (containers.containsKey(id) || !creating.add(id)) {
             throw Status.ALREADY_EXISTS.withDescription("container " + id + " already exists").asRuntimeException();
         }
         Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
         String ns = ctx.namespaceOr(DEFAULT_NAMESPACE);
-        Container c = runtime.create(ctx, r);
-        ContainerEntry entry = new ContainerEntry(id, r.getBundle(), ns, c, init);
-        if (containers.putIfAbsent(id, entry) != null) {
-            c.kill(9, true);
-            c.delete();
-            throw Status.ALREADY_EXISTS.withDescription("container " + id + " already exists").asRuntimeException();
+        ContainerEntry entry;
+        Container c;
+        try {
+            c = runtime.create(ctx, r);
+            entry = new ContainerEntry(id, r.getBundle(), ns, c, init);
+            containers.put(id, entry);
+        } finally {
+            creating.remove(id);
         }
         init.pid = c.initPid();
         init.startTime = io.kuasar.sandbox.process.Procfs.startTime(init.pid);
@@ -346,7 +363,7 @@ public final class TaskService {
         }
         c.container.delete();
         containers.remove(c.id);
-        forget(c.id);
+        forget(c);
         if (oom != null) {
             oom.unwatch(c.id);
         }
@@ -379,7 +396,7 @@ public final class TaskService {
     private Empty kill(KillRequest r) throws Exception {
         ContainerEntry c = container(r.getId());
         int signal = r.getSignal() == 0 ? 15 : r.getSignal();
-        if (signal > 64) {
+        if (signal < 0 || signal > 64) {
             throw Status.INVALID_ARGUMENT.withDescription("signal " + signal + " is not a valid signal")
                     .asRuntimeException();
         }
@@ -523,10 +540,27 @@ public final class TaskService {
 
     // ---- persistence and recovery ----
 
+    /**
+     * Writes the container's record from its state at the time of writing. Writers are serialized per container,
+     * so the last write always carries the newest state, and nothing is written once the container is forgotten.
+     */
     private void save(ContainerEntry c) {
-        if (recordDir == null) {
+        if (store == null) {
             return;
         }
+        synchronized (c.persistLock) {
+            if (c.forgotten) {
+                return;
+            }
+            try {
+                store.save(record(c));
+            } catch (java.io.IOException e) {
+                LOG.error("container {}: cannot persist its state: {}", c.id, e.getMessage());
+            }
+        }
+    }
+
+    private static TaskRecord record(ContainerEntry c) {
         List<TaskRecord.ExecRecord> execs = new ArrayList<>();
         for (Proc p : c.execs.values()) {
             ExitStatus st = p.exitStatus;
@@ -535,57 +569,56 @@ public final class TaskService {
                     p.exec == null ? Map.of() : p.exec.facts()));
         }
         ExitStatus st = c.init.exitStatus;
-        TaskRecord r = new TaskRecord(c.id, c.bundle, c.namespace, c.container.sandboxId(), c.init.stdin,
+        return new TaskRecord(c.id, c.bundle, c.namespace, c.container.sandboxId(), c.init.stdin,
                 c.init.stdout, c.init.stderr, c.init.terminal, c.init.status.name(), c.init.pid, c.init.startTime,
                 st == null ? 0 : st.code(), st == null ? 0 : Times.nanos(st.exitedAt()), c.container.facts(), execs);
-        try {
-            io.kuasar.sandbox.state.AtomicFiles.write(recordDir.resolve(c.id + ".json"), json.writeValueAsBytes(r));
-        } catch (java.io.IOException e) {
-            LOG.error("container {}: cannot persist its state: {}", c.id, e.getMessage());
-        }
     }
 
-    private void forget(String id) {
-        if (recordDir != null) {
+    private void forget(ContainerEntry c) {
+        if (store == null) {
+            return;
+        }
+        synchronized (c.persistLock) {
+            c.forgotten = true;
             try {
-                Files.deleteIfExists(recordDir.resolve(id + ".json"));
+                store.delete(c.id);
             } catch (java.io.IOException e) {
-                LOG.warn("container {}: cannot remove its state file: {}", id, e.getMessage());
+                LOG.warn("container {}: cannot remove its state file: {}", c.id, e.getMessage());
             }
         }
     }
 
     /**
-     * Re-attaches to every container recorded by a previous run of this daemon. A record the runtime cannot recover
-     * is reported and kept for inspection; it is never deleted here.
+     * Re-attaches to every container recorded by a previous run of this daemon. A record that cannot be read or
+     * recovered is moved aside (kept for inspection); it is never deleted here.
      */
     public int recover() {
-        if (recordDir == null || !Files.isDirectory(recordDir)) {
+        if (store == null) {
             return 0;
         }
         int n = 0;
-        try (var files = Files.list(recordDir)) {
-            for (Path f : files.filter(p -> p.toString().endsWith(".json")).sorted().toList()) {
+        try {
+            for (TaskStore.Stored s : store.loadAll()) {
                 try {
-                    TaskRecord r = json.readValue(f.toFile(), TaskRecord.class);
-                    if (recoverOne(r)) {
+                    if (recoverOne(s.record())) {
                         n++;
+                    } else {
+                        store.quarantine(s.file(), "the runtime cannot recover container " + s.record().id());
                     }
                 } catch (Exception e) {
-                    LOG.error("cannot recover container from {}: {}; the record is kept", f, e.getMessage());
+                    store.quarantine(s.file(), "cannot recover container " + s.record().id() + ": " + e.getMessage());
                 }
             }
         } catch (java.io.IOException e) {
-            LOG.error("cannot list {}: {}", recordDir, e.getMessage());
+            LOG.error("cannot list {}: {}", store.dir(), e.getMessage());
         }
-        LOG.info("recovered {} container(s) from {}", n, recordDir);
+        LOG.info("recovered {} container(s) from {}", n, store.dir());
         return n;
     }
 
     private boolean recoverOne(TaskRecord r) throws Exception {
         Container c = runtime.recover(r);
         if (c == null) {
-            LOG.warn("container {} cannot be recovered by this runtime; record kept", r.id());
             return false;
         }
         Proc init = new Proc("", r.stdin(), r.stdout(), r.stderr(), r.terminal());
@@ -668,10 +701,14 @@ public final class TaskService {
     }
 
     private static void awaitQuietly(CompletableFuture<?> f, int seconds) {
+        awaitQuietly(f, TimeUnit.SECONDS.toNanos(seconds));
+    }
+
+    private static void awaitQuietly(CompletableFuture<?> f, long nanos) {
         try {
-            f.get(seconds, TimeUnit.SECONDS);
+            f.get(nanos, TimeUnit.NANOSECONDS);
         } catch (TimeoutException | java.util.concurrent.ExecutionException e) {
-            LOG.debug("process did not exit within {}s", seconds);
+            LOG.debug("process did not exit within {} ms", TimeUnit.NANOSECONDS.toMillis(nanos));
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

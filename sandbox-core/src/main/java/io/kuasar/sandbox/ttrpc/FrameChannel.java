@@ -17,8 +17,15 @@ final class FrameChannel implements AutoCloseable {
     private final InputStream in;
     private final ReentrantLock writeLock = new ReentrantLock();
     private final int maxDataLength;
+    private final java.util.concurrent.Semaphore budget;
 
     FrameChannel(SocketChannel channel, int maxDataLength) {
+        this(channel, maxDataLength, null);
+    }
+
+    /** {@code budget}: bytes a read frame takes from a shared allowance (the reader waits for room); may be null. */
+    FrameChannel(SocketChannel channel, int maxDataLength, java.util.concurrent.Semaphore budget) {
+        this.budget = budget;
         this.channel = channel;
         // containerd keeps one connection per container: a small buffer per connection adds up to less.
         this.in = new java.io.BufferedInputStream(Channels.newInputStream(channel), 8 * 1024);
@@ -46,8 +53,18 @@ final class FrameChannel implements AutoCloseable {
             discard(length);
             throw new FrameTooLargeException(streamId, length, maxDataLength);
         }
+        if (budget != null) {
+            budget.acquireUninterruptibly((int) length); // released by whoever is done with the frame
+        }
         byte[] data = new byte[(int) length];
-        readFully(data, 0, data.length);
+        try {
+            readFully(data, 0, data.length);
+        } catch (IOException | RuntimeException e) {
+            if (budget != null) {
+                budget.release((int) length);
+            }
+            throw e;
+        }
         return new Frame(streamId, type, flags, data);
     }
 

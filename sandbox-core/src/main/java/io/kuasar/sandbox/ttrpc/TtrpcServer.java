@@ -20,7 +20,6 @@ import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -41,7 +40,10 @@ import java.util.concurrent.atomic.AtomicInteger;
  * A ttrpc server on a Unix socket. One virtual thread reads each connection; each call runs on its own virtual
  * thread, so a long {@code Wait} never blocks other calls. Malformed or oversized frames are answered with an error
  * status (or end that connection when the framing itself is lost); the server keeps serving everyone else.
- * Only peers running as our own user may connect, as containerd's own ttrpc servers require.
+ * Only peers with our own uid and gid may connect, as containerd's own ttrpc servers require, and the socket is
+ * never reachable with looser permissions (it is bound in a private directory, then moved into place). The bytes of
+ * requests in flight are bounded per server: a reader waits for room before it reads the next request, so a burst
+ * of maximum-size requests slows its senders down instead of exhausting the heap.
  */
 public final class TtrpcServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(TtrpcServer.class);
@@ -52,6 +54,11 @@ public final class TtrpcServer implements AutoCloseable {
     private final ScheduledExecutorService deadlines;
     private final int maxMessageLength;
     private final AtomicInteger activeCalls = new AtomicInteger();
+    /** Bytes of request payloads read and not yet finished with; see the class comment. */
+    private final java.util.concurrent.Semaphore inFlightBytes;
+    private final int budget;
+    private final java.util.concurrent.atomic.AtomicLong acceptFailures = new java.util.concurrent.atomic.AtomicLong();
+    public static final int DEFAULT_IN_FLIGHT_BYTES = 16 << 20;
     private ServerSocketChannel listener;
     private volatile boolean closed;
     private volatile CallObserver observer = (service, method, code, nanos) -> {
@@ -73,8 +80,18 @@ public final class TtrpcServer implements AutoCloseable {
     }
 
     public TtrpcServer(Path socketPath, int maxMessageLength) {
+        this(socketPath, maxMessageLength, DEFAULT_IN_FLIGHT_BYTES);
+    }
+
+    public TtrpcServer(Path socketPath, int maxMessageLength, int maxInFlightBytes) {
+        if (maxInFlightBytes < maxMessageLength) {
+            throw new IllegalArgumentException("in-flight budget " + maxInFlightBytes
+                    + " is below the maximum message length " + maxMessageLength);
+        }
         this.socketPath = socketPath.toAbsolutePath();
         this.maxMessageLength = maxMessageLength;
+        this.inFlightBytes = new java.util.concurrent.Semaphore(maxInFlightBytes);
+        this.budget = maxInFlightBytes;
         this.deadlines = Executors.newSingleThreadScheduledExecutor(
                 Thread.ofPlatform().daemon().name("ttrpc-deadlines").factory());
     }
@@ -97,46 +114,67 @@ public final class TtrpcServer implements AutoCloseable {
         return activeCalls.get();
     }
 
+    /** How often accept(2) has failed (e.g. out of descriptors). */
+    public long acceptFailures() {
+        return acceptFailures.get();
+    }
+
+    /** Bytes of requests currently held (read and not yet finished with). */
+    public int inFlightBytes() {
+        return budget - inFlightBytes.availablePermits();
+    }
+
     public synchronized TtrpcServer start() throws IOException {
-        Files.createDirectories(socketPath.getParent());
-        Files.deleteIfExists(socketPath); // a stale socket from a previous run
         listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-        listener.bind(UnixDomainSocketAddress.of(socketPath), 1024);
-        Files.setPosixFilePermissions(socketPath, PosixFilePermissions.fromString("rw-------"));
+        io.kuasar.sandbox.sys.UnixSockets.bindPrivately(socketPath,
+                path -> listener.bind(UnixDomainSocketAddress.of(path), 1024));
         Thread.ofVirtual().name("ttrpc-accept-" + socketPath.getFileName()).start(this::acceptLoop);
         LOG.info("ttrpc server listening on {}", socketPath);
         return this;
     }
 
     private void acceptLoop() {
+        long backoffMillis = 0;
         while (!closed) {
             SocketChannel ch;
             try {
                 ch = listener.accept();
+                backoffMillis = 0;
             } catch (ClosedChannelException e) {
                 return;
             } catch (IOException e) {
-                if (!closed) {
-                    LOG.warn("ttrpc accept on {} failed: {}", socketPath, e.getMessage());
+                if (closed) {
+                    return;
+                }
+                // EMFILE/ENFILE and the like: back off as Go's net/http does, instead of spinning on the error.
+                acceptFailures.incrementAndGet();
+                backoffMillis = backoffMillis == 0 ? 5 : Math.min(backoffMillis * 2, 1000);
+                LOG.warn("ttrpc accept on {} failed: {}; retrying in {} ms", socketPath, e.getMessage(), backoffMillis);
+                try {
+                    Thread.sleep(backoffMillis);
+                } catch (InterruptedException ie) {
+                    return;
                 }
                 continue;
             }
-            if (!samePeerUser(ch)) {
-                LOG.warn("rejected a ttrpc connection on {} from another user", socketPath);
+            if (!samePeerCredentials(ch)) {
+                LOG.warn("rejected a ttrpc connection on {} from another uid/gid", socketPath);
                 closeQuietly(ch);
                 continue;
             }
-            Connection c = new Connection(new FrameChannel(ch, maxMessageLength));
+            Connection c = new Connection(new FrameChannel(ch, maxMessageLength, inFlightBytes));
             connections.add(c);
             Thread.ofVirtual().name("ttrpc-conn").start(c::serve);
         }
     }
 
-    private static boolean samePeerUser(SocketChannel ch) {
+    /** SO_PEERCRED's uid and gid against ours (the JDK's principals compare the numeric ids). */
+    private boolean samePeerCredentials(SocketChannel ch) {
         try {
             UnixDomainPrincipal peer = ch.getOption(ExtendedSocketOptions.SO_PEERCRED);
-            String me = System.getProperty("user.name");
-            return peer.user().getName().equals(me);
+            var mine = Files.readAttributes(socketPath, java.nio.file.attribute.PosixFileAttributes.class,
+                    java.nio.file.LinkOption.NOFOLLOW_LINKS); // we created the socket: it is owned by our uid/gid
+            return peer.user().equals(mine.owner()) && peer.group().equals(mine.group());
         } catch (IOException | UnsupportedOperationException e) {
             return false;
         }
@@ -191,7 +229,14 @@ public final class TtrpcServer implements AutoCloseable {
                     if (frame == null) {
                         break;
                     }
-                    dispatch(frame);
+                    boolean held = false;
+                    try {
+                        held = dispatch(frame);
+                    } finally {
+                        if (!held) {
+                            inFlightBytes.release(frame.data().length);
+                        }
+                    }
                 }
             } catch (IOException e) {
                 if (!closed) {
@@ -202,14 +247,17 @@ public final class TtrpcServer implements AutoCloseable {
             }
         }
 
-        private void dispatch(Frame frame) throws IOException {
+        /** Returns true if a call now holds the frame's bytes (it releases them when it finishes). */
+        private boolean dispatch(Frame frame) throws IOException {
             switch (frame.type()) {
-                case Frame.TYPE_REQUEST -> onRequest(frame);
+                case Frame.TYPE_REQUEST -> {
+                    return onRequest(frame);
+                }
                 case Frame.TYPE_DATA -> {
                     Call call = calls.get(frame.streamId());
                     if (call == null || call.inbound == null) {
                         LOG.debug("data frame for unknown stream {}", frame.streamId());
-                        return;
+                        return false;
                     }
                     if (!frame.has(Frame.FLAG_NO_DATA)) {
                         call.inbound.add(frame.data());
@@ -221,17 +269,18 @@ public final class TtrpcServer implements AutoCloseable {
                 default -> respond(frame.streamId(),
                         Status.INVALID_ARGUMENT.withDescription("unexpected frame type " + frame.type()), null);
             }
+            return false;
         }
 
-        private void onRequest(Frame frame) throws IOException {
+        private boolean onRequest(Frame frame) throws IOException {
             int id = frame.streamId();
             if ((id & 1) == 0) {
                 respond(id, Status.INVALID_ARGUMENT.withDescription("StreamID must be odd for client initiated streams"), null);
-                return;
+                return false;
             }
             if (Integer.compareUnsigned(id, lastStreamId) <= 0 || calls.containsKey(id)) {
                 respond(id, Status.INVALID_ARGUMENT.withDescription("StreamID cannot be re-used and must increment"), null);
-                return;
+                return false;
             }
             lastStreamId = id;
             Request req;
@@ -239,14 +288,14 @@ public final class TtrpcServer implements AutoCloseable {
                 req = Request.parseFrom(frame.data());
             } catch (InvalidProtocolBufferException e) {
                 respond(id, Status.INVALID_ARGUMENT.withDescription("malformed ttrpc request: " + e.getMessage()), null);
-                return;
+                return false;
             }
             TtrpcService service = services.get(req.getService());
             TtrpcService.Method method = service == null ? null : service.method(req.getMethod());
             if (method == null) {
                 respond(id, Status.UNIMPLEMENTED.withDescription(service == null
                         ? "service " + req.getService() : "method " + req.getMethod()), null);
-                return;
+                return false;
             }
             Map<String, List<String>> md = new LinkedHashMap<>();
             for (KeyValue kv : req.getMetadataList()) {
@@ -255,7 +304,8 @@ public final class TtrpcServer implements AutoCloseable {
             Instant deadline = req.getTimeoutNano() > 0 ? Instant.now().plusNanos(req.getTimeoutNano()) : null;
             CallContext ctx = new CallContext(req.getService(), req.getMethod(), md, deadline);
             Call call = new Call(id, method instanceof TtrpcService.Streaming ? new LinkedBlockingQueue<>() : null,
-                    req.getService(), req.getMethod());
+                    req.getService(), req.getMethod(), frame.data().length,
+                    !(method instanceof TtrpcService.Unary u) || u.interruptible());
             calls.put(id, call);
             if (method instanceof TtrpcService.Streaming s) {
                 if (!s.streamingClient()) {
@@ -271,6 +321,7 @@ public final class TtrpcServer implements AutoCloseable {
                 call.timer = deadlines.schedule(() -> expire(call),
                         Math.max(0, Duration.between(Instant.now(), deadline).toNanos()), TimeUnit.NANOSECONDS);
             }
+            return true;
         }
 
         private void run(Call call, CallContext ctx, TtrpcService.Method method, Request req) {
@@ -291,11 +342,13 @@ public final class TtrpcServer implements AutoCloseable {
                 finish(call, status, null);
             } finally {
                 activeCalls.decrementAndGet();
+                inFlightBytes.release(call.bytes);
             }
         }
 
         private void expire(Call call) {
-            if (finish(call, Status.DEADLINE_EXCEEDED.withDescription("context deadline exceeded"), null)) {
+            if (finish(call, Status.DEADLINE_EXCEEDED.withDescription("context deadline exceeded"), null)
+                    && call.interruptible) {
                 call.thread.interrupt();
             }
         }
@@ -337,9 +390,10 @@ public final class TtrpcServer implements AutoCloseable {
         void close() {
             frames.close();
             connections.remove(this);
-            // The client is gone: nobody will read these answers, so stop the work (e.g. a blocked Wait).
+            // The client is gone: nobody will read these answers, so stop waiting (a blocked Wait); calls that change
+            // state run to the end, else a Create cut short would leave a half-made container behind.
             calls.values().forEach(c -> {
-                if (c.done.compareAndSet(false, true) && c.thread != null) {
+                if (c.done.compareAndSet(false, true) && c.thread != null && c.interruptible) {
                     c.thread.interrupt();
                 }
                 if (c.timer != null) {
@@ -359,12 +413,17 @@ public final class TtrpcServer implements AutoCloseable {
         final String method;
         final long startNanos = System.nanoTime();
         final AtomicBoolean done = new AtomicBoolean();
+        final int bytes;
+        final boolean interruptible;
         volatile Thread thread;
         volatile ScheduledFuture<?> timer;
         private boolean ended;
 
-        Call(int id, LinkedBlockingQueue<byte[]> inbound, String service, String method) {
+        Call(int id, LinkedBlockingQueue<byte[]> inbound, String service, String method, int bytes,
+             boolean interruptible) {
             this.id = id;
+            this.bytes = bytes;
+            this.interruptible = interruptible;
             this.inbound = inbound;
             this.service = service;
             this.method = method;

@@ -41,7 +41,13 @@ public final class TtrpcService {
     sealed interface Method permits Unary, Streaming {
     }
 
-    record Unary(Parser<?> parser, UnaryHandler<Object, ?> handler) implements Method {
+    /**
+     * {@code interruptible}: the handler only waits or reads, so its thread may be interrupted when the client goes
+     * away or the deadline passes. Other handlers change state (create a container, kill, delete) and always run to
+     * the end, their answer discarded, so a disconnect mid-call (containerd restarting) never leaves a half-made
+     * container behind.
+     */
+    record Unary(Parser<?> parser, UnaryHandler<Object, ?> handler, boolean interruptible) implements Method {
         Message invoke(CallContext ctx, byte[] payload) throws Exception {
             Object request = parser.parseFrom(payload);
             return handler.handle(ctx, request);
@@ -63,7 +69,15 @@ public final class TtrpcService {
         @SuppressWarnings("unchecked")
         public <Q extends Message, R extends Message> Builder unary(String method, Parser<Q> parser,
                                                                      UnaryHandler<Q, R> handler) {
-            methods.put(method, new Unary(parser, (UnaryHandler<Object, ?>) (UnaryHandler<?, ?>) handler));
+            methods.put(method, new Unary(parser, (UnaryHandler<Object, ?>) (UnaryHandler<?, ?>) handler, false));
+            return this;
+        }
+
+        /** A unary method that only waits or reads: interrupted when its client goes away or its deadline passes. */
+        @SuppressWarnings("unchecked")
+        public <Q extends Message, R extends Message> Builder waiting(String method, Parser<Q> parser,
+                                                                       UnaryHandler<Q, R> handler) {
+            methods.put(method, new Unary(parser, (UnaryHandler<Object, ?>) (UnaryHandler<?, ?>) handler, true));
             return this;
         }
 

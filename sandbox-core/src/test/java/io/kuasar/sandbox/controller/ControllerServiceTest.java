@@ -232,17 +232,94 @@ class ControllerServiceTest {
     }
 
     @Test
-    void stateSurvivesARestartAndBrokenStateIsKept() throws Exception {
+    void stateSurvivesARestartAndBrokenStateIsMovedAsideAndKept() throws Exception {
         stub.create(create("r1"));
         stub.start(ControllerStartRequest.newBuilder().setSandboxId("r1").build());
-        Files.createDirectories(store.root().resolve("broken"));
-        Files.writeString(store.root().resolve("broken").resolve(StateStore.STATE_FILE), "{truncated");
+        Files.createDirectories(store.sandboxDir("damaged"));
+        Files.writeString(store.sandboxDir("damaged").resolve(StateStore.STATE_FILE), "{truncated");
         stop();
         start();
         ControllerStatusResponse st = stub.status(ControllerStatusRequest.newBuilder().setSandboxId("r1").build());
         assertThat(st.getState()).isEqualTo("SANDBOX_READY");
-        assertThat(Files.exists(store.root().resolve("broken").resolve(StateStore.STATE_FILE))).isTrue();
-        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("broken").build())))
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("damaged").build())))
                 .isEqualTo(Status.Code.NOT_FOUND);
+        // A new sandbox with the same id neither fails nor overwrites (or, on failure, deletes) the broken record.
+        stub.create(create("damaged"));
+        stub.shutdown(ControllerShutdownRequest.newBuilder().setSandboxId("damaged").build());
+        try (var kept = Files.walk(store.root().resolve("broken"))) {
+            assertThat(kept.filter(p -> p.getFileName().toString().equals(StateStore.STATE_FILE)).toList())
+                    .singleElement().satisfies(p -> assertThat(Files.readString(p)).isEqualTo("{truncated"));
+        }
+    }
+
+    @Test
+    void aFailedStartRemovesEverythingItMade() throws Exception {
+        stub.create(create("fs1"));
+        fake.failStart = true;
+        assertThat(codeOf(() -> stub.start(ControllerStartRequest.newBuilder().setSandboxId("fs1").build())))
+                .isEqualTo(Status.Code.INTERNAL);
+        // containerd forgets a sandbox whose Start failed: the sandboxer must not keep it (nor reload it later)
+        assertThat(fake.calls).contains("shutdown fs1");
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("fs1").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+        assertThat(Files.exists(store.sandboxDir("fs1"))).isFalse();
+        stop();
+        start();
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("fs1").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+    }
+
+    @Test
+    void whenTheRunningRecordCannotBeSavedTheStartedProcessIsStopped() throws Exception {
+        stub.create(create("fs2"));
+        // Make the next write of fs2's record fail: a non-empty directory cannot be renamed over.
+        Path file = store.sandboxDir("fs2").resolve(StateStore.STATE_FILE);
+        Files.delete(file);
+        Files.createDirectories(file.resolve("blocker"));
+        assertThat(codeOf(() -> stub.start(ControllerStartRequest.newBuilder().setSandboxId("fs2").build())))
+                .isEqualTo(Status.Code.INTERNAL);
+        // stopped with the record that names the started process (not the created one, whose pid is 0)
+        assertThat(fake.calls).anySatisfy(c -> assertThat(c).matches("stop fs2 pid=[1-9][0-9]*"));
+        assertThat(fake.exits.get("fs2")).isCompleted();
+        assertThat(fake.calls).contains("shutdown fs2");
+        assertThat(Files.exists(store.sandboxDir("fs2"))).isFalse();
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("fs2").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+    }
+
+    @Test
+    void stopPassesItsTimeoutToTheSandboxer() {
+        stub.create(create("to1"));
+        stub.start(ControllerStartRequest.newBuilder().setSandboxId("to1").build());
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxId("to1").setTimeoutSecs(7).build());
+        assertThat(fake.stopTimeouts).containsEntry("to1", java.time.Duration.ofSeconds(7));
+    }
+
+    @Test
+    void theSocketIsPrivateAndOtherUsersAreDisconnected() throws Exception {
+        Path sock = dir.resolve("s.sock");
+        assertThat(Files.getPosixFilePermissions(sock))
+                .isEqualTo(java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+        // Opened up, so that the kernel lets other users connect at all: the peer check must still turn them away.
+        Files.setPosixFilePermissions(sock, java.nio.file.attribute.PosixFilePermissions.fromString("rw-rw-rw-"));
+        assertThat(http2Peer(sock, "0", "65534")).isEqualTo("closed");
+        assertThat(http2Peer(sock, "0", "0")).isEqualTo("answered");
+    }
+
+    /** Sends the HTTP/2 preface and SETTINGS as the given uid/gid; a gRPC server answers with its SETTINGS. */
+    private static String http2Peer(Path sock, String uid, String gid) throws Exception {
+        String py = "import socket,sys\n"
+                + "s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);s.settimeout(10)\n"
+                + "try:\n"
+                + "    s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n"
+                + "    d=s.recv(9)\n"
+                + "except (BrokenPipeError, ConnectionResetError):\n"
+                + "    d=b''\n"
+                + "print('answered' if len(d)==9 else 'closed')\n";
+        Process p = new ProcessBuilder("setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups",
+                "/usr/bin/python3", "-c", py, sock.toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes()).trim();
+        assertThat(p.waitFor()).as(out).isZero();
+        return out;
     }
 }

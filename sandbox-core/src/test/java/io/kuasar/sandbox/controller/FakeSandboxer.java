@@ -18,6 +18,8 @@ final class FakeSandboxer implements Sandboxer {
     final List<String> calls = new ArrayList<>();
     final AtomicInteger nextPid = new AtomicInteger(1000);
     volatile TaskResources.Diff lastDiff;
+    volatile boolean failStart;
+    final Map<String, Duration> stopTimeouts = new ConcurrentHashMap<>();
 
     @Override
     public String name() {
@@ -32,6 +34,9 @@ final class FakeSandboxer implements Sandboxer {
     @Override
     public synchronized Started start(SandboxRecord record) {
         calls.add("start " + record.id());
+        if (failStart) {
+            throw new IllegalStateException("the sandbox's process could not be started");
+        }
         CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
         exits.put(record.id(), exit);
         return new Started(nextPid.incrementAndGet(), "ttrpc+unix:///run/fake/task.sock", exit, Map.of());
@@ -39,7 +44,8 @@ final class FakeSandboxer implements Sandboxer {
 
     @Override
     public synchronized void stop(SandboxRecord record, Duration timeout) {
-        calls.add("stop " + record.id());
+        calls.add("stop " + record.id() + (record.pid() > 0 ? " pid=" + record.pid() : ""));
+        stopTimeouts.put(record.id(), timeout);
         CompletableFuture<ExitStatus> e = exits.get(record.id());
         if (e != null) {
             e.complete(ExitStatus.of(137));

@@ -59,7 +59,7 @@ class ProcessReaperTest {
     void aProcessThatExitedBeforeBeingWatchedStillReportsItsStatus() throws Exception {
         // It outlives the shell (which could otherwise reap it itself), then exits before we watch it.
         int pid = orphan("sleep 0.1; exit 3");
-        Thread.sleep(600); // it is our zombie now, waiting for us
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() -> isOurZombie(pid));
         assertThat(reaper.watch(pid).get(10, TimeUnit.SECONDS).code()).isEqualTo(3);
     }
 
@@ -79,5 +79,53 @@ class ProcessReaperTest {
     void anUnknownPidIsReportedAsUnknownNotHung() throws Exception {
         ExitStatus st = reaper.watch(Integer.MAX_VALUE - 1).get(5, TimeUnit.SECONDS);
         assertThat(st.known()).isFalse();
+    }
+
+    static boolean isOurZombie(int pid) {
+        try {
+            String stat = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/" + pid + "/stat"));
+            String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+            return f[0].equals("Z") && Integer.parseInt(f[1]) == io.kuasar.sandbox.sys.Linux.getpid();
+        } catch (java.io.IOException e) {
+            return false;
+        }
+    }
+
+    @Test
+    void aSlowExitHandlerDoesNotHoldUpOtherExits() throws Exception {
+        // An exit handler that blocks (a sandbox lock held by a Stop, an fsync) must not stall the node's other exits.
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        int slow = orphan("exit 1");
+        var slowExit = reaper.watch(slow).thenAccept(st -> {
+            try {
+                release.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        try {
+            int other = orphan("sleep 0.3; exit 5");
+            assertThat(reaper.watch(other).get(10, TimeUnit.SECONDS).code()).isEqualTo(5);
+            assertThat(slowExit).isNotDone();
+        } finally {
+            release.countDown();
+        }
+        slowExit.get(10, TimeUnit.SECONDS);
+    }
+
+    @Test
+    void killTreeKillsEveryDescendantAndLeavesNoZombie() throws Exception {
+        // A launcher with a grandchild that would outlive it, like runc with `runc init` and a monitor below it.
+        Process launcher = new ProcessBuilder("sh", "-c", "sh -c 'sleep 300 & sleep 300; wait' & sleep 300; wait")
+                .start();
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> launcher.descendants().count() >= 4);
+        java.util.List<Long> tree = launcher.descendants().map(ProcessHandle::pid).toList();
+        ProcessReaper.killTree(launcher, java.time.Duration.ofSeconds(5));
+        assertThat(launcher.isAlive()).isFalse();
+        for (long pid : tree) {
+            assertThat(java.nio.file.Files.exists(java.nio.file.Path.of("/proc/" + pid))).as("process " + pid)
+                    .isFalse();
+        }
     }
 }

@@ -28,6 +28,7 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -79,14 +80,24 @@ class TaskServiceTest {
         public void closeStdin() { }
     }
 
+    /** While set, the runtime's create waits for it (to hold a Create in flight). */
+    volatile java.util.concurrent.CountDownLatch createGate;
+    final java.util.concurrent.atomic.AtomicInteger runtimeCreates = new java.util.concurrent.atomic.AtomicInteger();
+    TaskService tasks;
+
     @BeforeEach
     void start() throws Exception {
         ContainerRuntime rt = (ctx, req) -> {
+            runtimeCreates.incrementAndGet();
+            var gate = createGate;
+            if (gate != null) {
+                gate.await();
+            }
             FakeContainer c = new FakeContainer();
             created.put(req.getId(), c);
             return c;
         };
-        TaskService tasks = new TaskService(rt, (ns, topic, event) -> {
+        tasks = new TaskService(rt, (ns, topic, event) -> {
             synchronized (events) {
                 events.add(ns + " " + topic);
             }
@@ -166,7 +177,11 @@ class TaskServiceTest {
         assertThat(code(() -> client.call(TaskService.V2, "State", StateRequest.newBuilder().setId("c1").build(),
                 StateResponse.parser(), Duration.ofSeconds(5)))).isEqualTo(Status.Code.NOT_FOUND);
 
-        Thread.sleep(100);
+        org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> {
+            synchronized (events) {
+                assertThat(events).contains("k8s.io /tasks/delete");
+            }
+        });
         synchronized (events) {
             assertThat(events).containsSubsequence("k8s.io /tasks/create", "k8s.io /tasks/start",
                     "k8s.io /tasks/exec-added", "k8s.io /tasks/exec-started", "k8s.io /tasks/exit",
@@ -198,5 +213,75 @@ class TaskServiceTest {
                 .setId("dup").build(), Empty.parser()))).isEqualTo(Status.Code.UNIMPLEMENTED);
         assertThat(code(() -> call("Kill", KillRequest.newBuilder().setId("dup").setSignal(999).build(),
                 Empty.parser()))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+    }
+
+    @Test
+    void concurrentCreatesOfOneIdRunTheRuntimeOnce() throws Exception {
+        createGate = new java.util.concurrent.CountDownLatch(1);
+        CompletableFuture<CreateTaskResponse> first = CompletableFuture.supplyAsync(() ->
+                call("Create", create("race"), CreateTaskResponse.parser()));
+        org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(10)).until(() -> runtimeCreates.get() == 1);
+        // The second Create arrives while the first is still in the runtime: it must not run the runtime again
+        // (the loser would kill the winner's container and unmount its rootfs).
+        assertThat(code(() -> call("Create", create("race"), CreateTaskResponse.parser())))
+                .isEqualTo(Status.Code.ALREADY_EXISTS);
+        createGate.countDown();
+        assertThat(first.get(10, TimeUnit.SECONDS).getPid()).isEqualTo(4242);
+        assertThat(runtimeCreates.get()).isEqualTo(1);
+        assertThat(created.get("race").calls).doesNotContain("kill 9", "delete");
+    }
+
+    @Test
+    void negativeSignalsAreRejected() {
+        call("Create", create("sig"), CreateTaskResponse.parser());
+        assertThat(code(() -> call("Kill", KillRequest.newBuilder().setId("sig").setSignal(-9).build(),
+                Empty.parser()))).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        assertThat(created.get("sig").calls).isEmpty();
+    }
+
+    @Test
+    void stoppingASandboxGivesItsContainersTheGracePeriod() throws Exception {
+        call("Create", create("g1"), CreateTaskResponse.parser());
+        call("Start", StartRequest.newBuilder().setId("g1").build(), StartResponse.parser());
+        tasks.killAll("sb", Duration.ofSeconds(5));
+        // FakeContainer exits on the first signal it gets: SIGTERM, not SIGKILL
+        assertThat(created.get("g1").calls).containsSubsequence("start", "kill 15").doesNotContain("kill 9");
+        assertThat(created.get("g1").init.get(1, TimeUnit.SECONDS).code()).isEqualTo(143);
+        call("Create", create("g2"), CreateTaskResponse.parser());
+        call("Start", StartRequest.newBuilder().setId("g2").build(), StartResponse.parser());
+        tasks.killAll("sb", Duration.ZERO);
+        assertThat(created.get("g2").calls).contains("kill 9").doesNotContain("kill 15");
+    }
+
+    @Test
+    void recordsAreWrittenInOrderAndNeverTorn() throws Exception {
+        Path state = dir.resolve("state");
+        TaskStore store = new TaskStore(new io.kuasar.sandbox.state.StateStore(state));
+        TaskService persisted = new TaskService((ctx, req) -> new FakeContainer(), (ns, t, e) -> { }, null, store);
+        TtrpcServer s2 = new TtrpcServer(dir.resolve("task2.sock"));
+        persisted.services().forEach(s2::register);
+        s2.start();
+        try (TtrpcClient c2 = TtrpcClient.connect(s2.address())) {
+            for (int i = 0; i < 20; i++) {
+                String id = "p" + i;
+                c2.call(TaskService.V3, "Create", create(id), CreateTaskResponse.parser(), Duration.ofSeconds(10));
+                c2.call(TaskService.V3, "Start", StartRequest.newBuilder().setId(id).build(), StartResponse.parser(),
+                        Duration.ofSeconds(10));
+                // the exit (on another thread) races the Start's own write; the file must end as STOPPED
+                c2.call(TaskService.V3, "Kill", KillRequest.newBuilder().setId(id).setSignal(9).build(),
+                        Empty.parser(), Duration.ofSeconds(10));
+            }
+            for (int i = 0; i < 20; i++) {
+                Path f = store.dir().resolve("p" + i + ".json");
+                org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(10)).untilAsserted(() ->
+                        assertThat(Files.readString(f)).contains("\"status\":\"STOPPED\""));
+            }
+            try (var files = Files.list(store.dir())) {
+                assertThat(files.map(p -> p.getFileName().toString())).allMatch(n -> n.endsWith(".json")
+                        && !n.startsWith("."));
+            }
+        } finally {
+            s2.close();
+        }
     }
 }

@@ -10,6 +10,10 @@ import io.grpc.Status;
  */
 final class EchoService {
     static final String NAME = "kuasar.interop.v1.Echo";
+    /** What happened to "Work" calls. */
+    static final java.util.Queue<String> WORK = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    /** "Hold" calls wait for this. */
+    static volatile java.util.concurrent.CountDownLatch HOLD = new java.util.concurrent.CountDownLatch(0);
 
     private EchoService() {
     }
@@ -17,9 +21,23 @@ final class EchoService {
     static TtrpcService build() {
         return TtrpcService.builder(NAME)
                 .unary("Echo", StringValue.parser(), (ctx, r) -> r)
-                .unary("Sleep", StringValue.parser(), (ctx, r) -> {
+                .waiting("Sleep", StringValue.parser(), (ctx, r) -> {
                     Thread.sleep(Long.parseLong(r.getValue()));
                     return StringValue.of("slept");
+                })
+                // A state-changing call: it runs to the end whatever happens to its client.
+                .unary("Work", StringValue.parser(), (ctx, r) -> {
+                    try {
+                        Thread.sleep(Long.parseLong(r.getValue()));
+                        WORK.add("completed");
+                    } catch (InterruptedException e) {
+                        WORK.add("interrupted");
+                    }
+                    return StringValue.of("worked");
+                })
+                .unary("Hold", StringValue.parser(), (ctx, r) -> {
+                    HOLD.await();
+                    return StringValue.of("held");
                 })
                 .unary("Fail", StringValue.parser(), (ctx, r) -> {
                     throw Status.NOT_FOUND.withDescription("no such thing: " + r.getValue()).asRuntimeException();
