@@ -79,7 +79,7 @@ class ChurnTest {
         for (Made m : made) {
             assertThat(Host.pidsWithComm(Host.holderComm(m.pod()))).as("holder of " + m.pod()).isEmpty();
             assertThat(Host.mountsMentioning(m.pod())).isEmpty();
-            assertThat(Cri.exists(env.stateDir().resolve(m.pod()))).isFalse();
+            assertThat(Cri.exists(env.stateDir().resolve("sandboxes").resolve(m.pod()))).isFalse();
             for (String c : m.containers()) {
                 assertThat(Host.mountsMentioning(c)).isEmpty();
                 assertThat(Cri.exists(Path.of(E2eEnvironment.RUNC_ROOT, c))).isFalse();
@@ -89,7 +89,10 @@ class ChurnTest {
         try (Stream<Path> left = Files.list(env.stateDir())) {
             assertThat(left.map(p -> p.getFileName().toString()))
                     .allMatch(n -> List.of("task.sock", "task-backend.sock", "task-proxy.pid", "task-proxy.log",
-                            ".lock", "tty", "tasks").contains(n));
+                            ".lock", "tty", "tasks", "sandboxes").contains(n));
+        }
+        try (Stream<Path> sandboxes = Files.list(env.stateDir().resolve("sandboxes"))) {
+            assertThat(sandboxes).as("sandbox directories").isEmpty();
         }
         if (Files.isDirectory(env.stateDir().resolve("tasks"))) {
             try (Stream<Path> records = Files.list(env.stateDir().resolve("tasks"))) {

@@ -129,6 +129,6 @@ class TeardownTest {
             assertThat(Host.mountsMentioning(t.netns())).isEmpty();
         }
         assertThat(Cri.exists(t.stateDir())).as("sandbox dir " + t.stateDir()).isFalse();
-        assertThat(Cri.exists(env.stateDir().resolve(t.podId()))).isFalse();
+        assertThat(Cri.exists(env.stateDir().resolve("sandboxes").resolve(t.podId()))).isFalse();
     }
 }
