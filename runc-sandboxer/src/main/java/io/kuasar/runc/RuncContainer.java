@@ -484,7 +484,11 @@ final class RuncContainer implements Container {
         if (c == null) {
             throw Status.FAILED_PRECONDITION.withDescription(who + " has no terminal").asRuntimeException();
         }
-        c.resize(width, height);
+        try {
+            c.resize(width, height);
+        } catch (io.grpc.StatusRuntimeException e) {
+            throw e.getStatus().withDescription(who + ": " + e.getStatus().getDescription()).asRuntimeException();
+        }
     }
 
     @Override

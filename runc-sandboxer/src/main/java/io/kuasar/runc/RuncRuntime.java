@@ -7,6 +7,7 @@ import io.kuasar.api.runc.options.Options;
 import io.kuasar.api.task.v3.CreateTaskRequest;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.mount.Mounts;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.AtomicFiles;
 import io.kuasar.sandbox.state.Ids;
@@ -23,7 +24,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 
 /**
  * Creates runc containers in containerd's own bundle: checks the OCI spec, mounts the rootfs containerd prepared,
@@ -161,7 +161,10 @@ public final class RuncRuntime implements ContainerRuntime {
         return r;
     }
 
-    /** Mounts what containerd's snapshotter prepared onto {@code <bundle>/rootfs}; false if there was nothing. */
+    /**
+     * Mounts what containerd's snapshotter prepared onto {@code <bundle>/rootfs}, as containerd's mount package
+     * does; false if there was nothing. One mount only: create's and delete's cleanup unmount rootfs once.
+     */
     boolean mountRootfs(String id, Path bundle, List<Mount> mounts) throws IOException {
         if (mounts.isEmpty()) {
             return false;
@@ -171,33 +174,21 @@ public final class RuncRuntime implements ContainerRuntime {
                     + " rootfs mounts given; only one is supported").asRuntimeException();
         }
         Mount m = mounts.getFirst();
+        if (!m.getTarget().isEmpty()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": the rootfs mount has target "
+                    + m.getTarget() + "; only a mount onto the rootfs itself is supported").asRuntimeException();
+        }
         Path target = bundle.resolve("rootfs");
         Files.createDirectories(target);
-        long flags = 0;
-        List<String> data = new ArrayList<>();
-        for (String o : m.getOptionsList()) {
-            Long f = FLAGS.get(o);
-            if (f != null) {
-                flags |= f;
-            } else if (!o.equals("rw") && !o.equals("defaults")) {
-                data.add(o);
-            }
-        }
-        String type = m.getType();
-        if (type.equals("bind") || type.equals("rbind")) {
-            flags |= Linux.MS_BIND | (type.equals("rbind") ? Linux.MS_REC : 0);
-            type = "none";
-        }
         try {
-            Linux.mount(m.getSource(), target.toString(), type, flags, data.isEmpty() ? null : String.join(",", data));
+            Mounts.mount(m.getType(), m.getSource(), m.getOptionsList(), target);
+        } catch (IllegalArgumentException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": cannot mount rootfs: "
+                    + e.getMessage()).asRuntimeException();
         } catch (RuntimeException e) {
             throw Status.INTERNAL.withDescription("container " + id + ": cannot mount rootfs: " + e.getMessage())
                     .asRuntimeException();
         }
         return true;
     }
-
-    private static final Map<String, Long> FLAGS = Map.of(
-            "ro", Linux.MS_RDONLY, "bind", Linux.MS_BIND, "rbind", Linux.MS_BIND | Linux.MS_REC,
-            "nosuid", 2L, "nodev", 4L, "noexec", 8L);
 }

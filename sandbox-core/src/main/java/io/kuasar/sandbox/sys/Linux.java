@@ -69,6 +69,8 @@ public final class Linux {
             FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS), -1);
     private static final MethodHandle UMOUNT2 = bind("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
     private static final MethodHandle IOCTL_PTR = bind("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
+    private static final MethodHandle UNSHARE = bind("unshare", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle CHDIR = bind("chdir", FunctionDescriptor.of(JAVA_INT, ADDRESS), -1);
 
     private Linux() {
     }
@@ -380,5 +382,31 @@ public final class Linux {
     /** The real gid of this process (getgid cannot fail). */
     public static int getgid() {
         return (int) invoke("getgid", GETGID);
+    }
+
+    /** unshare(2) flag: this thread gets its own cwd, root and umask. */
+    public static final int CLONE_FS = 0x200;
+
+    /**
+     * unshare(2) for the calling thread only. With {@link #CLONE_FS} a following {@link #chdir} moves this thread
+     * alone; such a thread must end afterwards rather than run other work.
+     */
+    public static void unshare(int flags) {
+        invoke("unshare(" + flags + ")", UNSHARE, flags);
+    }
+
+    /** chdir(2); process-wide unless the thread has unshared {@link #CLONE_FS}. */
+    public static void chdir(String dir) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) CHDIR.invokeExact(state, arena.allocateFrom(dir));
+            if (rc < 0) {
+                throw new ErrnoException("chdir " + dir, errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
     }
 }

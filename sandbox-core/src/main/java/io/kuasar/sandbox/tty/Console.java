@@ -1,5 +1,6 @@
 package io.kuasar.sandbox.tty;
 
+import io.grpc.Status;
 import io.kuasar.sandbox.sys.ErrnoException;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.sys.UnixSockets;
@@ -24,6 +25,11 @@ import java.util.concurrent.TimeUnit;
  * A container's terminal: a console socket for runc's {@code --console-socket}, the pty master runc sends through
  * it, and two copy threads between the master and containerd's stdin/stdout FIFOs. Platform threads, because the
  * copies block in native reads.
+ * <p>
+ * The master is shared by the output copy, the input copy and ResizePty, and closed when the terminal's last
+ * process exits. Its fd number is reused at once by the next file the daemon opens (often another container's),
+ * so every use goes through {@link Master}, which closes the fd only once no one is using it and refuses all use
+ * after that.
  */
 public final class Console implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Console.class);
@@ -31,7 +37,7 @@ public final class Console implements AutoCloseable {
 
     private final Path socketPath;
     private final int listenFd;
-    private final CompletableFuture<Integer> master = new CompletableFuture<>();
+    private final CompletableFuture<Master> master = new CompletableFuture<>();
     private volatile InputStream stdinStream;
     private volatile boolean closed;
     private volatile boolean attached;
@@ -56,7 +62,7 @@ public final class Console implements AutoCloseable {
         try {
             int conn = UnixSockets.accept(listenFd);
             try {
-                master.complete(UnixSockets.receiveFd(conn));
+                master.complete(new Master(UnixSockets.receiveFd(conn)));
             } finally {
                 Linux.close(conn);
             }
@@ -74,30 +80,36 @@ public final class Console implements AutoCloseable {
 
     /** Starts copying once runc has sent the master; {@code stdin} may be null. */
     public void attach(File stdin, File stdout, Duration timeout) throws IOException {
-        int fd;
+        Master m;
         try {
-            fd = master.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            m = master.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
         } catch (Exception e) {
             throw new IOException("runc did not send the terminal within " + timeout.toSeconds() + "s", e);
         }
         attached = true;
-        Thread.ofPlatform().daemon().name("console-out").start(() -> copyOut(fd, stdout));
+        Thread.ofPlatform().daemon().name("console-out").start(() -> copyOut(m, stdout));
         if (stdin != null) {
-            Thread.ofPlatform().daemon().name("console-in").start(() -> copyIn(stdin, fd));
+            Thread.ofPlatform().daemon().name("console-in").start(() -> copyIn(stdin, m));
         }
     }
 
-    private void copyOut(int fd, File stdout) {
+    private void copyOut(Master m, File stdout) {
         try (Arena arena = Arena.ofConfined(); OutputStream out = stdout == null ? OutputStream.nullOutputStream()
                 : new FileOutputStream(stdout, true)) {
             MemorySegment buf = arena.allocate(BUF);
             byte[] bytes = new byte[BUF];
             while (!closed) {
+                int fd = m.acquire();
+                if (fd < 0) {
+                    break;
+                }
                 long n;
                 try {
                     n = Linux.read(fd, buf, BUF);
                 } catch (ErrnoException e) {
                     break; // EIO: the terminal's last user has gone
+                } finally {
+                    m.release();
                 }
                 if (n <= 0) {
                     break;
@@ -111,11 +123,11 @@ public final class Console implements AutoCloseable {
         } finally {
             closed = true;
             closeStdin();
-            Linux.close(fd); // the reader owns the master: no other thread can race a reused fd number
+            m.close(); // the stdin copy or a resize may still hold it: the fd closes when they let go
         }
     }
 
-    private void copyIn(File stdin, int fd) {
+    private void copyIn(File stdin, Master m) {
         try (Arena arena = Arena.ofConfined(); InputStream in = new FileInputStream(stdin)) {
             stdinStream = in;
             MemorySegment buf = arena.allocate(BUF);
@@ -123,9 +135,17 @@ public final class Console implements AutoCloseable {
             int n;
             while (!closed && (n = in.read(bytes)) > 0) {
                 MemorySegment.copy(bytes, 0, buf, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, n);
-                long off = 0;
-                while (off < n) {
-                    off += Linux.write(fd, buf.asSlice(off), n - off);
+                int fd = m.acquire();
+                if (fd < 0) {
+                    break; // the terminal has closed: its fd number may be another file's by now
+                }
+                try {
+                    long off = 0;
+                    while (off < n) {
+                        off += Linux.write(fd, buf.asSlice(off), n - off);
+                    }
+                } finally {
+                    m.release();
                 }
             }
         } catch (IOException | ErrnoException e) {
@@ -133,12 +153,26 @@ public final class Console implements AutoCloseable {
         }
     }
 
+    /**
+     * Sets the terminal's window size.
+     *
+     * @throws io.grpc.StatusRuntimeException FAILED_PRECONDITION once the terminal has closed
+     */
     public void resize(int width, int height) throws IOException {
-        Integer fd = master.getNow(null);
-        if (fd == null) {
+        Master m = master.getNow(null);
+        if (m == null) {
             throw new IOException("the terminal is not ready yet");
         }
-        Linux.setWindowSize(fd, height, width);
+        int fd = m.acquire();
+        if (fd < 0) {
+            throw Status.FAILED_PRECONDITION.withDescription("the terminal has closed: its last process has exited")
+                    .asRuntimeException();
+        }
+        try {
+            Linux.setWindowSize(fd, height, width);
+        } finally {
+            m.release();
+        }
     }
 
     /** Stops forwarding stdin (CloseIO). */
@@ -162,13 +196,51 @@ public final class Console implements AutoCloseable {
         closed = true;
         closeStdin();
         if (!attached) {
-            master.thenAccept(Linux::close);
+            master.thenAccept(Master::close);
         }
         if (!master.isDone()) {
             try (var ch = java.nio.channels.SocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
                 ch.connect(java.net.UnixDomainSocketAddress.of(socketPath));
             } catch (IOException ignored) {
                 // the socket is already gone
+            }
+        }
+    }
+
+    /**
+     * The pty master's fd with an explicit lifetime: each use is bracketed by {@link #acquire()} and
+     * {@link #release()}; after {@link #close()} no new use starts, and the fd is closed when the last one ends.
+     */
+    private static final class Master {
+        private final int fd;
+        private int users;
+        private boolean closing;
+
+        Master(int fd) {
+            this.fd = fd;
+        }
+
+        /** The fd for one use, or -1 once the terminal has closed. */
+        synchronized int acquire() {
+            if (closing) {
+                return -1;
+            }
+            users++;
+            return fd;
+        }
+
+        synchronized void release() {
+            if (--users == 0 && closing) {
+                Linux.close(fd);
+            }
+        }
+
+        synchronized void close() {
+            if (!closing) {
+                closing = true;
+                if (users == 0) {
+                    Linux.close(fd);
+                }
             }
         }
     }
