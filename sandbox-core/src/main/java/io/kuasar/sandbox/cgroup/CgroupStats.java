@@ -334,7 +334,7 @@ public final class CgroupStats {
         var mem = io.kuasar.api.cgroups.v2.MemoryStat.newBuilder();
         var ev = MemoryEvents.newBuilder();
         long pids = 0;
-        Map<String, IOEntry.Builder> devices = new TreeMap<>();
+        Map<String, IOEntry.Builder> devices = new LinkedHashMap<>(); // in order of appearance
         for (Any a : all) {
             var m = io.kuasar.api.cgroups.v2.Metrics.parseFrom(a.getValue());
             var c = m.getCpu();

@@ -187,6 +187,9 @@ public final class OomMonitor {
 
     private void firedV2(V2Watch w) {
         int mask = Linux.inotifyDrain(w.fd);
+        // populated first: the kernel counts a kill before the cgroup can empty, so a memory.events read after
+        // seeing it empty holds every kill
+        boolean populated = populated(w.group);
         Map<String, Long> events;
         try {
             events = CgroupStats.keyValuesOrFail(w.group.resolve("memory.events"));
@@ -207,7 +210,7 @@ public final class OomMonitor {
         if (oomKill != 0) {
             w.lastOomKill = oomKill;
         }
-        if ((mask & (Linux.IN_DELETE_SELF | Linux.IN_IGNORED)) != 0 || !populated(w.group)) {
+        if ((mask & (Linux.IN_DELETE_SELF | Linux.IN_IGNORED)) != 0 || !populated) {
             end(w);
         }
     }

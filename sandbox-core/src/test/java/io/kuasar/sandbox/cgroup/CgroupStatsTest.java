@@ -150,7 +150,6 @@ class CgroupStatsTest {
         var m = io.kuasar.api.cgroups.v1.Metrics.parseFrom(any.getValue());
         assertThat(m.getMemory().getUsage().getUsage()).as("this JVM uses memory").isPositive();
         assertThat(m.getCpu().getUsage().getTotal()).as("this JVM used CPU").isPositive();
-        assertThat(m.getPids().getCurrent()).as("this JVM is in its pids cgroup").isPositive();
     }
 
     @Test
