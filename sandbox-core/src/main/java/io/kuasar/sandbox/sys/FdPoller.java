@@ -10,7 +10,7 @@ import java.util.Map;
 import java.util.function.IntConsumer;
 
 /**
- * One platform thread that polls kernel descriptors (pidfds, eventfds) and runs a callback when one becomes
+ * One platform thread that polls kernel descriptors (pidfds, eventfds, inotify) and runs a callback when one becomes
  * readable. Callbacks run on the poller thread and must be short. A descriptor handed to {@link #remove} is closed by
  * the poller thread itself after its current poll, so its number can never be reused under a running poll.
  */
