@@ -188,33 +188,27 @@ public final class RuncSandboxer implements Sandboxer {
         }
     }
 
-    /** Sums the cgroup figures of the pod's containers (the holder itself uses next to nothing). */
+    /**
+     * Sums the cgroup figures of the pod's containers (the holder itself uses next to nothing), as cgroup v1 or v2
+     * metrics like the containers' own.
+     */
     @Override
     public Metric metrics(SandboxRecord r) {
-        long cpu = 0;
-        long mem = 0;
-        long pids = 0;
+        java.util.List<com.google.protobuf.Any> stats = new java.util.ArrayList<>();
         for (String c : tasks.containersOf(r.id())) {
             try {
                 var any = tasks.statsOf(c);
-                if (any == null || !any.getTypeUrl().endsWith("io.containerd.cgroups.v1.Metrics")) {
-                    continue;
+                if (any != null) {
+                    stats.add(any);
                 }
-                Metrics m = Metrics.parseFrom(any.getValue());
-                cpu += m.getCpu().getUsage().getTotal();
-                mem += m.getMemory().getUsage().getUsage();
-                pids += m.getPids().getCurrent();
             } catch (Exception e) {
                 LOG.debug("sandbox {}: no stats for container {}: {}", r.id(), c, e.getMessage());
             }
         }
-        Metrics sum = Metrics.newBuilder().setCpu(CPUStat.newBuilder().setUsage(CPUUsage.newBuilder().setTotal(cpu)))
-                .setMemory(MemoryStat.newBuilder().setUsage(MemoryEntry.newBuilder().setUsage(mem)))
-                .setPids(PidsStat.newBuilder().setCurrent(pids)).build();
         Instant now = Instant.now();
         return Metric.newBuilder().setId(r.id())
                 .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
-                .setData(CgroupStats.pack(sum)).build();
+                .setData(CgroupStats.sum(stats)).build();
     }
 
     static PodSandboxConfig podConfig(SandboxRecord r) {

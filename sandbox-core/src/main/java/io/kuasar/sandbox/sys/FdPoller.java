@@ -10,9 +10,10 @@ import java.util.Map;
 import java.util.function.IntConsumer;
 
 /**
- * One platform thread that polls kernel descriptors (pidfds, eventfds) and runs a callback when one becomes
+ * One platform thread that polls kernel descriptors (pidfds, eventfds, inotify) and runs a callback when one becomes
  * readable. Callbacks run on the poller thread and must only read the descriptor and hand off: one slow callback
- * (a lock, an fsync) would hold up every other process exit and OOM event on the node. A descriptor handed to {@link #remove} is closed by
+ * (a lock, an fsync) would hold up every other process exit and OOM event on the node. A descriptor handed to
+ * {@link #remove} is closed by
  * the poller thread itself after its current poll, so its number can never be reused under a running poll.
  */
 public final class FdPoller implements AutoCloseable {

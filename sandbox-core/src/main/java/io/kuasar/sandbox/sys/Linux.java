@@ -45,6 +45,12 @@ public final class Linux {
     public static final long MS_REC = 16384;
     private static final long SYS_PIDFD_OPEN = 434;
     private static final long SYS_PIDFD_SEND_SIGNAL = 424;
+    public static final int IN_CLOEXEC = 0x80000;
+    public static final int IN_NONBLOCK = 0x800;
+    public static final int IN_MODIFY = 0x2;
+    public static final int IN_DELETE_SELF = 0x400;
+    public static final int IN_IGNORED = 0x8000;
+    public static final long CGROUP2_SUPER_MAGIC = 0x63677270L;
     /** struct winsize ioctl. */
     public static final long TIOCSWINSZ = 0x5414;
 
@@ -68,6 +74,12 @@ public final class Linux {
     private static final MethodHandle MOUNT = bind("mount",
             FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS), -1);
     private static final MethodHandle UMOUNT2 = bind("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle INOTIFY_INIT1 = bind("inotify_init1", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle INOTIFY_ADD_WATCH = bind("inotify_add_watch",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle INOTIFY_RM_WATCH = bind("inotify_rm_watch",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final MethodHandle STATFS = bind("statfs", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), -1);
     private static final MethodHandle IOCTL_PTR = bind("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
     private static final MethodHandle UNSHARE = bind("unshare", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
     private static final MethodHandle CHDIR = bind("chdir", FunctionDescriptor.of(JAVA_INT, ADDRESS), -1);
@@ -325,6 +337,84 @@ public final class Linux {
             if (rc < 0) {
                 throw new ErrnoException("ioctl(TIOCSWINSZ)", errno(state));
             }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** A non-blocking, close-on-exec inotify descriptor (poll it, then {@link #inotifyDrain}). */
+    public static int inotifyInit() {
+        return (int) invoke("inotify_init1", INOTIFY_INIT1, IN_CLOEXEC | IN_NONBLOCK);
+    }
+
+    /** Adds a watch for {@code mask} on {@code path}; returns the watch descriptor. */
+    public static int inotifyAddWatch(int fd, String path, int mask) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int wd = (int) INOTIFY_ADD_WATCH.invokeExact(state, fd, arena.allocateFrom(path), mask);
+            if (wd < 0) {
+                throw new ErrnoException("inotify_add_watch " + path, errno(state));
+            }
+            return wd;
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Removes a watch; false if the kernel already dropped it (EINVAL: its file is gone). */
+    public static boolean inotifyRmWatch(int fd, int wd) {
+        try {
+            invoke("inotify_rm_watch", INOTIFY_RM_WATCH, fd, wd);
+            return true;
+        } catch (ErrnoException e) {
+            if (e.errno() == EINVAL) {
+                return false;
+            }
+            throw e;
+        }
+    }
+
+    /** Reads every pending event of a non-blocking inotify descriptor; returns the union of their masks (0: none). */
+    public static int inotifyDrain(int fd) {
+        int masks = 0;
+        try (Arena arena = Arena.ofConfined()) {
+            // struct inotify_event: int wd; uint32 mask, cookie, len; char name[len]
+            MemorySegment buf = arena.allocate(4096, 8);
+            while (true) {
+                long n;
+                try {
+                    n = read(fd, buf, buf.byteSize());
+                } catch (ErrnoException e) {
+                    if (e.errno() == EAGAIN) {
+                        return masks;
+                    }
+                    throw e;
+                }
+                if (n <= 0) {
+                    return masks;
+                }
+                for (long off = 0; off + 16 <= n; off += 16 + Integer.toUnsignedLong(buf.get(JAVA_INT, off + 12))) {
+                    masks |= buf.get(JAVA_INT, off + 4);
+                }
+            }
+        }
+    }
+
+    /** The filesystem magic of the filesystem holding {@code path} (statfs f_type), e.g. CGROUP2_SUPER_MAGIC. */
+    public static long statfsType(String path) {
+        try (Arena arena = Arena.ofConfined()) {
+            // struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first
+            MemorySegment buf = arena.allocate(256, 8);
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) STATFS.invokeExact(state, arena.allocateFrom(path), buf);
+            if (rc < 0) {
+                throw new ErrnoException("statfs " + path, errno(state));
+            }
+            return buf.get(JAVA_LONG, 0);
         } catch (ErrnoException e) {
             throw e;
         } catch (Throwable t) {
