@@ -123,6 +123,7 @@ struct conn {
 };
 
 static int ep = -1, listen_fd = -1, sig_fd = -1;
+static int log_fd = 2; /* --log is dup2'd onto 2; the fuzzer turns logging off */
 static struct conn *conns;
 static struct conn *graveyard;
 static unsigned long next_conn_id = 1;
@@ -150,7 +151,7 @@ static void logmsg(const char *fmt, ...) {
     va_end(ap);
     if (n > (int) sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
-    if (write(2, line, n) < 0) { /* nowhere to report it */ }
+    if (log_fd >= 0 && write(log_fd, line, n) < 0) { /* nowhere to report it */ }
 }
 
 static uint64_t now_ms(void) {
