@@ -776,7 +776,10 @@ static long frames_from_back(struct conn *c, const uint8_t *data, size_t n) {
     return (long) done;
 }
 
-/* Handles n bytes read from one side: the complete frames now, the rest once it is complete. */
+/*
+ * Handles n bytes read from one side: the complete frames now, the rest once it is complete. The fuzzer
+ * (src/test/c/proxy-fuzz.c) drives the proxy through here.
+ */
 static void take_input(struct conn *c, int from_back, const uint8_t *data, size_t r) {
     struct buf *in = from_back ? &c->bin : &c->fin;
     long used;
