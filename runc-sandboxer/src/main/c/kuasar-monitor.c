@@ -6,8 +6,13 @@
  * Runs `runc create` / `runc exec --detach` (RUNC_ARGS) as a child subreaper, so the container process that runc
  * leaves behind becomes the monitor's child. The launcher exits as soon as runc does, with runc's exit status, so
  * the caller sees runc's result. The monitor itself stays, detached, until the container process exits, then writes
- * "<status> <unix nanoseconds>\n" to the exit file (atomically: temp file + rename) and exits. The status follows
- * the shell convention (128 + signal for a signal death).
+ * "<status> <unix nanoseconds>\n" to the exit file (atomically: temp file + rename) at once. The status follows
+ * the shell convention (128 + signal for a signal death); 255 if the process was not the monitor's child (it exited
+ * before runc did and runc reaped it: its status is lost).
+ *
+ * It exits only once it has no child left. A container that shares the host PID namespace has no init of its own
+ * to adopt its orphans: being a subreaper, the monitor adopts them, and must reap them all. If it left with orphans
+ * still running, they would be re-parented to the daemon (a subreaper too), which does not reap them: zombies.
  *
  * The monitor writes its own pid to "<exit file>.pid" before the launcher returns: the daemon is a child subreaper,
  * so the monitor becomes its child when the launcher exits, and the daemon must reap it.
@@ -121,10 +126,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kuasar-monitor: cannot run %s: %s\n", cmd[0], strerror(errno));
         _exit(127);
     }
-    int status;
-    while (waitpid(runc, &status, 0) < 0 && errno == EINTR) {
+    int status = 0, code;
+    for (;;) {
+        pid_t p = waitpid(runc, &status, 0);
+        if (p == runc) {
+            code = status_code(status);
+            break;
+        }
+        if (p < 0 && errno == EINTR) continue;
+        code = 255; /* cannot happen (runc is our child): report a failure rather than read a stale status */
+        break;
     }
-    int code = status_code(status);
     int target = code == 0 ? read_pid(pid_file) : -1;
     if (code == 0) {
         char mpath[4096];
@@ -139,7 +151,6 @@ int main(int argc, char **argv) {
     if (code == 0 && target < 0) code = 255; /* runc succeeded but wrote no pid: nothing to monitor */
     if (write(sync[1], &code, sizeof code) < 0) { /* the launcher reports 255 anyway */ }
     close(sync[1]);
-    if (code != 0) _exit(0);
 
     /* Let go of the container's stdio: the container holds it; we must not keep FIFOs or terminals open. */
     int devnull = open("/dev/null", O_RDWR);
@@ -149,16 +160,30 @@ int main(int argc, char **argv) {
         dup2(devnull, 2);
         if (devnull > 2) close(devnull);
     }
-    for (;;) {
-        pid_t p = waitpid(-1, &status, 0);
-        if (p == target) {
-            write_exit(exit_file, status_code(status));
-            return 0;
+    /* runc has exited, so the container process, if it is ours, has already been re-parented to us. If it is not
+     * (it exited before runc did, and runc reaped it), its status is lost: say so now, not after our orphans. */
+    int recorded = code != 0; /* nothing to record when runc failed: only reap what it may have left */
+    if (!recorded) {
+        pid_t p;
+        while ((p = waitpid(target, &status, WNOHANG)) < 0 && errno == EINTR) {
         }
-        if (p < 0 && errno == ECHILD) {
-            /* The process is not our child (it exited before runc did and runc reaped it): status unknown. */
-            write_exit(exit_file, 255);
-            return 0;
+        if (p == target || (p < 0 && errno == ECHILD)) {
+            write_exit(exit_file, p == target ? status_code(status) : 255);
+            recorded = 1;
         }
     }
+    for (;;) {
+        status = 0;
+        pid_t p = waitpid(-1, &status, __WALL);
+        if (p < 0) {
+            if (errno == EINTR) continue;
+            break; /* ECHILD: nobody left to reap (no other error is possible with these arguments) */
+        }
+        if (p == target && !recorded) {
+            write_exit(exit_file, status_code(status));
+            recorded = 1;
+        }
+    }
+    if (!recorded) write_exit(exit_file, 255); /* the container process was never our child */
+    return 0;
 }

@@ -3,7 +3,7 @@
  * the JVM.
  *
  *   kuasar-ttrpc-proxy --listen FRONT.sock --backend BACK.sock [--pid-file PATH] [--log PATH] [--daemon]
- *                      [--max-conn-bytes N]
+ *                      [--max-conn-bytes N] [--strike-window-ms N]
  *
  * containerd dials FRONT.sock once per container and never reconnects; runc-sandboxer listens on BACK.sock. For
  * every front connection the proxy opens one backend connection (so each keeps its own stream-id space) and copies
@@ -12,16 +12,26 @@
  * the backend sends the Response with that stream id.
  *
  * When the backend connection ends (the JVM was killed or restarted), the front connection stays open. The proxy
- * retries BACK.sock every 150 ms; once connected it first re-sends every unanswered Request in increasing stream-id
- * order (ttrpc servers require increasing ids on a connection), then the front frames that arrived meanwhile, then
- * forwards as usual. So a call in flight, e.g. containerd's long-lived Wait, is answered by the new JVM.
- * Not replayed: Data frames (streaming calls' messages) already handed to the dead backend, and responses the dead
- * backend had only partly written; a replayed request runs again on the new backend (it should be idempotent, or
- * recognise its own work from recovered state), and its timeout starts again. ttrpc has no cancellation, so a call
- * the client has given up on is replayed too (its late answer is ignored by the client).
+ * retries BACK.sock every 150 ms; once connected it sends every unanswered Request in increasing stream-id order
+ * (ttrpc servers require increasing ids on a connection), then the front frames that arrived meanwhile, then
+ * forwards as usual. A request the dead backend had not received (not all its bytes written to it) is simply sent.
+ * One it had received may have run, so it is replayed only if all of these hold, and otherwise answered at once with
+ * UNAVAILABLE (14) and a message saying why, so containerd is never left waiting for an answer that cannot come:
+ *   - it is idempotent: Wait, State, Stats, Pids or Connect of containerd.task.v2.Task / containerd.task.v3.Task
+ *     (reads and waits; Create, Start, Kill, Exec, Delete, ... may have taken effect and are never replayed);
+ *   - its deadline (the proxy's receipt time + the Request's timeout_nano) has not passed; the replayed Request
+ *     carries what is left of its timeout, and any request whose deadline passes while the backend is down is
+ *     answered rather than sent;
+ *   - it has not been received by MAX_STRIKES (2) backends that each died within 10 s (--strike-window-ms) of
+ *     receiving it: a request that crashes the JVM must not crash-loop it (a long Wait survives any number of
+ *     restarts spaced further apart).
+ * Not replayed either: Data frames (streaming calls' messages) already handed to the dead backend, and responses
+ * the dead backend had only partly written. ttrpc has no cancellation: a call the client has given up on without a
+ * deadline is replayed too (its late answer is ignored by the client).
  *
  * A backend frame is forwarded to the front only once complete, so the front never sees a torn frame. A front frame
- * longer than 4 MiB closes that front connection (and its backend connection); a backend one is treated as a
+ * longer than 4 MiB is answered with RESOURCE_EXHAUSTED (8, "message length N exceeds maximum message size of
+ * 4194304", as ttrpc servers answer) and its data discarded; the connection stays. A backend one is treated as a
  * backend failure. Reads stop while the other side's output queue is above 1 MiB (backpressure), and a connection
  * whose buffers (output queues, unanswered requests) exceed --max-conn-bytes (16 MiB) is dropped.
  * Only peers of our own uid may connect, as for runc-sandboxer's own ttrpc server.
@@ -57,6 +67,9 @@
 #define MAX_DATA (4u << 20)
 #define TYPE_REQUEST 1
 #define TYPE_RESPONSE 2
+#define CODE_RESOURCE_EXHAUSTED 8
+#define CODE_UNAVAILABLE 14
+#define MAX_STRIKES 2 /* backends that may die right after receiving one request */
 #define READ_CHUNK (64u * 1024)
 #define HIGH_WATER (1u << 20)
 #define RETRY_MS 150
@@ -72,6 +85,12 @@ struct buf {
 struct req {
     struct req *next;
     uint32_t id;
+    uint8_t replayable;   /* an idempotent call: see is_replayable */
+    uint8_t strikes;      /* backends that died within STRIKE_WINDOW_NS of receiving it */
+    uint8_t in_flight;    /* a backend that died had received it */
+    uint64_t deadline;    /* monotonic ns; 0: none */
+    uint64_t sent_end;    /* where it ends in the current backend connection's byte stream; 0: not sent there */
+    uint64_t sent_at;     /* monotonic ns */
     size_t len;
     uint8_t frame[];
 };
@@ -97,15 +116,19 @@ struct conn {
     struct buf held;            /* front non-Request frames that arrived while the backend was down */
     struct req *pending;        /* sorted by stream id */
     size_t pending_bytes;
+    uint64_t skip;              /* data bytes of an oversized front frame still to discard */
+    uint64_t b_queued, b_sent;  /* bytes handed to / written to the current backend connection */
     uint64_t retry_at;          /* when B_DOWN */
-    unsigned long id, failures, replays;
+    unsigned long id, failures, replays, refused;
 };
 
 static int ep = -1, listen_fd = -1, sig_fd = -1;
+static int log_fd = 2; /* --log is dup2'd onto 2; the fuzzer turns logging off */
 static struct conn *conns;
 static struct conn *graveyard;
 static unsigned long next_conn_id = 1;
 static size_t max_conn_bytes = 16u << 20;
+static uint64_t strike_window_ns; /* "right after": --strike-window-ms, 10 s */
 static const char *front_path, *back_path, *log_path;
 static struct sockaddr_un back_addr;
 static uint64_t next_retry; /* earliest retry_at of a B_DOWN connection, 0 if none */
@@ -128,7 +151,7 @@ static void logmsg(const char *fmt, ...) {
     va_end(ap);
     if (n > (int) sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
-    if (write(2, line, n) < 0) { /* nowhere to report it */ }
+    if (log_fd >= 0 && write(log_fd, line, n) < 0) { /* nowhere to report it */ }
 }
 
 static uint64_t now_ms(void) {
@@ -137,8 +160,193 @@ static uint64_t now_ms(void) {
     return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
+}
+
 static uint32_t be32(const uint8_t *p) {
     return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t) (v >> 24);
+    p[1] = (uint8_t) (v >> 16);
+    p[2] = (uint8_t) (v >> 8);
+    p[3] = (uint8_t) v;
+}
+
+/* ---- the little protobuf the proxy reads (ttrpc.Request) and writes (ttrpc.Response with a status) ---- */
+
+struct pb_field {
+    uint32_t num;
+    int wt;              /* wire type */
+    uint64_t v;          /* wire type 0 */
+    const uint8_t *data; /* wire type 2 */
+    size_t len;
+};
+
+static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*p >= end) return -1;
+        uint8_t b = *(*p)++;
+        x |= (uint64_t) (b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Reads the field at *p: 1 if there is one, 0 at the end of the message, -1 if it is malformed. */
+static int pb_next(const uint8_t **p, const uint8_t *end, struct pb_field *f) {
+    if (*p >= end) return 0;
+    uint64_t tag, n;
+    if (pb_varint(p, end, &tag) < 0 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff) return -1;
+    f->num = (uint32_t) (tag >> 3);
+    f->wt = (int) (tag & 7);
+    f->v = 0;
+    f->data = NULL;
+    f->len = 0;
+    switch (f->wt) {
+        case 0:
+            return pb_varint(p, end, &f->v) < 0 ? -1 : 1;
+        case 1:
+        case 5: {
+            size_t k = f->wt == 1 ? 8 : 4;
+            if ((size_t) (end - *p) < k) return -1;
+            *p += k;
+            return 1;
+        }
+        case 2:
+            if (pb_varint(p, end, &n) < 0 || n > (uint64_t) (end - *p)) return -1;
+            f->data = *p;
+            f->len = (size_t) n;
+            *p += n;
+            return 1;
+        default:
+            return -1; /* groups: not in ttrpc's messages */
+    }
+}
+
+/* What the proxy needs of a ttrpc Request (pointers into its frame). */
+struct reqinfo {
+    const uint8_t *service, *method;
+    size_t service_len, method_len;
+    int64_t timeout_nano;
+};
+
+/* Returns 0, or -1 if data is not a ttrpc Request. */
+static int parse_request(const uint8_t *data, size_t n, struct reqinfo *ri) {
+    memset(ri, 0, sizeof *ri);
+    const uint8_t *p = data, *end = data + n;
+    struct pb_field f;
+    int r;
+    while ((r = pb_next(&p, end, &f)) > 0) {
+        if (f.num > 5) continue; /* unknown: skipped, as protobuf does */
+        if (f.num == 4 ? f.wt != 0 : f.wt != 2) return -1;
+        if (f.num == 1) {
+            ri->service = f.data;
+            ri->service_len = f.len;
+        } else if (f.num == 2) {
+            ri->method = f.data;
+            ri->method_len = f.len;
+        } else if (f.num == 4) {
+            ri->timeout_nano = (int64_t) f.v;
+        }
+    }
+    return r;
+}
+
+static int bytes_are(const uint8_t *s, size_t n, const char *lit) {
+    return n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+/*
+ * The calls that are replayed to a new backend: the read and wait methods of containerd's Task service, which
+ * change nothing, so running one again is harmless (and containerd always has a Wait in flight per container).
+ * Everything else (Create, Start, Kill, Exec, Delete, Update, ...) may have taken effect on the dead backend.
+ */
+static int is_replayable(const struct reqinfo *ri) {
+    static const char *const services[] = {"containerd.task.v2.Task", "containerd.task.v3.Task"};
+    static const char *const methods[] = {"Wait", "State", "Stats", "Pids", "Connect"};
+    int service = 0;
+    for (size_t i = 0; i < sizeof services / sizeof *services; i++) {
+        service |= bytes_are(ri->service, ri->service_len, services[i]);
+    }
+    for (size_t i = 0; service && i < sizeof methods / sizeof *methods; i++) {
+        if (bytes_are(ri->method, ri->method_len, methods[i])) return 1;
+    }
+    return 0;
+}
+
+static size_t pb_put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t) v;
+    return n;
+}
+
+/*
+ * A copy of a Request frame whose timeout_nano is what is left of its deadline, so the backend does not start the
+ * clock again; NULL if out of memory or the frame does not parse.
+ */
+static uint8_t *with_timeout(const uint8_t *frame, size_t len, uint64_t timeout, size_t *out_len) {
+    uint8_t *out = malloc(len + 11);
+    if (out == NULL) return NULL;
+    const uint8_t *p = frame + HDR, *end = frame + len, *at = p;
+    size_t n = HDR;
+    struct pb_field f;
+    int r;
+    while ((r = pb_next(&p, end, &f)) > 0) {
+        if (f.num != 4) {
+            memcpy(out + n, at, (size_t) (p - at));
+            n += (size_t) (p - at);
+        }
+        at = p;
+    }
+    if (r < 0) {
+        free(out);
+        return NULL;
+    }
+    out[n++] = 4 << 3;
+    n += pb_put_varint(out + n, timeout);
+    memcpy(out, frame, HDR);
+    put_be32(out, (uint32_t) (n - HDR));
+    *out_len = n;
+    return out;
+}
+
+/* A Response frame for stream id with a gRPC status and no payload, as a ttrpc server writes it. */
+static size_t status_frame(uint8_t *out, size_t cap, uint32_t id, int code, const char *msg) {
+    size_t m = strlen(msg);
+    if (m > 400) m = 400;
+    if (cap < HDR + 420) return 0;
+    uint8_t st[420];
+    size_t sl = 0;
+    st[sl++] = 1 << 3; /* google.rpc.Status.code */
+    sl += pb_put_varint(st + sl, (uint64_t) code);
+    st[sl++] = 2 << 3 | 2; /* .message */
+    sl += pb_put_varint(st + sl, m);
+    memcpy(st + sl, msg, m);
+    sl += m;
+    uint8_t *d = out + HDR;
+    size_t dl = 0;
+    d[dl++] = 1 << 3 | 2; /* ttrpc.Response.status */
+    dl += pb_put_varint(d + dl, sl);
+    memcpy(d + dl, st, sl);
+    dl += sl;
+    put_be32(out, (uint32_t) dl);
+    put_be32(out + 4, id);
+    out[8] = TYPE_RESPONSE;
+    out[9] = 0;
+    return HDR + dl;
 }
 
 /* ---- buffers ---- */
@@ -263,23 +471,91 @@ static void schedule_retry(struct conn *c, uint64_t at) {
     if (next_retry == 0 || at < next_retry) next_retry = at;
 }
 
+static int send_to(struct conn *c, int to_back, const uint8_t *data, size_t n);
+
+/* Answers stream id with a gRPC status in place of the backend. Returns -1 if c died. */
+static int reply_status(struct conn *c, uint32_t id, int code, const char *msg) {
+    uint8_t frame[HDR + 420];
+    size_t n = status_frame(frame, sizeof frame, id, code, msg);
+    logmsg("connection %lu: answered stream %u with status %d: %s", c->id, id, code, msg);
+    return send_to(c, 0, frame, n);
+}
+
+/* Answers a pending request UNAVAILABLE (why: it will not be sent again) and forgets it. Returns -1 if c died. */
+static int refuse(struct conn *c, struct req **at, const char *why) {
+    struct req *r = *at;
+    *at = r->next;
+    c->pending_bytes -= r->len;
+    c->refused++;
+    struct reqinfo ri;
+    char msg[400];
+    if (parse_request(r->frame + HDR, r->len - HDR, &ri) == 0) {
+        snprintf(msg, sizeof msg, "%.*s/%.*s: %s", (int) (ri.service_len > 100 ? 100 : ri.service_len),
+                 (const char *) ri.service, (int) (ri.method_len > 60 ? 60 : ri.method_len),
+                 (const char *) ri.method, why);
+    } else {
+        snprintf(msg, sizeof msg, "%s", why);
+    }
+    uint32_t id = r->id;
+    free(r);
+    return reply_status(c, id, CODE_UNAVAILABLE, msg);
+}
+
+#define WHY_NOT_IDEMPOTENT "the sandboxer restarted while the call was in flight; not replayed because it is not " \
+                           "idempotent (it may or may not have taken effect)"
+#define WHY_EXPIRED "the sandboxer restarted while the call was in flight; not replayed because its deadline passed"
+#define WHY_EXPIRED_UNSENT "the sandboxer was down until the call's deadline passed; not sent"
+static char why_strikes[256]; /* see set_strike_window */
+
+static void set_strike_window(uint64_t ms) {
+    strike_window_ns = ms * 1000000ull;
+    char window[32];
+    if (ms % 1000 == 0) snprintf(window, sizeof window, "%llu s", (unsigned long long) (ms / 1000));
+    else snprintf(window, sizeof window, "%llu ms", (unsigned long long) ms);
+    snprintf(why_strikes, sizeof why_strikes, "the sandboxer restarted while the call was in flight, twice within %s "
+             "of receiving it; not replayed again (it may be what brings the sandboxer down)", window);
+}
+
 static void back_failed(struct conn *c, const char *why) {
     if (c->dead || c->state == B_DOWN) return;
-    if (c->state == B_UP) {
-        c->failures++;
-        unsigned long k = 0;
-        for (struct req *r = c->pending; r; r = r->next) k++;
-        logmsg("connection %lu: backend lost (%s); %lu unanswered request(s) kept for replay", c->id, why, k);
-    }
+    int was_up = c->state == B_UP;
     close_back_fd(c);
     c->state = B_DOWN;
     schedule_retry(c, now_ms() + RETRY_MS);
+    if (!was_up) return;
+    c->failures++;
+    /* Requests the backend had received (all their bytes written to it) may have run: replay only those that are
+     * safe to run again, still wanted, and not suspected of killing backends. Unsent ones are simply sent later. */
+    uint64_t now = now_ns();
+    unsigned long kept = 0, refused = 0;
+    for (struct req **at = &c->pending; *at;) {
+        struct req *r = *at;
+        int received = r->sent_end != 0 && r->sent_end <= c->b_sent;
+        r->sent_end = 0;
+        if (received) {
+            r->in_flight = 1;
+            if (now - r->sent_at < strike_window_ns && r->strikes < MAX_STRIKES) r->strikes++;
+            const char *no = !r->replayable ? WHY_NOT_IDEMPOTENT
+                             : r->deadline && now >= r->deadline ? WHY_EXPIRED
+                             : r->strikes >= MAX_STRIKES ? why_strikes : NULL;
+            if (no) {
+                refused++;
+                if (refuse(c, at, no) < 0) return;
+                continue;
+            }
+        }
+        kept++;
+        at = &r->next;
+    }
+    logmsg("connection %lu: backend lost (%s); %lu unanswered request(s) kept for replay, %lu answered UNAVAILABLE",
+           c->id, why, kept, refused);
 }
 
 /* Queues bytes to one side, writing at once when nothing is queued before them. Returns -1 if c died. */
 static int send_to(struct conn *c, int to_back, const uint8_t *data, size_t n) {
     struct buf *out = to_back ? &c->bout : &c->fout;
     int fd = to_back ? c->back : c->front;
+    if (to_back) c->b_queued += n;
     if (buf_size(out) == 0) {
         ssize_t w = send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
@@ -293,6 +569,7 @@ static int send_to(struct conn *c, int to_back, const uint8_t *data, size_t n) {
             }
             w = 0;
         }
+        if (to_back) c->b_sent += (size_t) w;
         data += w;
         n -= (size_t) w;
     }
@@ -318,23 +595,43 @@ static int flush(struct conn *c, int to_back) {
             kill_conn(c, NULL);
             return -1;
         }
+        if (to_back) c->b_sent += (size_t) w;
         buf_consume(out, (size_t) w);
     }
     return 0;
 }
 
-static int add_pending(struct conn *c, const uint8_t *frame, size_t len) {
-    struct req *r = malloc(sizeof *r + len);
-    if (r == NULL) return -1;
+static struct req *add_pending(struct conn *c, const uint8_t *frame, size_t len) {
+    struct req *r = calloc(1, sizeof *r + len);
+    if (r == NULL) return NULL;
     r->id = be32(frame + 4);
     r->len = len;
+    struct reqinfo ri;
+    if (parse_request(frame + HDR, len - HDR, &ri) == 0) {
+        r->replayable = (uint8_t) is_replayable(&ri);
+        if (ri.timeout_nano > 0) r->deadline = now_ns() + (uint64_t) ri.timeout_nano;
+    }
     memcpy(r->frame, frame, len);
     struct req **at = &c->pending;
     while (*at && (*at)->id < r->id) at = &(*at)->next; /* ids increase: usually the walk ends at the tail */
     r->next = *at;
     *at = r;
     c->pending_bytes += len;
-    return 0;
+    return r;
+}
+
+/* Sends a pending request to the backend (B_UP), its timeout cut to what is left. Returns -1 if c died. */
+static int send_request(struct conn *c, struct req *r, uint64_t now) {
+    r->sent_at = now;
+    r->sent_end = c->b_queued + r->len;
+    if (r->deadline == 0) return send_to(c, 1, r->frame, r->len);
+    size_t n = 0;
+    uint8_t *f = with_timeout(r->frame, r->len, r->deadline - now, &n);
+    if (f == NULL) return send_to(c, 1, r->frame, r->len);
+    r->sent_end = c->b_queued + n;
+    int rc = send_to(c, 1, f, n);
+    free(f);
+    return rc;
 }
 
 static void answered(struct conn *c, uint32_t id) {
@@ -360,9 +657,19 @@ static void back_up(struct conn *c) {
         }
         c->ev_back = ev.events;
     }
-    unsigned long n = 0;
-    for (struct req *r = c->pending; r && c->state == B_UP; r = r->next, n++) {
-        if (send_to(c, 1, r->frame, r->len) < 0) return;
+    c->b_queued = c->b_sent = 0;
+    uint64_t now = now_ns();
+    unsigned long n = 0, fresh = 0;
+    for (struct req **at = &c->pending; *at;) {
+        struct req *r = *at;
+        if (r->deadline && now >= r->deadline) {
+            if (refuse(c, at, r->in_flight ? WHY_EXPIRED : WHY_EXPIRED_UNSENT) < 0) return;
+            continue;
+        }
+        if (send_request(c, r, now) < 0) return;
+        if (c->state != B_UP) return; /* failed again (r may be gone): the replay starts over on the next one */
+        if (r->in_flight) n++; else fresh++;
+        at = &r->next;
     }
     if (c->state == B_UP && buf_size(&c->held) > 0) {
         if (send_to(c, 1, c->held.p + c->held.off, buf_size(&c->held)) < 0) return;
@@ -371,7 +678,8 @@ static void back_up(struct conn *c) {
     buf_free(&c->held);
     if (c->failures > 0) {
         c->replays += n;
-        logmsg("connection %lu: backend back; replayed %lu request(s)", c->id, n);
+        logmsg("connection %lu: backend back; replayed %lu request(s), sent %lu that came while it was down", c->id, n,
+               fresh);
     }
     if (over_cap(c)) kill_conn(c, "buffers over the limit");
 }
@@ -404,23 +712,45 @@ static void try_connect(struct conn *c) {
 }
 
 /*
- * Handles the complete frames at the start of data[0, n); returns how many bytes they span, or -1 if the framing is
- * broken (oversized frame). The caller keeps the rest (a partial frame).
+ * Handles the complete frames at the start of data[0, n) (and skips what is left of an oversized one); returns how
+ * many bytes it used. The caller keeps the rest (a partial frame).
  */
 static long frames_from_front(struct conn *c, const uint8_t *data, size_t n) {
     size_t done = 0;
-    while (!c->dead && n - done >= HDR) {
+    while (!c->dead) {
+        if (c->skip > 0) {
+            size_t k = n - done < c->skip ? n - done : (size_t) c->skip;
+            c->skip -= k;
+            done += k;
+            if (c->skip > 0) break;
+            continue;
+        }
+        if (n - done < HDR) break;
         const uint8_t *f = data + done;
         uint32_t len = be32(f);
-        if (len > MAX_DATA) return -1;
+        if (len > MAX_DATA) {
+            /* As a ttrpc server does: answer that stream, drop its data, keep the connection (containerd would
+             * never dial again). */
+            char msg[128];
+            snprintf(msg, sizeof msg, "message length %u exceeds maximum message size of %u", len, MAX_DATA);
+            done += HDR;
+            c->skip = len;
+            if (reply_status(c, be32(f + 4), CODE_RESOURCE_EXHAUSTED, msg) < 0) return (long) n;
+            continue;
+        }
         if (n - done < HDR + len) break;
         size_t flen = HDR + len;
         if (f[8] == TYPE_REQUEST) {
-            if (add_pending(c, f, flen) < 0) {
+            struct req *r = add_pending(c, f, flen);
+            if (r == NULL) {
                 kill_conn(c, "out of memory");
                 return (long) n;
             }
-            if (c->state == B_UP && send_to(c, 1, f, flen) < 0) return (long) n;
+            if (c->state == B_UP) {
+                r->sent_at = now_ns();
+                r->sent_end = c->b_queued + flen;
+                if (send_to(c, 1, f, flen) < 0) return (long) n;
+            }
         } else if (c->state == B_UP) {
             if (send_to(c, 1, f, flen) < 0) return (long) n;
         } else if (buf_append(&c->held, f, flen) < 0) {
@@ -447,40 +777,44 @@ static long frames_from_back(struct conn *c, const uint8_t *data, size_t n) {
 }
 
 /*
- * Reads once from one side and handles the complete frames. Returns 1 if it read something, 2 if there was nothing
- * to read, 0 at end of stream or on an error.
+ * Handles n bytes read from one side: the complete frames now, the rest once it is complete. The fuzzer
+ * (src/test/c/proxy-fuzz.c) drives the proxy through here.
  */
-static int read_side(struct conn *c, int from_back) {
-    int fd = from_back ? c->back : c->front;
+static void take_input(struct conn *c, int from_back, const uint8_t *data, size_t r) {
     struct buf *in = from_back ? &c->bin : &c->fin;
-    ssize_t r = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
-    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 2 : 0;
-    if (r == 0) return 0;
     long used;
     if (buf_size(in) == 0) {
-        used = from_back ? frames_from_back(c, scratch, r) : frames_from_front(c, scratch, r);
-        if (used >= 0 && !c->dead && (from_back ? c->state == B_UP : 1) && used < r
-            && buf_append(in, scratch + used, r - used) < 0) {
+        used = from_back ? frames_from_back(c, data, r) : frames_from_front(c, data, r);
+        if (used >= 0 && !c->dead && (from_back ? c->state == B_UP : 1) && (size_t) used < r
+            && buf_append(in, data + used, r - (size_t) used) < 0) {
             kill_conn(c, "out of memory");
         }
     } else {
-        if (buf_append(in, scratch, r) < 0) {
+        if (buf_append(in, data, r) < 0) {
             kill_conn(c, "out of memory");
-            return 1;
+            return;
         }
         used = from_back ? frames_from_back(c, in->p + in->off, buf_size(in))
                          : frames_from_front(c, in->p + in->off, buf_size(in));
         if (used >= 0 && !c->dead && (from_back ? c->state == B_UP : 1)) buf_consume(in, (size_t) used);
     }
     if (used < 0) {
-        if (from_back) {
-            back_failed(c, "frame over 4 MiB");
-        } else {
-            kill_conn(c, "frame over 4 MiB from the front");
-        }
-        return 1;
+        back_failed(c, "frame over 4 MiB"); /* only the backend's frames can be broken beyond repair */
+        return;
     }
     if (!c->dead && over_cap(c)) kill_conn(c, "buffers over the limit");
+}
+
+/*
+ * Reads once from one side and handles the complete frames. Returns 1 if it read something, 2 if there was nothing
+ * to read, 0 at end of stream or on an error.
+ */
+static int read_side(struct conn *c, int from_back) {
+    int fd = from_back ? c->back : c->front;
+    ssize_t r = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
+    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 2 : 0;
+    if (r == 0) return 0;
+    take_input(c, from_back, scratch, (size_t) r);
     return 1;
 }
 
@@ -671,19 +1005,21 @@ static void close_inherited_fds(void) {
 
 static void usage(void) {
     fprintf(stderr, "usage: kuasar-ttrpc-proxy --listen FRONT.sock --backend BACK.sock [--pid-file PATH] [--log PATH]"
-                    " [--daemon] [--max-conn-bytes N]\n");
+                    " [--daemon] [--max-conn-bytes N] [--strike-window-ms N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     const char *pid_file = NULL;
     int daemonize = 0;
+    set_strike_window(10000);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) front_path = argv[++i];
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) back_path = argv[++i];
         else if (strcmp(argv[i], "--pid-file") == 0 && i + 1 < argc) pid_file = argv[++i];
         else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc) log_path = argv[++i];
         else if (strcmp(argv[i], "--max-conn-bytes") == 0 && i + 1 < argc) max_conn_bytes = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--strike-window-ms") == 0 && i + 1 < argc) set_strike_window(strtoull(argv[++i], NULL, 10));
         else if (strcmp(argv[i], "--daemon") == 0) daemonize = 1;
         else usage();
     }

@@ -13,8 +13,10 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The kuasar-ttrpc-proxy in front of the Task API. containerd keeps one ttrpc connection per container and never
- * re-dials it; the proxy owns those connections, outlives this daemon, and replays the calls that were in flight
- * when the daemon died (every running container has a Wait pending). So containerd sees nothing of a restart.
+ * re-dials it; the proxy owns those connections, outlives this daemon, and replays the idempotent calls that were in
+ * flight when the daemon died (Wait, State, Stats, Pids, Connect: every running container has a Wait pending), so
+ * containerd sees nothing of a restart. Any other call in flight then (Create, Kill, ...; or one whose deadline
+ * passed) is answered UNAVAILABLE by the proxy: it may or may not have run here. See docs/architecture.md.
  */
 final class TaskProxy {
     private static final Logger LOG = LoggerFactory.getLogger(TaskProxy.class);

@@ -5,6 +5,7 @@ import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.kuasar.api.ttrpc.Request;
 import io.kuasar.api.ttrpc.Response;
+import io.kuasar.sandbox.ttrpc.CallContext;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
 import io.kuasar.sandbox.ttrpc.TtrpcService;
@@ -24,11 +25,13 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -41,10 +44,15 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The real kuasar-ttrpc-proxy (built by Maven into target/libexec) between our own ttrpc client and server: calls
- * pass through, and calls in flight survive the backend server going away and a new one taking its place.
+ * pass through, idempotent calls in flight survive the backend server going away and a new one taking its place,
+ * and every other call in flight is answered UNAVAILABLE.
  */
 class TtrpcProxyTest {
-    static final String SVC = "kuasar.test.v1.Proxy";
+    /**
+     * The proxy decides what to replay by service and method name: the backend serves containerd's Task service
+     * names with stand-in messages (StringValue), which the proxy never looks into.
+     */
+    static final String SVC = "containerd.task.v3.Task";
     static final Duration T = Duration.ofSeconds(20);
 
     @TempDir
@@ -60,15 +68,25 @@ class TtrpcProxyTest {
         return RuncSandboxerMain.libexec().resolve("kuasar-ttrpc-proxy");
     }
 
-    /** A backend named {@code who}; {@code sleeps} counts the Sleep calls it started. */
-    static TtrpcService service(String who, AtomicInteger sleeps) {
+    /**
+     * A backend named {@code who}; {@code calls} counts the Wait (idempotent) and Create (not) calls it started;
+     * both sleep for the number of milliseconds they are given.
+     */
+    static TtrpcService service(String who, AtomicInteger calls, List<CallContext> seen) {
         return TtrpcService.builder(SVC)
                 .unary("Echo", StringValue.parser(), (ctx, r) -> r)
                 .unary("Who", StringValue.parser(), (ctx, r) -> StringValue.of(who))
-                .unary("Sleep", StringValue.parser(), (ctx, r) -> {
-                    sleeps.incrementAndGet();
+                .unary("Wait", StringValue.parser(), (ctx, r) -> {
+                    calls.incrementAndGet();
+                    seen.add(ctx);
                     Thread.sleep(Long.parseLong(r.getValue()));
                     return StringValue.of("slept by " + who);
+                })
+                .unary("Create", StringValue.parser(), (ctx, r) -> {
+                    calls.incrementAndGet();
+                    seen.add(ctx);
+                    Thread.sleep(Long.parseLong(r.getValue()));
+                    return StringValue.of("created by " + who);
                 })
                 .unary("Fail", StringValue.parser(), (ctx, r) -> {
                     throw Status.NOT_FOUND.withDescription("no such thing: " + r.getValue()).asRuntimeException();
@@ -76,10 +94,14 @@ class TtrpcProxyTest {
                 .build();
     }
 
-    TtrpcServer backend(String who, AtomicInteger sleeps) throws IOException {
-        TtrpcServer s = new TtrpcServer(back).register(service(who, sleeps)).start();
+    TtrpcServer backend(String who, AtomicInteger calls, List<CallContext> seen) throws IOException {
+        TtrpcServer s = new TtrpcServer(back).register(service(who, calls, seen)).start();
         servers.add(s);
         return s;
+    }
+
+    TtrpcServer backend(String who, AtomicInteger calls) throws IOException {
+        return backend(who, calls, new CopyOnWriteArrayList<>());
     }
 
     TtrpcServer backend(String who) throws IOException {
@@ -210,14 +232,16 @@ class TtrpcProxyTest {
 
     @Test
     void inFlightCallSurvivesBackendRestart() throws Exception {
-        AtomicInteger sleepsA = new AtomicInteger();
-        AtomicInteger sleepsB = new AtomicInteger();
-        TtrpcServer a = backend("A", sleepsA);
+        AtomicInteger waitsA = new AtomicInteger();
+        AtomicInteger waitsB = new AtomicInteger();
+        List<CallContext> seenB = new CopyOnWriteArrayList<>();
+        TtrpcServer a = backend("A", waitsA);
         proxy = startProxy();
         TtrpcClient c = client();
         assertThat(call(c, "Who", "")).isEqualTo("A");
 
-        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Sleep", "3000"));
+        Instant called = Instant.now();
+        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Wait", "3000"));
         await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 1);
         a.close(); // the JVM is killed: its connections end, the in-flight call is never answered
         // kill -9 leaves the socket file behind: the proxy gets ECONNREFUSED until the new JVM binds again
@@ -227,16 +251,127 @@ class TtrpcProxyTest {
         assertThat(back).exists();
         Thread.sleep(1000);
         assertThat(sleeping).isNotDone();
-        TtrpcServer b = backend("B", sleepsB); // the new JVM, on the same path
+        TtrpcServer b = backend("B", waitsB, seenB); // the new JVM, on the same path
 
         assertThat(sleeping.get(15, TimeUnit.SECONDS)).isEqualTo("slept by B");
-        assertThat(sleepsA).hasValue(1);
-        assertThat(sleepsB).hasValue(1);
+        assertThat(waitsA).hasValue(1);
+        assertThat(waitsB).hasValue(1);
+        // The replay carries what is left of the call's 20 s timeout, not 20 s again (B got it > 1 s later).
+        assertThat(seenB.getFirst().deadline()).isBefore(called.plus(T).plusMillis(500));
         assertThat(call(c, "Who", "")).isEqualTo("B");
         assertThat(call(c, "Echo", "after")).isEqualTo("after");
         await().atMost(Duration.ofSeconds(5)).until(() -> b.activeCalls() == 0);
         assertThat(c.isClosed()).isFalse();
         assertThat(Files.readString(log)).contains("backend lost").contains("replayed 1 request(s)");
+    }
+
+    /** containerd must get an answer for a call that cannot be replayed, and the next backend must not run it. */
+    @Test
+    void nonIdempotentCallInFlightIsAnsweredUnavailableAndNotReplayed() throws Exception {
+        AtomicInteger callsA = new AtomicInteger();
+        AtomicInteger callsB = new AtomicInteger();
+        TtrpcServer a = backend("A", callsA);
+        proxy = startProxy();
+        TtrpcClient c = client();
+        CompletableFuture<String> create = CompletableFuture.supplyAsync(() -> call(c, "Create", "60000"));
+        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> call(c, "Wait", "200"));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 2);
+        a.close();
+
+        // Answered at once, while no backend is up.
+        assertThatThrownBy(() -> create.get(10, TimeUnit.SECONDS)).cause()
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                    assertThat(e.getStatus().getDescription())
+                            .startsWith("containerd.task.v3.Task/Create: ")
+                            .contains("sandboxer restarted while the call was in flight")
+                            .contains("not replayed because it is not idempotent");
+                });
+        assertThat(wait).isNotDone();
+        backend("B", callsB);
+        assertThat(wait.get(10, TimeUnit.SECONDS)).isEqualTo("slept by B");
+        assertThat(call(c, "Who", "")).isEqualTo("B");
+        assertThat(callsA).hasValue(2);
+        assertThat(callsB).hasValue(1); // the Wait only
+        assertThat(Files.readString(log)).contains("1 unanswered request(s) kept for replay, 1 answered UNAVAILABLE");
+    }
+
+    /** A call whose deadline passed while the backend was down is answered, not run minutes later. */
+    @Test
+    void expiredCallIsNotReplayed() throws Exception {
+        AtomicInteger waitsA = new AtomicInteger();
+        AtomicInteger waitsB = new AtomicInteger();
+        TtrpcServer a = backend("A", waitsA);
+        proxy = startProxy();
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(front));
+            long sent = System.nanoTime();
+            write(ch, requestFrame(1, "Wait", "60000", Duration.ofMillis(1500)));
+            write(ch, requestFrame(3, "Wait", "100", null));
+            await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 2);
+            a.close();
+            // The condition is time itself: the first call's deadline passes while no backend is up.
+            Thread.sleep(Math.max(0, Duration.ofMillis(1700).toNanos() - (System.nanoTime() - sent)) / 1_000_000);
+            backend("B", waitsB);
+            Map<Integer, Response> got = readResponseFrames(ch, 2);
+            assertThat(got.get(1).getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE.value());
+            assertThat(got.get(1).getStatus().getMessage()).startsWith("containerd.task.v3.Task/Wait: ")
+                    .contains("not replayed because its deadline passed");
+            assertThat(got.get(3).getStatus().getCode()).isZero();
+            assertThat(StringValue.parseFrom(got.get(3).getPayload()).getValue()).isEqualTo("slept by B");
+        }
+        assertThat(waitsA).hasValue(2);
+        assertThat(waitsB).hasValue(1);
+    }
+
+    /** A call that two backends died right after receiving may be what kills them: it is not replayed a third time. */
+    @Test
+    void callReceivedByTwoBackendsThatDiedAtOnceIsAnsweredUnavailable() throws Exception {
+        AtomicInteger waitsA = new AtomicInteger();
+        AtomicInteger waitsB = new AtomicInteger();
+        AtomicInteger waitsC = new AtomicInteger();
+        TtrpcServer a = backend("A", waitsA);
+        proxy = startProxy();
+        TtrpcClient c = client();
+        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> call(c, "Wait", "60000"));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 1);
+        a.close();
+        TtrpcServer b = backend("B", waitsB);
+        await().atMost(Duration.ofSeconds(5)).until(() -> b.activeCalls() == 1); // replayed once
+        b.close();
+
+        assertThatThrownBy(() -> wait.get(10, TimeUnit.SECONDS)).cause()
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                    assertThat(e.getStatus().getDescription()).startsWith("containerd.task.v3.Task/Wait: ")
+                            .contains("twice within 10 s of receiving it; not replayed again");
+                });
+        backend("C", waitsC);
+        assertThat(call(c, "Who", "")).isEqualTo("C");
+        assertThat(waitsA).hasValue(1);
+        assertThat(waitsB).hasValue(1);
+        assertThat(waitsC).hasValue(0);
+    }
+
+    /** Restarts spaced further apart than the strike window do not count: a long Wait survives any number. */
+    @Test
+    void waitSurvivesRestartsSpacedApart() throws Exception {
+        AtomicInteger waits = new AtomicInteger();
+        TtrpcServer s = backend("A", waits);
+        proxy = startProxy("--strike-window-ms", "300");
+        TtrpcClient c = client();
+        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> call(c, "Wait", "60000"));
+        for (String next : List.of("B", "C", "D")) {
+            TtrpcServer current = s;
+            await().atMost(Duration.ofSeconds(5)).until(() -> current.activeCalls() == 1);
+            Thread.sleep(400); // past the window: the backend ran the call for a while before it went
+            current.close();
+            s = backend(next, waits);
+        }
+        TtrpcServer last = s;
+        await().atMost(Duration.ofSeconds(5)).until(() -> last.activeCalls() == 1);
+        assertThat(wait).isNotDone();
+        assertThat(waits).hasValue(4);
     }
 
     @Test
@@ -256,13 +391,17 @@ class TtrpcProxyTest {
             calls.add(CompletableFuture.supplyAsync(() -> call(c, "Echo", arg), pool));
         }
         CompletableFuture<String> who = CompletableFuture.supplyAsync(() -> call(c, "Who", ""), pool);
+        // Not idempotent, but no backend ever received it: it is sent, not refused.
+        CompletableFuture<String> create = CompletableFuture.supplyAsync(() -> call(c, "Create", "0"), pool);
         Thread.sleep(700);
         assertThat(calls).noneMatch(CompletableFuture::isDone);
+        assertThat(create).isNotDone();
         backend("B");
         for (int i = 0; i < 10; i++) {
             assertThat(calls.get(i).get(10, TimeUnit.SECONDS)).isEqualTo("down-" + i);
         }
         assertThat(who.get(10, TimeUnit.SECONDS)).isEqualTo("B");
+        assertThat(create.get(10, TimeUnit.SECONDS)).isEqualTo("created by B");
         assertThat(call(idle, "Who", "")).isEqualTo("B");
         pool.close();
     }
@@ -274,7 +413,7 @@ class TtrpcProxyTest {
         TtrpcClient c = client();
         CompletableFuture.runAsync(() -> {
             try {
-                call(c, "Sleep", "60000");
+                call(c, "Wait", "60000");
             } catch (StatusRuntimeException expected) {
                 // the client is closed below
             }
@@ -312,25 +451,29 @@ class TtrpcProxyTest {
         assertThat(call(client(), "Who", "")).isEqualTo("B");
     }
 
+    /** As a ttrpc server does: the oversized call is answered, the connection (containerd never re-dials) stays. */
     @Test
-    void oversizedFrameClosesOnlyThatConnection() throws Exception {
+    void oversizedFrameIsAnsweredAndTheConnectionStays() throws Exception {
         backend("A");
         proxy = startProxy();
         TtrpcClient other = client();
         assertThat(call(other, "Echo", "x")).isEqualTo("x");
         try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             ch.connect(UnixDomainSocketAddress.of(front));
-            ByteBuffer h = ByteBuffer.allocate(10).putInt((4 << 20) + 1).putInt(1).put((byte) 1).put((byte) 0).flip();
-            ch.write(h);
-            ByteBuffer in = ByteBuffer.allocate(16);
-            CompletableFuture<Integer> read = CompletableFuture.supplyAsync(() -> {
-                try {
-                    return ch.read(in);
-                } catch (IOException e) {
-                    return -2;
-                }
-            });
-            assertThat(read.get(5, TimeUnit.SECONDS)).isEqualTo(-1);
+            int len = (4 << 20) + 1;
+            write(ch, ByteBuffer.allocate(10).putInt(len).putInt(1).put((byte) 1).put((byte) 0).array());
+            byte[] junk = new byte[64 * 1024];
+            java.util.Arrays.fill(junk, (byte) 'x'); // read as a header, it would be another oversized frame
+            for (int left = len; left > 0; left -= junk.length) {
+                write(ch, left >= junk.length ? junk : java.util.Arrays.copyOf(junk, left));
+            }
+            write(ch, requestFrame(3, "Echo", "after"));
+            Map<Integer, Response> got = readResponseFrames(ch, 2);
+            assertThat(got).containsOnlyKeys(1, 3);
+            assertThat(got.get(1).getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED.value());
+            assertThat(got.get(1).getStatus().getMessage())
+                    .isEqualTo("message length 4194305 exceeds maximum message size of 4194304");
+            assertThat(StringValue.parseFrom(got.get(3).getPayload()).getValue()).isEqualTo("after");
         }
         assertThat(call(other, "Echo", "y")).isEqualTo("y");
         assertThat(call(client(), "Echo", "z")).isEqualTo("z");
@@ -449,7 +592,7 @@ class TtrpcProxyTest {
 
         TtrpcClient c = client();
         assertThat(call(c, "Echo", "v".repeat(300_000))).hasSize(300_000);
-        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Sleep", "1500"));
+        CompletableFuture<String> sleeping = CompletableFuture.supplyAsync(() -> call(c, "Wait", "1500"));
         await().atMost(Duration.ofSeconds(10)).until(() -> a.activeCalls() == 1);
         a.close();
         TtrpcClient gone = TtrpcClient.connect(front); // a pending request, then the client goes, backend down
@@ -468,7 +611,7 @@ class TtrpcProxyTest {
         TtrpcClient c2 = client(); // left open: SIGTERM must free its buffers too
         CompletableFuture.runAsync(() -> {
             try {
-                call(c2, "Sleep", "60000");
+                call(c2, "Wait", "60000");
             } catch (StatusRuntimeException expected) {
                 // the proxy goes away
             }
@@ -522,8 +665,16 @@ class TtrpcProxyTest {
     }
 
     static byte[] requestFrame(int id, String method, String arg) {
-        byte[] data = Request.newBuilder().setService(SVC).setMethod(method)
-                .setPayload(StringValue.of(arg).toByteString()).build().toByteArray();
+        return requestFrame(id, method, arg, null);
+    }
+
+    static byte[] requestFrame(int id, String method, String arg, Duration timeout) {
+        Request.Builder req = Request.newBuilder().setService(SVC).setMethod(method)
+                .setPayload(StringValue.of(arg).toByteString());
+        if (timeout != null) {
+            req.setTimeoutNano(timeout.toNanos());
+        }
+        byte[] data = req.build().toByteArray();
         return ByteBuffer.allocate(10 + data.length).putInt(data.length).putInt(id).put((byte) 1).put((byte) 0)
                 .put(data).array();
     }
@@ -541,6 +692,25 @@ class TtrpcProxyTest {
             got.put(id, StringValue.parseFrom(r.getPayload()).getValue());
         }
         return got;
+    }
+
+    static Map<Integer, Response> readResponseFrames(SocketChannel ch, int count) throws IOException {
+        Map<Integer, Response> got = new HashMap<>();
+        while (got.size() < count) {
+            ByteBuffer h = readFully(ch, 10);
+            int len = h.getInt();
+            int id = h.getInt();
+            assertThat(h.get()).isEqualTo((byte) 2);
+            got.put(id, Response.parseFrom(readFully(ch, len)));
+        }
+        return got;
+    }
+
+    static void write(SocketChannel ch, byte[] bytes) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(bytes);
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
     }
 
     static ByteBuffer readFully(SocketChannel ch, int n) throws IOException {
