@@ -24,11 +24,14 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
             -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders \
             -XX:TrimNativeHeapInterval=1000 -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
-.PHONY: all build install test e2e bench quickstart clean
+.PHONY: all build install test e2e bench quickstart clean check-jdk
 
 all: build
 
-build:
+check-jdk:
+	@./packaging/check-jdk.sh "$(JAVA_HOME)"
+
+build: check-jdk
 	$(MVN) $(MVN_FLAGS) -DskipTests install
 
 install: build
@@ -41,10 +44,10 @@ install: build
 	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
 	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer
 	chmod 0755 $(BIN)/runc-sandboxer
-	install -m 0755 shim/bin/containerd-shim-kuasar-runc-v1 $(BIN)/
+	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 $(BIN)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-runc.service > $(UNITDIR)/kuasar-runc.service
 
-test:
+test: check-jdk
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=
 
 e2e: build

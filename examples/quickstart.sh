@@ -9,7 +9,14 @@ export JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 CURRENT="starting"
 SBX_PID=""
 
-step() { CURRENT="$2"; printf '\n[%s] %s\n' "$1" "$2"; }
+STEP_START=""
+# Each step says what it does, and how long the previous one took.
+step() {
+    [ -n "$STEP_START" ] && printf '    done in %ds\n' $((SECONDS - STEP_START))
+    STEP_START=$SECONDS
+    CURRENT="$2"
+    printf '\n[%s] %s\n' "$1" "$2"
+}
 on_error() {
     echo >&2
     echo "quickstart FAILED during: $CURRENT" >&2
@@ -32,7 +39,7 @@ trap cleanup EXIT
 
 step 1/7 "checking prerequisites"
 [ "$(id -u)" = 0 ] || { echo "run as root: containers need it"; exit 1; }
-[ -x "$JAVA_HOME/bin/java" ] || { echo "no JDK 25 at $JAVA_HOME; install Temurin 25 or set JAVA_HOME"; exit 1; }
+"$REPO/packaging/check-jdk.sh" "$JAVA_HOME" || exit 1
 echo "    JDK: $("$JAVA_HOME/bin/java" -version 2>&1 | head -1)"
 
 step 2/7 "installing packages (build tools, runc, busybox, CNI plugins)"
@@ -45,8 +52,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "    ok"
 
-step 3/7 "build: compiling and installing into $PREFIX"
-make -C "$REPO" --no-print-directory install PREFIX="$PREFIX" MVN_FLAGS="-B -q" >/dev/null
+step 3/7 "build: compiling and installing into $PREFIX (about a minute on 2 cores; log: $WORK/build.log)"
+mkdir -p "$WORK"
+if ! make -C "$REPO" --no-print-directory install PREFIX="$PREFIX" MVN_FLAGS="-B -q" >"$WORK/build.log" 2>&1; then
+    tail -40 "$WORK/build.log" >&2
+    false
+fi
 echo "    $PREFIX/bin/runc-sandboxer"
 
 step 4/7 "preparing containerd 2.x and the busybox image (private cache)"
@@ -69,5 +80,6 @@ step 7/7 "running a pod on the kuasar-runc handler"
     -cp "$REPO/tests/target/lib/*:$(ls "$REPO"/tests/target/kuasar-tests-*.jar | head -1)" \
     io.kuasar.tests.quickstart.Quickstart "$WORK/ctrd/containerd.sock" "$WORK/logs"
 
+printf '    done in %ds\n' $((SECONDS - STEP_START))
 echo
-echo "done: the pod ran on runc-sandboxer under containerd and was removed; cleaning up."
+echo "done in ${SECONDS}s: the pod ran on runc-sandboxer under containerd and was removed; cleaning up."

@@ -20,7 +20,7 @@ class RootfsMountTest {
     @TempDir
     Path dir;
 
-    private final RuncRuntime runtime = new RuncRuntime(new Runc("runc", Path.of("/tmp/unused")), null, Path.of("/tmp/unused"), null);
+    private final RuncRuntime runtime = new RuncRuntime(new Runc("runc", Path.of("/tmp/unused")), null, null, null);
 
     private Path bundle() throws IOException {
         return Files.createDirectories(dir.resolve("bundle"));

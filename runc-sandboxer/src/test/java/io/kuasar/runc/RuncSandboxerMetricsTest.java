@@ -76,7 +76,7 @@ class RuncSandboxerMetricsTest {
                 }
             }
         }
-        RuncSandboxer sandboxer = new RuncSandboxer(dir, null, null, tasks, "ttrpc+unix://unused");
+        RuncSandboxer sandboxer = new RuncSandboxer(new io.kuasar.sandbox.state.StateStore(dir.resolve("state")), null, null, tasks, "ttrpc+unix://unused");
         SandboxRecord r = new SandboxRecord("sb", "runc", SandboxRecord.Phase.RUNNING, "", null, null, null, null,
                 null, null, null, null, 1, "", 0, 0, 0, 0, null);
 

@@ -76,7 +76,7 @@ class TtrpcProxyTest {
         return TtrpcService.builder(SVC)
                 .unary("Echo", StringValue.parser(), (ctx, r) -> r)
                 .unary("Who", StringValue.parser(), (ctx, r) -> StringValue.of(who))
-                .unary("Wait", StringValue.parser(), (ctx, r) -> {
+                .waiting("Wait", StringValue.parser(), (ctx, r) -> {
                     calls.incrementAndGet();
                     seen.add(ctx);
                     Thread.sleep(Long.parseLong(r.getValue()));

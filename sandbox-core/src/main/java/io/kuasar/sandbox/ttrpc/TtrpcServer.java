@@ -318,8 +318,13 @@ public final class TtrpcServer implements AutoCloseable {
             activeCalls.incrementAndGet();
             call.thread = Thread.ofVirtual().name("ttrpc-" + req.getMethod()).start(() -> run(call, ctx, method, req));
             if (deadline != null) {
-                call.timer = deadlines.schedule(() -> expire(call),
-                        Math.max(0, Duration.between(Instant.now(), deadline).toNanos()), TimeUnit.NANOSECONDS);
+                try {
+                    call.timer = deadlines.schedule(() -> expire(call),
+                            Math.max(0, Duration.between(Instant.now(), deadline).toNanos()), TimeUnit.NANOSECONDS);
+                } catch (java.util.concurrent.RejectedExecutionException closing) {
+                    // the server is closing: the call runs without a timer, its answer goes nowhere
+                    LOG.debug("no deadline timer for {}/{}: the server is closing", req.getService(), req.getMethod());
+                }
             }
             return true;
         }

@@ -95,7 +95,7 @@ class ProcessReaperTest {
     void aSlowExitHandlerDoesNotHoldUpOtherExits() throws Exception {
         // An exit handler that blocks (a sandbox lock held by a Stop, an fsync) must not stall the node's other exits.
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
-        int slow = orphan("exit 1");
+        int slow = orphan("sleep 0.2; exit 1");
         var slowExit = reaper.watch(slow).thenAccept(st -> {
             try {
                 release.await();

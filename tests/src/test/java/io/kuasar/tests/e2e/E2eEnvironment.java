@@ -189,7 +189,7 @@ public final class E2eEnvironment implements AutoCloseable {
             if (differs(target.resolve("libexec/kuasar-holder"), prefix.resolve("libexec/kuasar/kuasar-holder"))) {
                 return "kuasar-holder changed";
             }
-            if (differs(repo.resolve("shim/bin/containerd-shim-kuasar-runc-v1"),
+            if (differs(target.resolve("libexec/containerd-shim-kuasar-runc-v1"),
                     prefix.resolve("bin/containerd-shim-kuasar-runc-v1"))) {
                 return "shim helper changed";
             }
