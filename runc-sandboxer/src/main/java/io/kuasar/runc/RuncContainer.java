@@ -143,6 +143,7 @@ final class RuncContainer implements Container {
                 bundle.resolve("exec-" + r.execId() + ".json").toString())),
                 new ProcessIo("exec " + r.execId() + " in container " + id, r.stdin(), r.stdout(), r.stderr()), null);
         e.execPid = r.pid();
+        e.execStartTime = r.startTime();
         e.exit = watch(r.pid(), r.startTime(), r.facts().get(FACT_EXIT_FILE), !"RUNNING".equals(r.status()));
         if (!e.exit.isDone()) {
             e.io.holdOutputs();
@@ -300,6 +301,7 @@ final class RuncContainer implements Container {
         private final Console console;
         private CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
         private int execPid;
+        private long execStartTime;
 
         RuncExec(String execId, Path processFile, ProcessIo io, Console console) {
             this.execId = execId;
@@ -327,6 +329,7 @@ final class RuncContainer implements Container {
                 throw e;
             }
             execPid = readPid(pidFile);
+            execStartTime = Procfs.startTime(execPid);
             exit = exitOf(execPid, exitFile);
             wire(console, io);
             exit.whenComplete((s, t) -> {
@@ -342,6 +345,15 @@ final class RuncContainer implements Container {
         @Override
         public CompletableFuture<ExitStatus> exit() {
             return exit;
+        }
+
+        /** Through a pidfd, and only if the pid still names the process that was started (its start time). */
+        @Override
+        public boolean kill(int signal) {
+            if (exit.isDone() || execPid <= 0) {
+                return false;
+            }
+            return new io.kuasar.sandbox.process.ProcessRef(execPid, execStartTime).signal(signal);
         }
 
         private Path exitFile() {

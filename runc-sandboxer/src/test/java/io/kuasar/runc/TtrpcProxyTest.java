@@ -274,7 +274,7 @@ class TtrpcProxyTest {
         proxy = startProxy();
         TtrpcClient c = client();
         CompletableFuture<String> create = CompletableFuture.supplyAsync(() -> call(c, "Create", "60000"));
-        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> call(c, "Wait", "200"));
+        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> call(c, "Wait", "800"));
         await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 2);
         a.close();
 
@@ -307,7 +307,7 @@ class TtrpcProxyTest {
             ch.connect(UnixDomainSocketAddress.of(front));
             long sent = System.nanoTime();
             write(ch, requestFrame(1, "Wait", "60000", Duration.ofMillis(1500)));
-            write(ch, requestFrame(3, "Wait", "100", null));
+            write(ch, requestFrame(3, "Wait", "800", null));
             await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 2);
             a.close();
             // The condition is time itself: the first call's deadline passes while no backend is up.

@@ -3,6 +3,7 @@ package io.kuasar.sandbox.cli;
 import ch.qos.logback.classic.Level;
 import ch.qos.logback.classic.LoggerContext;
 import io.grpc.BindableService;
+import io.kuasar.sandbox.config.SandboxerConfig;
 import io.kuasar.sandbox.controller.ControllerService;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
@@ -13,7 +14,9 @@ import io.kuasar.sandbox.metrics.RpcMetricsInterceptor;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.sys.FdPoller;
+import io.kuasar.sandbox.ttrpc.TaskProxy;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
+import io.kuasar.sandbox.ttrpc.TtrpcService;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.slf4j.bridge.SLF4JBridgeHandler;
@@ -38,9 +41,26 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
     @Option(names = {"-d", "--dir"}, description = "State directory, one sub-directory per sandbox (default: ${DEFAULT-VALUE})")
     protected Path dir;
 
-    @Option(names = "--log-level", defaultValue = "info",
-            description = "error, warn, info, debug or trace (default: ${DEFAULT-VALUE})")
+    @Option(names = "--log-level",
+            description = "error, warn, info, debug or trace (default: [sandbox].log_level of --config, else info)")
     protected String logLevel;
+
+    @Option(names = {"-c", "--config"}, description = "TOML config file, as Kuasar's (default: none for this daemon)")
+    protected Path config;
+
+    @Option(names = {"-v", "--version"}, versionHelp = true, description = "Print version information and exit")
+    boolean versionRequested;
+
+    @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit")
+    boolean helpRequested;
+
+    /** The config this daemon runs with (after {@link #call()} has read it). */
+    protected SandboxerConfig sandboxerConfig = SandboxerConfig.EMPTY;
+
+    /** The config file read when {@code --config} is not given, if it exists (e.g. vmm's); none by default. */
+    protected Path defaultConfig() {
+        return null;
+    }
 
     @Option(names = "--containerd-ttrpc-address",
             description = "containerd's ttrpc socket for task events (default: $TTRPC_ADDRESS or /run/containerd/containerd.sock.ttrpc)")
@@ -52,13 +72,31 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
 
     private final CountDownLatch stop = new CountDownLatch(1);
 
-    /** The parts a concrete daemon provides once the shared ones exist. */
-    public record Parts(Sandboxer sandboxer, TtrpcServer taskServer, TaskService tasks, List<AutoCloseable> resources) {
+    /**
+     * What the shared part hands a daemon to assemble itself from. {@code poller} is the daemon's one
+     * descriptor-polling thread, shared by the reaper and any other watcher; {@code taskAddress} is where containerd
+     * reaches the Task API this daemon serves (the address Controller.Start answers).
+     */
+    public record Context(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress,
+                          String taskAddress) {
     }
 
-    /** {@code poller} is the daemon's one descriptor-polling thread, shared by the reaper and any other watcher. */
-    protected abstract Parts assemble(StateStore store, ProcessReaper reaper, FdPoller poller, Path eventsAddress)
-            throws Exception;
+    /**
+     * The parts a concrete daemon provides. {@code taskServices} are served on the daemon's Task API socket, behind
+     * the kuasar-ttrpc-proxy when it is installed (so containerd's connections survive a restart of this JVM); empty
+     * when the sandbox serves the Task API itself (Quark). {@code tasks} may be null then.
+     */
+    public record Parts(Sandboxer sandboxer, List<TtrpcService> taskServices, TaskService tasks,
+                        List<AutoCloseable> resources) {
+    }
+
+    protected abstract Parts assemble(Context context) throws Exception;
+
+    /** Where the native helpers live: -Dkuasar.libexec, $KUASAR_LIBEXEC, else /usr/local/libexec/kuasar. */
+    public static Path libexec() {
+        String p = System.getProperty("kuasar.libexec", System.getenv("KUASAR_LIBEXEC"));
+        return Path.of(p != null && !p.isEmpty() ? p : "/usr/local/libexec/kuasar");
+    }
 
     protected Path eventsAddress() {
         if (containerdTtrpc != null) {
@@ -70,7 +108,18 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        configureLogging(logLevel);
+        Path configFile = config != null ? config : defaultConfig();
+        String level;
+        try {
+            if (configFile != null && (config != null || java.nio.file.Files.exists(configFile))) {
+                sandboxerConfig = SandboxerConfig.load(configFile);
+            }
+            level = SandboxerConfig.effectiveLogLevel(logLevel, sandboxerConfig);
+        } catch (java.io.IOException | IllegalArgumentException e) {
+            System.err.println(e.getMessage());
+            return 2;
+        }
+        configureLogging(level);
         ProcessReaper.becomeSubreaper();
         StateStore store = new StateStore(dir);
         java.nio.channels.FileChannel lockFile = java.nio.channels.FileChannel.open(store.root().resolve(".lock"),
@@ -81,7 +130,20 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         }
         FdPoller poller = new FdPoller("fd-poller");
         ProcessReaper reaper = new ProcessReaper(poller);
-        Parts parts = assemble(store, reaper, poller, eventsAddress());
+        // containerd dials task.sock; with the proxy in front, this JVM serves the proxy's backend socket.
+        TaskProxy proxy = new TaskProxy(libexec().resolve("kuasar-ttrpc-proxy"), store.root());
+        Parts parts = assemble(new Context(store, reaper, poller, eventsAddress(), "ttrpc+unix://" + proxy.front()));
+        TtrpcServer taskServer = null;
+        if (!parts.taskServices().isEmpty()) {
+            taskServer = new TtrpcServer(proxy.available() ? proxy.backend() : proxy.front());
+            parts.taskServices().forEach(taskServer::register);
+            if (proxy.available()) {
+                proxy.ensureRunning(reaper);
+            } else {
+                LOG.warn("{} is missing: a restart of this daemon will cut containerd's task connections",
+                        libexec().resolve("kuasar-ttrpc-proxy"));
+            }
+        }
         ControllerService controller = new ControllerService(parts.sandboxer(), store);
         controller.recover();
         MetricsRegistry metrics = new MetricsRegistry();
@@ -90,9 +152,10 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             metrics.gauge("kuasar_containers", "Containers served by this daemon's Task API.",
                     parts.tasks()::containerCount);
         }
-        parts.taskServer().observe((service, method, code, nanos) ->
-                metrics.recordRpc("task", method, code.name(), nanos));
-        parts.taskServer().start();
+        if (taskServer != null) {
+            taskServer.observe((service, method, code, nanos) -> metrics.recordRpc("task", method, code.name(), nanos));
+            taskServer.start();
+        }
         GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller),
                 List.of(new RpcMetricsInterceptor(metrics))).start();
         MetricsServer metricsServer = metricsListen == null ? null : MetricsServer.start(metricsListen, metrics);
@@ -106,7 +169,12 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         SystemdNotify.notify("STOPPING=1");
         LOG.info("shutting down: pods keep running and are recovered on the next start");
         grpc.close();
-        parts.taskServer().close();
+        if (taskServer != null) {
+            taskServer.close();
+            if (proxy.available() && parts.tasks() != null) {
+                proxy.stopIfIdle(parts.tasks().containerCount()); // nothing left to keep: stop it
+            }
+        }
         if (metricsServer != null) {
             metricsServer.close();
         }

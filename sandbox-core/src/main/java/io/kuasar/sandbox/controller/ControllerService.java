@@ -240,8 +240,8 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
     @Override
     public void platform(ControllerPlatformRequest req, StreamObserver<ControllerPlatformResponse> out) {
         unary(out, "Platform", req.getSandboxId(), () -> {
-            lookup(req.getSandboxId());
-            return ControllerPlatformResponse.newBuilder().setPlatform(hostPlatform()).build();
+            SandboxRecord r = lookup(req.getSandboxId()).record;
+            return ControllerPlatformResponse.newBuilder().setPlatform(sandboxer.platform(r)).build();
         });
     }
 
@@ -492,7 +492,8 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         e.exited.complete(new ExitStatus(e.record.exitStatus(), Times.instant(e.record.exitedAt()), st.known()));
     }
 
-    static Platform hostPlatform() {
+    /** This host's OS and architecture, in containerd's (GOARCH) spelling. */
+    public static Platform hostPlatform() {
         String arch = switch (System.getProperty("os.arch")) {
             case "amd64", "x86_64" -> "amd64";
             case "aarch64", "arm64" -> "arm64";

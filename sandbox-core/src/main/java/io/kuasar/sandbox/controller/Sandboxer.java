@@ -36,6 +36,11 @@ public interface Sandboxer {
     /** Resource usage of the sandbox as a containerd Metric; null if it has none to report. */
     Metric metrics(SandboxRecord record) throws Exception;
 
+    /** The platform the sandbox's containers run on; the host's by default (a VM's guest may differ). */
+    default io.kuasar.api.types.Platform platform(SandboxRecord record) {
+        return ControllerService.hostPlatform();
+    }
+
     /** Called after Update stored a new task list ({@code extensions.tasks}); the default keeps it only. */
     default void tasksUpdated(SandboxRecord record, TaskResources.Diff diff) throws Exception {
     }

@@ -62,6 +62,12 @@ public interface Container {
 
         CompletableFuture<ExitStatus> exit();
 
+        /**
+         * Signals the process; false if it has already finished. The runtime knows what its process is (a host
+         * process checked by pid and start time, a process inside a VM's guest), so no caller signals a bare pid.
+         */
+        boolean kill(int signal) throws Exception;
+
         void resizePty(int width, int height) throws Exception;
 
         void closeStdin() throws Exception;

@@ -413,7 +413,7 @@ public final class TaskService {
             throw Status.FAILED_PRECONDITION.withDescription("exec " + p.execId + " in container " + c.id
                     + " has not started").asRuntimeException();
         }
-        if (p.status == ProcStatus.STOPPED || !Linux.kill(p.pid, signal)) {
+        if (p.status == ProcStatus.STOPPED || !p.exec.kill(signal)) {
             throw Status.NOT_FOUND.withDescription("exec " + p.execId + " in container " + c.id
                     + ": process already finished").asRuntimeException();
         }

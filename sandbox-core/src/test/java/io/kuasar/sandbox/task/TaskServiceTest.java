@@ -64,6 +64,10 @@ class TaskServiceTest {
             return new Exec() {
                 public int start() { return 5000 + execs.size(); }
                 public CompletableFuture<ExitStatus> exit() { return f; }
+                public boolean kill(int signal) {
+                    calls.add("kill-exec " + r.getExecId() + " " + signal);
+                    return f.complete(ExitStatus.of(128 + signal)) || !f.isDone();
+                }
                 public void resizePty(int w, int h) { }
                 public void closeStdin() { }
                 public void delete() { calls.add("delete-exec " + r.getExecId()); }

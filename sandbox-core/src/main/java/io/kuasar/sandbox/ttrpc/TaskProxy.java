@@ -1,4 +1,4 @@
-package io.kuasar.runc;
+package io.kuasar.sandbox.ttrpc;
 
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.sys.Linux;
@@ -12,13 +12,14 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
- * The kuasar-ttrpc-proxy in front of the Task API. containerd keeps one ttrpc connection per container and never
+ * The kuasar-ttrpc-proxy in front of a daemon's Task API (set up by {@code SandboxerDaemon} for every sandboxer that
+ * serves one, so each gets kill -9 survival by construction). containerd keeps one ttrpc connection per container and never
  * re-dials it; the proxy owns those connections, outlives this daemon, and replays the idempotent calls that were in
  * flight when the daemon died (Wait, State, Stats, Pids, Connect: every running container has a Wait pending), so
  * containerd sees nothing of a restart. Any other call in flight then (Create, Kill, ...; or one whose deadline
  * passed) is answered UNAVAILABLE by the proxy: it may or may not have run here. See docs/architecture.md.
  */
-final class TaskProxy {
+public final class TaskProxy {
     private static final Logger LOG = LoggerFactory.getLogger(TaskProxy.class);
     static final String COMM = "kuasar-ttrpc-px";
 
@@ -28,7 +29,7 @@ final class TaskProxy {
     private final Path pidFile;
     private final Path log;
 
-    TaskProxy(Path binary, Path stateRoot) {
+    public TaskProxy(Path binary, Path stateRoot) {
         Path root = stateRoot.toAbsolutePath(); // the daemonised proxy works from /
         this.binary = binary;
         this.front = root.resolve("task.sock");
@@ -37,15 +38,15 @@ final class TaskProxy {
         this.log = root.resolve("task-proxy.log");
     }
 
-    boolean available() {
+    public boolean available() {
         return Files.isExecutable(binary);
     }
 
-    Path front() {
+    public Path front() {
         return front;
     }
 
-    Path backend() {
+    public Path backend() {
         return backend;
     }
 
@@ -53,7 +54,7 @@ final class TaskProxy {
      * Starts the proxy unless one from a previous run still serves (it keeps containerd's connections). A proxy we
      * start is re-parented to this daemon (a child subreaper), so it is watched to be reaped if it ever exits.
      */
-    void ensureRunning(ProcessReaper reaper) throws IOException, InterruptedException {
+    public void ensureRunning(ProcessReaper reaper) throws IOException, InterruptedException {
         int pid = runningPid();
         if (pid > 0 && Files.exists(front)) {
             LOG.info("task proxy {} from a previous run keeps serving {}", pid, front);
@@ -81,7 +82,7 @@ final class TaskProxy {
     }
 
     /** On a clean shutdown with no containers left, the proxy has nothing to keep: stop it. */
-    void stopIfIdle(int containers) {
+    public void stopIfIdle(int containers) {
         int pid = runningPid();
         if (containers == 0 && pid > 0) {
             Linux.kill(pid, 15);
@@ -98,7 +99,7 @@ final class TaskProxy {
         }
     }
 
-    int runningPid() {
+    public int runningPid() {
         try {
             int pid = Integer.parseInt(Files.readString(pidFile).trim());
             String comm = Files.readString(Path.of("/proc/" + pid + "/comm")).trim();
