@@ -47,6 +47,7 @@ final class RuncContainer implements Container {
     private final Map<String, RuncExec> execs = new ConcurrentHashMap<>();
     private int pid;
     private CompletableFuture<ExitStatus> exit;
+    private io.kuasar.sandbox.cgroup.OomMonitor oom;
 
     RuncContainer(String id, String sandboxId, Path bundle, Runc runc, ProcessReaper reaper, ObjectMapper json,
                   CgroupStats cgroups, boolean rootfsMounted, ProcessIo io, Path consoleDir, boolean terminal,
@@ -246,6 +247,17 @@ final class RuncContainer implements Container {
         }
     }
 
+    /** Where OOM kills of this container are watched (its host memory cgroup); null watches none. */
+    RuncContainer withOom(io.kuasar.sandbox.cgroup.OomMonitor monitor) {
+        this.oom = monitor;
+        return this;
+    }
+
+    @Override
+    public boolean watchOom(Runnable onOom) {
+        return oom != null && oom.watch(id, pid, onOom);
+    }
+
     @Override
     public String sandboxId() {
         return sandboxId;
@@ -431,6 +443,9 @@ final class RuncContainer implements Container {
                 e.console.close();
             }
         });
+        if (oom != null) {
+            oom.unwatch(id);
+        }
         if (rootfsMounted) {
             Linux.umount(bundle.resolve("rootfs").toString(), Linux.MNT_DETACH);
         }

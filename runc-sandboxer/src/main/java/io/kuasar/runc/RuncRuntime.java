@@ -7,6 +7,7 @@ import io.kuasar.api.runc.options.Options;
 import io.kuasar.api.task.v3.CreateTaskRequest;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.mount.Mounts;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.state.AtomicFiles;
@@ -40,6 +41,7 @@ public final class RuncRuntime implements ContainerRuntime {
     private final CgroupStats cgroups = new CgroupStats();
 
     private final StateStore store;
+    private final OomMonitor oom;
     private final Path consoleDir;
     private final Path monitor;
 
@@ -49,6 +51,12 @@ public final class RuncRuntime implements ContainerRuntime {
      * children).
      */
     public RuncRuntime(Runc runc, ProcessReaper reaper, StateStore store, Path monitor) {
+        this(runc, reaper, store, monitor, null);
+    }
+
+    /** {@code oom}: where containers' OOM kills are watched (their memory cgroups); null reports none. */
+    public RuncRuntime(Runc runc, ProcessReaper reaper, StateStore store, Path monitor, OomMonitor oom) {
+        this.oom = oom;
         this.runc = runc;
         this.reaper = reaper;
         this.store = store;
@@ -60,7 +68,7 @@ public final class RuncRuntime implements ContainerRuntime {
     public Container recover(TaskRecord r) throws IOException {
         Runc rr = runc.withBinary(r.facts().getOrDefault(RuncContainer.FACT_RUNC, runc.binary()))
                 .withRoot(Path.of(r.facts().getOrDefault(RuncContainer.FACT_ROOT, runc.root().toString())));
-        return RuncContainer.recovered(r, rr, reaper, json, cgroups, consoleDir, monitor);
+        return RuncContainer.recovered(r, rr, reaper, json, cgroups, consoleDir, monitor).withOom(oom);
     }
 
     @Override
@@ -77,7 +85,7 @@ public final class RuncRuntime implements ContainerRuntime {
         boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
         RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,
                 new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()), consoleDir,
-                req.getTerminal(), monitor);
+                req.getTerminal(), monitor).withOom(oom);
         try {
             c.create();
         } catch (Exception e) {

@@ -37,7 +37,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
         OomMonitor oom = new OomMonitor(ctx.poller());
         TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), ctx.reaper(),
-                ctx.store(), libexec().resolve("kuasar-monitor")), events, oom, new TaskStore(ctx.store()));
+                ctx.store(), libexec().resolve("kuasar-monitor"), oom), events, new TaskStore(ctx.store()));
         tasks.recover();
         RuncSandboxer sandboxer = new RuncSandboxer(ctx.store(), new HolderLauncher(helper), ctx.reaper(), tasks,
                 ctx.taskAddress());

@@ -63,8 +63,7 @@ class RuncSandboxerMetricsTest {
     @Test
     void sumsCgroupV2ContainersIntoV2() throws Exception {
         Map<String, Any> stats = Map.of("c1", v2(1000, 4096, 1), "c2", v2(500, 8192, 2));
-        TaskService tasks = new TaskService((ctx, req) -> new StatsOnly(stats.get(req.getId())), (ns, t, e) -> { },
-                null);
+        TaskService tasks = new TaskService((ctx, req) -> new StatsOnly(stats.get(req.getId())), (ns, t, e) -> { });
         try (TtrpcServer server = new TtrpcServer(dir.resolve("task.sock"))) {
             tasks.services().forEach(server::register);
             server.start();

@@ -70,7 +70,7 @@ class RuncSandboxerTest {
         ProcessRef actual = ProcessRef.of(pid);
         RuncSandboxer sandboxer = new RuncSandboxer(new StateStore(dir.resolve("state")),
                 new HolderLauncher(RuncSandboxerMain.libexec().resolve("kuasar-holder")), reaper,
-                new TaskService((ctx, req) -> null, (ns, t, e) -> { }, null), "ttrpc+unix:///x");
+                new TaskService((ctx, req) -> null, (ns, t, e) -> { }), "ttrpc+unix:///x");
         long now = Times.nanos(Instant.now());
         try {
             Map<String, String> other = new HashMap<>(Map.of(RuncSandboxer.HOLDER_PID, Integer.toString(pid),

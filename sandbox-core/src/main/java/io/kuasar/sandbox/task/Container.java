@@ -45,6 +45,15 @@ public interface Container {
 
     void closeStdin() throws Exception;
 
+    /**
+     * Calls {@code onOom} each time the container's processes are killed for lack of memory, from a thread that may
+     * only hand off; false if this runtime cannot tell (no OOM events are published then). A runtime reports OOM
+     * its own way: the host's memory cgroup (runc), a guest agent's events (microVM), an engine's limit (Wasm).
+     */
+    default boolean watchOom(Runnable onOom) {
+        return false;
+    }
+
     /** Runtime facts to keep in the container's {@link TaskRecord}, so the runtime can recover it after a restart. */
     default java.util.Map<String, String> facts() {
         return java.util.Map.of();

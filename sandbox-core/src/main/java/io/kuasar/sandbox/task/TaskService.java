@@ -37,7 +37,6 @@ import io.kuasar.api.task.v3.StatsResponse;
 import io.kuasar.api.task.v3.UpdateTaskRequest;
 import io.kuasar.api.task.v3.WaitRequest;
 import io.kuasar.api.task.v3.WaitResponse;
-import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.events.EventPublisher;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.Ids;
@@ -74,25 +73,22 @@ public final class TaskService {
 
     private final ContainerRuntime runtime;
     private final EventPublisher events;
-    private final OomMonitor oom;
     private final TaskStore store;
     private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
     /** Ids whose Create is under way: reserved first, so two Creates of one id never both run the runtime. */
     private final java.util.Set<String> creating = ConcurrentHashMap.newKeySet();
 
-    /** {@code oom} may be null where containers have no host cgroup to watch (e.g. inside a VM's agent). */
-    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom) {
-        this(runtime, events, oom, null);
+    public TaskService(ContainerRuntime runtime, EventPublisher events) {
+        this(runtime, events, null);
     }
 
     /**
      * {@code store}: where each container's {@link TaskRecord} is kept so that {@link #recover()} can re-attach
      * after a daemon restart; null keeps nothing.
      */
-    public TaskService(ContainerRuntime runtime, EventPublisher events, OomMonitor oom, TaskStore store) {
+    public TaskService(ContainerRuntime runtime, EventPublisher events, TaskStore store) {
         this.runtime = runtime;
         this.events = events;
-        this.oom = oom;
         this.store = store;
     }
 
@@ -162,9 +158,6 @@ public final class TaskService {
         }
         containers.remove(id);
         forget(c);
-        if (oom != null) {
-            oom.unwatch(id);
-        }
     }
 
     private TtrpcService build(String name) {
@@ -291,10 +284,7 @@ public final class TaskService {
             save(c);
             events.publish(c.namespace, "/tasks/start", TaskStart.newBuilder().setContainerId(c.id)
                     .setPid(c.init.pid).build());
-            if (oom != null) {
-                oom.watch(c.id, c.init.pid, () -> events.publish(c.namespace, "/tasks/oom",
-                        TaskOOM.newBuilder().setContainerId(c.id).build()));
-            }
+            watchOom(c);
             LOG.info("container {} started", c.id);
             return StartResponse.newBuilder().setPid(c.init.pid).build();
         }
@@ -364,9 +354,6 @@ public final class TaskService {
         c.container.delete();
         containers.remove(c.id);
         forget(c);
-        if (oom != null) {
-            oom.unwatch(c.id);
-        }
         ExitStatus st = c.init.exitStatus == null ? ExitStatus.of(137) : c.init.exitStatus;
         events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setId(c.id)
                 .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt())).build());
@@ -538,6 +525,14 @@ public final class TaskService {
         return Empty.getDefaultInstance();
     }
 
+    /** Publishes /tasks/oom for the container whenever its runtime reports an OOM kill. */
+    private void watchOom(ContainerEntry c) {
+        if (!c.container.watchOom(() -> events.publish(c.namespace, "/tasks/oom",
+                TaskOOM.newBuilder().setContainerId(c.id).build()))) {
+            LOG.debug("container {}: its runtime reports no OOM events", c.id);
+        }
+    }
+
     // ---- persistence and recovery ----
 
     /**
@@ -653,9 +648,8 @@ public final class TaskService {
         containers.put(r.id(), entry);
         if (init.status != ProcStatus.STOPPED) {
             c.initExit().thenAccept(st -> exited(entry, init, st));
-            if (oom != null && init.status != ProcStatus.CREATED) {
-                oom.watch(entry.id, init.pid, () -> events.publish(entry.namespace, "/tasks/oom",
-                        TaskOOM.newBuilder().setContainerId(entry.id).build()));
+            if (init.status != ProcStatus.CREATED) {
+                watchOom(entry);
             }
         }
         LOG.info("recovered container {} ({}, pid {})", r.id(), init.status.name().toLowerCase(), init.pid);

@@ -105,7 +105,7 @@ class TaskServiceTest {
             synchronized (events) {
                 events.add(ns + " " + topic);
             }
-        }, null);
+        });
         server = new TtrpcServer(dir.resolve("task.sock"));
         tasks.services().forEach(server::register);
         server.start();
@@ -261,7 +261,7 @@ class TaskServiceTest {
     void recordsAreWrittenInOrderAndNeverTorn() throws Exception {
         Path state = dir.resolve("state");
         TaskStore store = new TaskStore(new io.kuasar.sandbox.state.StateStore(state));
-        TaskService persisted = new TaskService((ctx, req) -> new FakeContainer(), (ns, t, e) -> { }, null, store);
+        TaskService persisted = new TaskService((ctx, req) -> new FakeContainer(), (ns, t, e) -> { }, store);
         TtrpcServer s2 = new TtrpcServer(dir.resolve("task2.sock"));
         persisted.services().forEach(s2::register);
         s2.start();
