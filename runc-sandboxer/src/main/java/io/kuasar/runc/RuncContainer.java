@@ -181,26 +181,43 @@ final class RuncContainer implements Container {
                 pidFile.toString()));
         args.addAll(consoleArgs(console));
         args.add(id);
-        Path exitFile = bundle.resolve("init.exit");
+        Launched init = launch("runc create of container " + id, args, pidFile, bundle.resolve("init.exit"),
+                console, io);
+        pid = init.pid();
+        exit = init.exit();
+    }
+
+    /** A process that runc left running under its monitor: its pid and its exit. */
+    private record Launched(int pid, CompletableFuture<ExitStatus> exit) {
+    }
+
+    /**
+     * Runs runc ({@code create}, or {@code exec --detach}) under the monitor, with the process's stdio or its
+     * terminal, then watches the process runc leaves behind; the process's IO and terminal are released when it
+     * exits. The one launch path of init and exec processes.
+     */
+    private Launched launch(String what, List<String> args, Path pidFile, Path exitFile, Console terminal,
+                            ProcessIo stdio) throws IOException {
         Files.deleteIfExists(exitFile);
         try {
-            monitored(pidFile, exitFile).run("runc create of container " + id, log(), args,
-                    console == null ? io.stdio() : ProcessIo.NULL_STDIO, null);
+            monitored(pidFile, exitFile).run(what, log(), args,
+                    terminal == null ? stdio.stdio() : ProcessIo.NULL_STDIO, null);
         } catch (IOException | RuntimeException e) {
-            if (console != null) {
-                console.close();
+            if (terminal != null) {
+                terminal.close();
             }
             throw e;
         }
-        pid = readPid(pidFile);
-        exit = exitOf(pid, exitFile);
-        wire(console, io);
-        exit.whenComplete((s, t) -> {
-            io.close();
-            if (console != null) {
-                console.close();
+        int launched = readPid(pidFile);
+        CompletableFuture<ExitStatus> exited = exitOf(launched, exitFile);
+        wire(terminal, stdio);
+        exited.whenComplete((s, t) -> {
+            stdio.close();
+            if (terminal != null) {
+                terminal.close();
             }
         });
+        return new Launched(launched, exited);
     }
 
     private Path log() {
@@ -329,27 +346,11 @@ final class RuncContainer implements Container {
                     "--process", processFile.toString()));
             args.addAll(consoleArgs(console));
             args.add(id);
-            Path exitFile = exitFile();
-            Files.deleteIfExists(exitFile);
-            try {
-                monitored(pidFile, exitFile).run("runc exec " + execId + " in container " + id, log(), args,
-                        console == null ? io.stdio() : ProcessIo.NULL_STDIO, null);
-            } catch (IOException | RuntimeException e) {
-                if (console != null) {
-                    console.close();
-                }
-                throw e;
-            }
-            execPid = readPid(pidFile);
+            Launched launched = launch("runc exec " + execId + " in container " + id, args, pidFile, exitFile(),
+                    console, io);
+            execPid = launched.pid();
             execStartTime = Procfs.startTime(execPid);
-            exit = exitOf(execPid, exitFile);
-            wire(console, io);
-            exit.whenComplete((s, t) -> {
-                io.close();
-                if (console != null) {
-                    console.close();
-                }
-            });
+            exit = launched.exit();
             Files.deleteIfExists(pidFile);
             return execPid;
         }
