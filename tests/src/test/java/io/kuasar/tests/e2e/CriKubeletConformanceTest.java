@@ -1,0 +1,178 @@
+package io.kuasar.tests.e2e;
+
+import io.kuasar.api.cri.v1.Capability;
+import io.kuasar.api.cri.v1.ContainerConfig;
+import io.kuasar.api.cri.v1.ContainerState;
+import io.kuasar.api.cri.v1.ContainerStatus;
+import io.kuasar.api.cri.v1.CreateContainerRequest;
+import io.kuasar.api.cri.v1.DNSConfig;
+import io.kuasar.api.cri.v1.Int64Value;
+import io.kuasar.api.cri.v1.LinuxContainerSecurityContext;
+import io.kuasar.api.cri.v1.MountPropagation;
+import io.kuasar.api.cri.v1.NamespaceMode;
+import io.kuasar.api.cri.v1.PodSandboxConfig;
+import io.kuasar.api.cri.v1.ReopenContainerLogRequest;
+import io.kuasar.tests.cri.CriClient;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.function.UnaryOperator;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * What kubelet relies on, on containerd's stock {@code runc} handler and on {@code kuasar-runc} in the same run (see
+ * {@link CriConformanceTest}): OOM reason, log reopening, security context, read-only rootfs, volumes with mount
+ * propagation, DNS config, exec exit codes.
+ */
+@Tag("e2e")
+@ExtendWith(E2eExtension.class)
+class CriKubeletConformanceTest {
+    private static final long MI = 1L << 20;
+
+    /** Creates and starts a container whose config {@code edit} adjusts. */
+    private static String run(CriClient cri, CriClient.Pod pod, String name, CriClient.ContainerOptions o,
+                              UnaryOperator<ContainerConfig.Builder> edit, String... cmd) {
+        ContainerConfig cfg = edit.apply(cri.containerConfig(pod, name, o, cmd).toBuilder()).build();
+        String id = cri.runtime(Duration.ofSeconds(60)).createContainer(CreateContainerRequest.newBuilder()
+                .setPodSandboxId(pod.id()).setConfig(cfg).setSandboxConfig(pod.config()).build()).getContainerId();
+        cri.startContainer(id);
+        return id;
+    }
+
+    private static LinuxContainerSecurityContext.Builder security(ContainerConfig.Builder b) {
+        return b.getLinuxBuilder().getSecurityContextBuilder();
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void anOomKilledContainerReportsOOMKilled(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("oom", true, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "hog", CriClient.ContainerOptions.defaults().memoryLimit(32 * MI),
+                "sh", "-c", "sleep 1; x=$(head -c 200m /dev/zero | tr '\\0' a); echo ${#x}");
+        ContainerStatus s = Cri.awaitState(cri, c, ContainerState.CONTAINER_EXITED, Duration.ofSeconds(60));
+        assertThat(s.getExitCode()).isEqualTo(137);
+        assertThat(s.getReason()).isEqualTo("OOMKilled");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void logsGoToTheLogFileAndAreReopenedOnRequest(String handler, CriClient cri) throws Exception {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("logs", true, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "ticker", "sh", "-c",
+                "echo first; while true; do echo tick; sleep 0.2; done");
+        Path log = Cri.logFile(pod, "ticker");
+        Cri.awaitLog(pod, "ticker", l -> l.contains(" stdout F first") && l.contains("tick"), Duration.ofSeconds(30));
+        Path rotated = log.resolveSibling("ticker.log.1");
+        Files.move(log, rotated); // what kubelet's log rotation does, then it asks for a reopen
+        cri.runtime().reopenContainerLog(ReopenContainerLogRequest.newBuilder().setContainerId(c).build());
+        Cri.awaitLog(pod, "ticker", l -> l.contains("tick"), Duration.ofSeconds(30));
+        assertThat(Host.read(rotated)).contains("first");
+        assertThat(Host.read(log)).doesNotContain("first");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void runAsUserAndCapabilitiesAreApplied(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("secctx", true, NamespaceMode.CONTAINER), handler);
+        String user = run(cri, pod, "user", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setRunAsUser(Int64Value.newBuilder().setValue(1234));
+            return b;
+        }, "sleep", "1000");
+        assertThat(cri.execSync(user, "id", "-u").stdout().trim()).isEqualTo("1234");
+        String caps = run(cri, pod, "caps", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setCapabilities(Capability.newBuilder().addDropCapabilities("ALL")
+                    .addAddCapabilities("NET_BIND_SERVICE"));
+            return b;
+        }, "sleep", "1000");
+        assertThat(cri.execSync(caps, "grep", "CapEff", "/proc/self/status").stdout())
+                .contains("0000000000000400"); // CAP_NET_BIND_SERVICE (10) only
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void privilegedContainersHaveEveryCapability(String handler, CriClient cri) {
+        PodSandboxConfig base = cri.podConfig("priv", true, NamespaceMode.CONTAINER);
+        PodSandboxConfig cfg = base.toBuilder().setLinux(base.getLinux().toBuilder().setSecurityContext(
+                base.getLinux().getSecurityContext().toBuilder().setPrivileged(true))).build();
+        CriClient.Pod pod = cri.runPod(cfg, handler);
+        String c = run(cri, pod, "priv", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setPrivileged(true);
+            return b;
+        }, "sleep", "1000");
+        String capEff = cri.execSync(c, "grep", "CapEff", "/proc/self/status").stdout().trim();
+        String unprivileged = Host.check(Duration.ofSeconds(5), Map.of(), null, "grep", "CapEff",
+                "/proc/self/status").trim();
+        assertThat(capEff).isEqualTo(unprivileged); // the host's full set (root here)
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void aReadOnlyRootfsCannotBeWritten(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("rorootfs", true, NamespaceMode.CONTAINER), handler);
+        String c = run(cri, pod, "ro", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setReadonlyRootfs(true);
+            return b;
+        }, "sleep", "1000");
+        CriClient.ExecResult w = cri.execSync(c, "touch", "/written");
+        assertThat(w.exitCode()).isNotZero();
+        assertThat(w.stderr()).contains("Read-only file system");
+    }
+
+    /** A hostPath volume with HostToContainer propagation sees what the host mounts below it later. */
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void hostToContainerPropagationShowsLaterHostMounts(String handler, CriClient cri, E2eEnvironment env)
+            throws Exception {
+        Path src = Files.createTempDirectory(env.workdir(), "prop-");
+        Path later = Files.createDirectories(src.resolve("later"));
+        // rslave needs a shared (or slave) source mount: make the directory a shared mount of its own.
+        Host.check(Duration.ofSeconds(5), Map.of(), null, "mount", "--bind", src.toString(), src.toString());
+        Host.check(Duration.ofSeconds(5), Map.of(), null, "mount", "--make-rshared", src.toString());
+        try {
+            CriClient.Pod pod = cri.runPod(cri.podConfig("prop", true, NamespaceMode.CONTAINER), handler);
+            String c = run(cri, pod, "vol", CriClient.ContainerOptions.defaults(), b -> b.addMounts(
+                    io.kuasar.api.cri.v1.Mount.newBuilder().setHostPath(src.toString()).setContainerPath("/vol")
+                            .setPropagation(MountPropagation.PROPAGATION_HOST_TO_CONTAINER)), "sleep", "1000");
+            Host.check(Duration.ofSeconds(5), Map.of(), null, "mount", "-t", "tmpfs", "later", later.toString());
+            Files.writeString(later.resolve("hello"), "from the host\n");
+            assertThat(cri.execSync(c, "cat", "/vol/later/hello").stdout()).isEqualTo("from the host\n");
+            // and the volume itself is writable, back to the host
+            assertThat(cri.execSync(c, "sh", "-c", "echo back > /vol/back").exitCode()).isZero();
+            assertThat(Files.readString(src.resolve("back"))).isEqualTo("back\n");
+        } finally {
+            Host.run(Duration.ofSeconds(5), Map.of(), null, "umount", "-l", later.toString());
+            Host.run(Duration.ofSeconds(5), Map.of(), null, "umount", "-l", src.toString());
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void thePodsDnsConfigIsItsResolvConf(String handler, CriClient cri) {
+        PodSandboxConfig cfg = cri.podConfig("dns", false, NamespaceMode.CONTAINER).toBuilder()
+                .setDnsConfig(DNSConfig.newBuilder().addServers("10.96.0.10").addSearches("default.svc.cluster.local")
+                        .addSearches("svc.cluster.local").addOptions("ndots:5")).build();
+        CriClient.Pod pod = cri.runPod(cfg, handler);
+        String c = cri.runContainer(pod, "c", "sleep", "1000");
+        String resolv = cri.execSync(c, "cat", "/etc/resolv.conf").stdout();
+        assertThat(resolv).contains("nameserver 10.96.0.10")
+                .contains("search default.svc.cluster.local svc.cluster.local").contains("options ndots:5");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void execReportsExitCodesAndOutput(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("exec", true, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "c", "sleep", "1000");
+        CriClient.ExecResult r = cri.execSync(c, "sh", "-c", "echo out; echo err >&2; exit 3");
+        assertThat(r.exitCode()).isEqualTo(3);
+        assertThat(r.stdout()).isEqualTo("out\n");
+        assertThat(r.stderr()).isEqualTo("err\n");
+    }
+}
