@@ -17,7 +17,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  * kill -9 of runc-sandboxer while pods run, then a new runc-sandboxer on the same --dir: every pod is still READY
  * and every container RUNNING through CRI; exec, logs, stop and removal work; a container that exits after the
  * restart reports its real exit code. containerd never re-dials a task connection, so the ttrpc proxy keeps them
- * open across the restart and replays the calls that were in flight (every running container has a Wait pending).
+ * open across the restart and replays the idempotent calls that were in flight (every running container has a Wait
+ * pending); others are answered UNAVAILABLE.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
