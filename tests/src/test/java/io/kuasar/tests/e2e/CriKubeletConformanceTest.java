@@ -29,7 +29,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * What kubelet relies on, on containerd's stock {@code runc} handler and on {@code kuasar-runc} in the same run (see
  * {@link CriConformanceTest}): OOM reason, log reopening, security context, read-only rootfs, volumes with mount
- * propagation, DNS config, exec exit codes.
+ * propagation, DNS config, exec exit codes, streaming exec and attach, container stats.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -174,5 +174,39 @@ class CriKubeletConformanceTest {
         assertThat(r.exitCode()).isEqualTo(3);
         assertThat(r.stdout()).isEqualTo("out\n");
         assertThat(r.stderr()).isEqualTo("err\n");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void streamingExecAndAttachReachTheProcesses(String handler, CriClient cri) {
+        Duration t = Duration.ofSeconds(20);
+        CriClient.Pod pod = cri.runPod(cri.podConfig("stream", true, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "echoer", CriClient.ContainerOptions.defaults().stdin(true), "sh", "-c",
+                "echo attach-ready; while read l; do echo \"echo:$l\"; done");
+        Cri.awaitLog(pod, "echoer", l -> l.contains("attach-ready"), t);
+        try (io.kuasar.tests.cri.StreamClient.Session s = io.kuasar.tests.cri.StreamClient.open(
+                cri.execUrl(c, false, true, "sh", "-c", "read x; echo \"got:$x\"; exit 5"), t)) {
+            s.sendStdin("hello\n");
+            io.kuasar.tests.cri.StreamClient.Result r = s.await(t);
+            assertThat(r.stdout()).isEqualTo("got:hello\n");
+            assertThat(r.exitCode()).as(r.status()).isEqualTo(5);
+        }
+        try (io.kuasar.tests.cri.StreamClient.Session s = io.kuasar.tests.cri.StreamClient.open(
+                cri.attachUrl(c, false, true), t)) {
+            s.sendStdin("ping\n");
+            assertThat(s.awaitStdout(out -> out.contains("echo:ping"), t)).as("stdout: %s", s.stdout()).isTrue();
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void containerStatsReportCpuAndMemory(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("stats", true, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "busy", "sh", "-c",
+                "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo warmed; exec sleep 1000");
+        Cri.awaitLog(pod, "busy", l -> l.contains("warmed"), Duration.ofSeconds(30));
+        io.kuasar.api.cri.v1.ContainerStats st = cri.containerStats(c);
+        assertThat(st.getCpu().getUsageCoreNanoSeconds().getValue()).isGreaterThan(1_000_000L);
+        assertThat(st.getMemory().getWorkingSetBytes().getValue()).isPositive();
     }
 }
