@@ -15,6 +15,7 @@ import java.util.concurrent.TimeUnit;
  * exits; the holder is then re-parented to this daemon (a child subreaper).
  */
 public final class HolderLauncher {
+    private static final java.time.Duration LAUNCH_TIMEOUT = java.time.Duration.ofSeconds(10);
     private final Path helper;
 
     public HolderLauncher(Path helper) {
@@ -28,16 +29,27 @@ public final class HolderLauncher {
     /** A pod with its own IPC namespace and no sysctls (tests and callers that need nothing else). */
     public int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace)
             throws IOException {
-        return launch(sandboxId, netnsPath, hostname, newPidNamespace, true, List.of());
+        return launch(sandboxId, netnsPath, hostname, newPidNamespace, true, List.of(), null);
     }
 
     /**
      * {@code hostname} null keeps the host's UTS namespace (host-network pods, as containerd's pause container
      * does); otherwise the pod gets its own, named so. {@code newIpcNamespace} false keeps the host's (HostIpc
-     * pods). {@code sysctls} are written inside the pod's namespaces before the holder's pid is returned.
+     * pods). {@code sysctls} are written inside the pod's namespaces before the holder's pid is returned. The
+     * helper gets 10 s, or less if the caller's {@code deadline} (null: none) comes first.
      */
     int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace,
-               boolean newIpcNamespace, List<Sysctls.Setting> sysctls) throws IOException {
+               boolean newIpcNamespace, List<Sysctls.Setting> sysctls, java.time.Instant deadline)
+            throws IOException {
+        long waitMillis = LAUNCH_TIMEOUT.toMillis();
+        if (deadline != null) {
+            waitMillis = Math.min(waitMillis, java.time.Duration.between(java.time.Instant.now(), deadline).toMillis());
+            if (waitMillis <= 0) {
+                throw Status.DEADLINE_EXCEEDED.withDescription("sandbox " + sandboxId
+                        + ": the Start call's deadline passed before the namespace holder was started")
+                        .asRuntimeException();
+            }
+        }
         if (!Files.isExecutable(helper)) {
             throw Status.FAILED_PRECONDITION.withDescription("namespace holder helper " + helper
                     + " is missing or not executable; reinstall runc-sandboxer (make install)").asRuntimeException();
@@ -65,10 +77,10 @@ public final class HolderLauncher {
         Process p = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
                 .start();
         try {
-            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+            if (!p.waitFor(waitMillis, TimeUnit.MILLISECONDS)) {
                 p.destroyForcibly();
                 throw Status.DEADLINE_EXCEEDED.withDescription("sandbox " + sandboxId
-                        + ": namespace holder did not start within 10s").asRuntimeException();
+                        + ": namespace holder did not start within " + waitMillis + " ms").asRuntimeException();
             }
         } catch (InterruptedException e) {
             p.destroyForcibly();

@@ -75,7 +75,7 @@ public final class RuncSandboxer implements Sandboxer {
     }
 
     @Override
-    public Started start(SandboxRecord r) throws IOException {
+    public Started start(SandboxRecord r, Instant deadline) throws IOException {
         PodSandboxConfig cfg = podConfig(r);
         var nsOptions = cfg == null ? null : cfg.getLinux().getSecurityContext().getNamespaceOptions();
         boolean sharedPid = nsOptions != null && nsOptions.getPid() == NamespaceMode.POD;
@@ -96,7 +96,8 @@ public final class RuncSandboxer implements Sandboxer {
         PodFiles.prepare(dir, cfg, hostname);
         ProcessRef holder;
         try {
-            holder = ProcessRef.of(holders.launch(r.id(), r.netnsPath(), hostname, sharedPid, !hostIpc, sysctls));
+            holder = ProcessRef.of(holders.launch(r.id(), r.netnsPath(), hostname, sharedPid, !hostIpc, sysctls,
+                    deadline));
         } catch (IOException | RuntimeException e) {
             PodFiles.release(dir);
             throw e;

@@ -80,7 +80,7 @@ class HolderLauncherTest {
 
     @Test
     void hostIpcPodKeepsTheHostIpcNamespace() throws Exception {
-        int pid = launcher.launch("holdertest4", "", "h4", false, false, java.util.List.of());
+        int pid = launcher.launch("holdertest4", "", "h4", false, false, java.util.List.of(), null);
         var exit = reaper.watch(pid);
         try {
             assertThat(ns(pid, "ipc")).isEqualTo(ns(Linux.getpid(), "ipc"));
@@ -97,7 +97,7 @@ class HolderLauncherTest {
         String hostMq = Files.readString(Path.of("/proc/sys/fs/mqueue/msg_max")).trim();
         var sysctls = Sysctls.validate("holdertest5", java.util.Map.of("kernel.shm_rmid_forced", "1",
                 "fs.mqueue.msg_max", "100", "kernel/domainname", "pod.local"), true, false, false);
-        int pid = launcher.launch("holdertest5", "", "h5", false, true, sysctls);
+        int pid = launcher.launch("holdertest5", "", "h5", false, true, sysctls, null);
         var exit = reaper.watch(pid);
         try {
             assertThat(inPod(pid, "-i", "/proc/sys/kernel/shm_rmid_forced")).isEqualTo("1");
@@ -114,7 +114,7 @@ class HolderLauncherTest {
     @Test
     void aSysctlTheKernelRefusesFailsTheLaunchClearly() {
         var sysctls = Sysctls.validate("holdertest6", java.util.Map.of("fs.mqueue.msg_max", "-5"), true, false, true);
-        assertThatThrownBy(() -> launcher.launch("holdertest6", "", null, false, true, sysctls))
+        assertThatThrownBy(() -> launcher.launch("holdertest6", "", null, false, true, sysctls, null))
                 .isInstanceOf(StatusRuntimeException.class).hasMessageContaining("fs/mqueue/msg_max");
     }
 
@@ -123,5 +123,24 @@ class HolderLauncherTest {
         String out = new String(p.getInputStream().readAllBytes()).trim();
         assertThat(p.waitFor()).isZero();
         return out;
+    }
+
+    @Test
+    void aStartWhoseDeadlineHasPassedStartsNothing() {
+        assertThatThrownBy(() -> launcher.launch("holdertest7", "", "h7", false, true, java.util.List.of(),
+                java.time.Instant.now().minusMillis(1)))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> assertThat(e.getStatus().getCode())
+                        .isEqualTo(io.grpc.Status.Code.DEADLINE_EXCEEDED));
+        assertThat(noProcessNamed("kuasar-holderte")).isTrue();
+    }
+
+    private static boolean noProcessNamed(String comm) {
+        return ProcessHandle.allProcesses().noneMatch(h -> {
+            try {
+                return Files.readString(Path.of("/proc/" + h.pid() + "/comm")).trim().equals(comm);
+            } catch (java.io.IOException e) {
+                return false;
+            }
+        });
     }
 }

@@ -211,7 +211,7 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                 if (r.phase() == Phase.CREATED) {
                     Sandboxer.Started s;
                     try {
-                        s = sandboxer.start(r);
+                        s = sandboxer.start(r, callDeadline());
                     } catch (Exception ex) {
                         abandon(e, r, "Start", ex);
                         throw ex;
@@ -434,6 +434,12 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
     }
 
     // ---- helpers ----
+
+    /** The deadline of the gRPC call being served, as an instant; null if it has none. */
+    private static Instant callDeadline() {
+        io.grpc.Deadline d = io.grpc.Context.current().getDeadline();
+        return d == null ? null : Instant.now().plusNanos(d.timeRemaining(TimeUnit.NANOSECONDS));
+    }
 
     private Entry lookup(String rawId) {
         String id = Ids.require("sandbox", rawId);

@@ -21,8 +21,13 @@ public interface Sandboxer {
     /** Prepares a sandbox that was just recorded; starts no process. */
     void create(SandboxRecord record) throws Exception;
 
-    /** Starts the sandbox. The exit future completes when the sandbox's main process ends. */
-    Started start(SandboxRecord record) throws Exception;
+    /**
+     * Starts the sandbox. The exit future completes when the sandbox's main process ends. {@code deadline} is the
+     * caller's (containerd's RPC deadline; null: none): a sandboxer whose start can take long (a VM boot) gives up
+     * with DEADLINE_EXCEEDED when it passes, and cleans up what it made; the controller then removes the sandbox. A
+     * start whose caller merely went away runs to the end: the sandbox is kept, and a retried Start answers it.
+     */
+    Started start(SandboxRecord record, java.time.Instant deadline) throws Exception;
 
     /** Stops every process of the sandbox; must succeed when they are already gone. */
     void stop(SandboxRecord record, Duration timeout) throws Exception;

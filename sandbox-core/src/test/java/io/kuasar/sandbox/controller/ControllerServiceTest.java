@@ -288,6 +288,15 @@ class ControllerServiceTest {
     }
 
     @Test
+    void startPassesTheCallersDeadlineToTheSandboxer() {
+        stub.create(create("dl1"));
+        java.time.Instant before = java.time.Instant.now();
+        stub.withDeadlineAfter(20, TimeUnit.SECONDS)
+                .start(ControllerStartRequest.newBuilder().setSandboxId("dl1").build());
+        assertThat(fake.startDeadlines.get("dl1")).isBetween(before.plusSeconds(15), before.plusSeconds(21));
+    }
+
+    @Test
     void stopPassesItsTimeoutToTheSandboxer() {
         stub.create(create("to1"));
         stub.start(ControllerStartRequest.newBuilder().setSandboxId("to1").build());

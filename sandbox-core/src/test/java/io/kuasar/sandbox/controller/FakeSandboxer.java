@@ -20,6 +20,7 @@ final class FakeSandboxer implements Sandboxer {
     volatile TaskResources.Diff lastDiff;
     volatile boolean failStart;
     final Map<String, Duration> stopTimeouts = new ConcurrentHashMap<>();
+    final Map<String, java.time.Instant> startDeadlines = new ConcurrentHashMap<>();
 
     @Override
     public String name() {
@@ -32,8 +33,11 @@ final class FakeSandboxer implements Sandboxer {
     }
 
     @Override
-    public synchronized Started start(SandboxRecord record) {
+    public synchronized Started start(SandboxRecord record, java.time.Instant deadline) {
         calls.add("start " + record.id());
+        if (deadline != null) {
+            startDeadlines.put(record.id(), deadline);
+        }
         if (failStart) {
             throw new IllegalStateException("the sandbox's process could not be started");
         }
