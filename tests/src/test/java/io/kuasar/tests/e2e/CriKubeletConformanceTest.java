@@ -29,7 +29,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * What kubelet relies on, on containerd's stock {@code runc} handler and on {@code kuasar-runc} in the same run (see
  * {@link CriConformanceTest}): OOM reason, log reopening, security context, read-only rootfs, volumes with mount
- * propagation, DNS config, exec exit codes, streaming exec and attach, container stats.
+ * propagation, DNS config, exec exit codes, streaming exec and attach, container stats, seccomp.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -208,5 +208,26 @@ class CriKubeletConformanceTest {
         io.kuasar.api.cri.v1.ContainerStats st = cri.containerStats(c);
         assertThat(st.getCpu().getUsageCoreNanoSeconds().getValue()).isGreaterThan(1_000_000L);
         assertThat(st.getMemory().getWorkingSetBytes().getValue()).isPositive();
+    }
+
+    /** RuntimeDefault puts the container under containerd's default seccomp filter; Unconfined does not. */
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void seccompRuntimeDefaultFiltersAndUnconfinedDoesNot(String handler, CriClient cri) {
+        CriClient.Pod pod = cri.runPod(cri.podConfig("seccomp", true, NamespaceMode.CONTAINER), handler);
+        String filtered = run(cri, pod, "filtered", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setSeccomp(io.kuasar.api.cri.v1.SecurityProfile.newBuilder()
+                    .setProfileType(io.kuasar.api.cri.v1.SecurityProfile.ProfileType.RuntimeDefault));
+            return b;
+        }, "sleep", "1000");
+        String unconfined = run(cri, pod, "unconfined", CriClient.ContainerOptions.defaults(), b -> {
+            security(b).setSeccomp(io.kuasar.api.cri.v1.SecurityProfile.newBuilder()
+                    .setProfileType(io.kuasar.api.cri.v1.SecurityProfile.ProfileType.Unconfined));
+            return b;
+        }, "sleep", "1000");
+        assertThat(cri.execSync(filtered, "grep", "^Seccomp:", "/proc/1/status").stdout().trim())
+                .matches("Seccomp:\\s+2"); // SECCOMP_MODE_FILTER
+        assertThat(cri.execSync(unconfined, "grep", "^Seccomp:", "/proc/1/status").stdout().trim())
+                .matches("Seccomp:\\s+0");
     }
 }
