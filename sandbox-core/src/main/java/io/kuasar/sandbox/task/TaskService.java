@@ -2,16 +2,6 @@ package io.kuasar.sandbox.task;
 
 import com.google.protobuf.Empty;
 import io.grpc.Status;
-import io.kuasar.api.events.TaskCreate;
-import io.kuasar.api.events.TaskDelete;
-import io.kuasar.api.events.TaskExecAdded;
-import io.kuasar.api.events.TaskExecStarted;
-import io.kuasar.api.events.TaskExit;
-import io.kuasar.api.events.TaskIO;
-import io.kuasar.api.events.TaskOOM;
-import io.kuasar.api.events.TaskPaused;
-import io.kuasar.api.events.TaskResumed;
-import io.kuasar.api.events.TaskStart;
 import io.kuasar.api.task.v3.CheckpointTaskRequest;
 import io.kuasar.api.task.v3.CloseIORequest;
 import io.kuasar.api.task.v3.ConnectRequest;
@@ -72,7 +62,7 @@ public final class TaskService {
     private static final String DEFAULT_NAMESPACE = "k8s.io";
 
     private final ContainerRuntime runtime;
-    private final EventPublisher events;
+    private final TaskEvents events;
     private final TaskStore store;
     private final Map<String, ContainerEntry> containers = new ConcurrentHashMap<>();
     /** Ids whose Create is under way: reserved first, so two Creates of one id never both run the runtime. */
@@ -88,7 +78,7 @@ public final class TaskService {
      */
     public TaskService(ContainerRuntime runtime, EventPublisher events, TaskStore store) {
         this.runtime = runtime;
-        this.events = events;
+        this.events = new TaskEvents(events);
         this.store = store;
     }
 
@@ -262,11 +252,7 @@ public final class TaskService {
         init.startTime = io.kuasar.sandbox.process.Procfs.startTime(init.pid);
         save(entry);
         c.initExit().thenAccept(st -> exited(entry, init, st));
-        events.publish(ns, "/tasks/create", TaskCreate.newBuilder().setContainerId(id).setBundle(r.getBundle())
-                .addAllRootfs(r.getRootfsList())
-                .setIo(TaskIO.newBuilder().setStdin(r.getStdin()).setStdout(r.getStdout()).setStderr(r.getStderr())
-                        .setTerminal(r.getTerminal()))
-                .setPid(init.pid).build());
+        events.created(ns, r, init.pid);
         LOG.info("container {} created, pid {}", id, init.pid);
         return CreateTaskResponse.newBuilder().setPid(init.pid).build();
     }
@@ -282,8 +268,7 @@ public final class TaskService {
                 }
             }
             save(c);
-            events.publish(c.namespace, "/tasks/start", TaskStart.newBuilder().setContainerId(c.id)
-                    .setPid(c.init.pid).build());
+            events.started(c.namespace, c.id, c.init.pid);
             watchOom(c);
             LOG.info("container {} started", c.id);
             return StartResponse.newBuilder().setPid(c.init.pid).build();
@@ -299,8 +284,7 @@ public final class TaskService {
         }
         save(c);
         p.exec.exit().thenAccept(st -> exited(c, p, st));
-        events.publish(c.namespace, "/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
-                .setExecId(p.execId).setPid(p.pid).build());
+        events.execStarted(c.namespace, c.id, p.execId, p.pid);
         return StartResponse.newBuilder().setPid(p.pid).build();
     }
 
@@ -318,9 +302,7 @@ public final class TaskService {
         p.exit.complete(st);
         LOG.info("container {}{} exited with status {}", c.id, p.execId.isEmpty() ? "" : " exec " + p.execId,
                 st.code());
-        events.publish(c.namespace, "/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
-                .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(st.code())
-                .setExitedAt(Times.timestamp(st.exitedAt())).build());
+        events.exited(c.namespace, c.id, p.execId.isEmpty() ? c.id : p.execId, p.pid, st);
     }
 
     private DeleteResponse delete(CallContext ctx, DeleteRequest r) throws Exception {
@@ -335,9 +317,7 @@ public final class TaskService {
             c.execs.remove(p.execId);
             save(c);
             ExitStatus st = p.exitStatus == null ? ExitStatus.of(0) : p.exitStatus;
-            events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id)
-                    .setId(p.execId).setPid(p.pid).setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt()))
-                    .build());
+            events.deleted(c.namespace, c.id, p.execId, p.pid, st);
             return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(st.code())
                     .setExitedAt(Times.timestamp(st.exitedAt())).build();
         }
@@ -355,8 +335,7 @@ public final class TaskService {
         containers.remove(c.id);
         forget(c);
         ExitStatus st = c.init.exitStatus == null ? ExitStatus.of(137) : c.init.exitStatus;
-        events.publish(c.namespace, "/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setId(c.id)
-                .setPid(c.init.pid).setExitStatus(st.code()).setExitedAt(Times.timestamp(st.exitedAt())).build());
+        events.deleted(c.namespace, c.id, c.id, c.init.pid, st);
         LOG.info("container {} deleted", c.id);
         return DeleteResponse.newBuilder().setPid(c.init.pid).setExitStatus(st.code())
                 .setExitedAt(Times.timestamp(st.exitedAt())).build();
@@ -432,8 +411,7 @@ public final class TaskService {
             throw e;
         }
         save(c);
-        events.publish(c.namespace, "/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(c.id)
-                .setExecId(execId).build());
+        events.execAdded(c.namespace, c.id, execId);
         return Empty.getDefaultInstance();
     }
 
@@ -497,12 +475,12 @@ public final class TaskService {
 
     private Empty pause(CallContext ctx, PauseRequest r) throws Exception {
         return transition(r.getId(), ProcStatus.RUNNING, ProcStatus.PAUSED, "pause", Container::pause,
-                "/tasks/paused", id -> TaskPaused.newBuilder().setContainerId(id).build());
+                events::paused);
     }
 
     private Empty resume(CallContext ctx, ResumeRequest r) throws Exception {
         return transition(r.getId(), ProcStatus.PAUSED, ProcStatus.RUNNING, "resume", Container::resume,
-                "/tasks/resumed", id -> TaskResumed.newBuilder().setContainerId(id).build());
+                events::resumed);
     }
 
     @FunctionalInterface
@@ -512,7 +490,7 @@ public final class TaskService {
 
     /** Moves a container's init from one status to another through the runtime, then persists and publishes. */
     private Empty transition(String rawId, ProcStatus from, ProcStatus to, String verb, ContainerAction action,
-                             String topic, java.util.function.Function<String, com.google.protobuf.Message> event)
+                             java.util.function.BiConsumer<String, String> event)
             throws Exception {
         ContainerEntry c = container(rawId);
         synchronized (c) {
@@ -521,14 +499,13 @@ public final class TaskService {
             c.init.status = to;
         }
         save(c);
-        events.publish(c.namespace, topic, event.apply(c.id));
+        event.accept(c.namespace, c.id);
         return Empty.getDefaultInstance();
     }
 
     /** Publishes /tasks/oom for the container whenever its runtime reports an OOM kill. */
     private void watchOom(ContainerEntry c) {
-        if (!c.container.watchOom(() -> events.publish(c.namespace, "/tasks/oom",
-                TaskOOM.newBuilder().setContainerId(c.id).build()))) {
+        if (!c.container.watchOom(() -> events.oom(c.namespace, c.id))) {
             LOG.debug("container {}: its runtime reports no OOM events", c.id);
         }
     }
