@@ -448,6 +448,12 @@ public final class CriClient implements AutoCloseable {
         return URI.create(call(() -> runtime().exec(req)).getUrl());
     }
 
+    /** The streaming-server URL for a port-forward to {@code port} in the pod's network namespace. */
+    public URI portForwardUrl(String podId, int port) {
+        return URI.create(call(() -> runtime().portForward(io.kuasar.api.cri.v1.PortForwardRequest.newBuilder()
+                .setPodSandboxId(podId).addPort(port).build())).getUrl());
+    }
+
     /** The streaming-server URL for an attach to the container's own stdio. */
     public URI attachUrl(String id, boolean tty, boolean stdin) {
         AttachRequest req = AttachRequest.newBuilder().setContainerId(id).setTty(tty).setStdin(stdin)

@@ -106,6 +106,8 @@ public final class StreamClient {
         private final ByteArrayOutputStream stdout = new ByteArrayOutputStream();
         private final ByteArrayOutputStream stderr = new ByteArrayOutputStream();
         private final ByteArrayOutputStream error = new ByteArrayOutputStream();
+        /** Port-forward only: what the server sends on channel 0 (the forwarded port's data). */
+        private final ByteArrayOutputStream portData = new ByteArrayOutputStream();
         private final CompletableFuture<Integer> closed = new CompletableFuture<>();
         private final Listener listener = new Listener();
         private WebSocket ws;
@@ -160,6 +162,37 @@ public final class StreamClient {
         public String stderr() {
             synchronized (lock) {
                 return stderr.toString(StandardCharsets.UTF_8);
+            }
+        }
+
+        /**
+         * Port-forward of one port: what came back on its data channel (channel 0), without the two-byte port number
+         * the server sends first on each channel.
+         */
+        public byte[] portData() {
+            synchronized (lock) {
+                byte[] all = portData.toByteArray();
+                return all.length < 2 ? new byte[0] : java.util.Arrays.copyOfRange(all, 2, all.length);
+            }
+        }
+
+        /** Waits until the port-forward data satisfies {@code condition} (as UTF-8); false on timeout. */
+        public boolean awaitPortData(Predicate<String> condition, Duration timeout) {
+            long end = System.nanoTime() + timeout.toNanos();
+            synchronized (lock) {
+                while (!condition.test(new String(portData(), StandardCharsets.UTF_8))) {
+                    long left = end - System.nanoTime();
+                    if (left <= 0 || closed.isDone()) {
+                        return condition.test(new String(portData(), StandardCharsets.UTF_8));
+                    }
+                    try {
+                        TimeUnit.NANOSECONDS.timedWait(lock, Math.min(left, 50_000_000L));
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return false;
+                    }
+                }
+                return true;
             }
         }
 
@@ -271,6 +304,7 @@ public final class StreamClient {
             private void deliver(int channel, byte[] msg, int off) {
                 synchronized (lock) {
                     switch (channel) {
+                        case STDIN -> portData.write(msg, off, msg.length - off); // port-forward's data channel
                         case STDOUT -> stdout.write(msg, off, msg.length - off);
                         case STDERR -> stderr.write(msg, off, msg.length - off);
                         case ERROR -> error.write(msg, off, msg.length - off);

@@ -29,7 +29,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * What kubelet relies on, on containerd's stock {@code runc} handler and on {@code kuasar-runc} in the same run (see
  * {@link CriConformanceTest}): OOM reason, log reopening, security context, read-only rootfs, volumes with mount
- * propagation, DNS config, exec exit codes, streaming exec and attach, container stats, seccomp.
+ * propagation, DNS config, exec exit codes, streaming exec and attach, port-forward, container stats, seccomp.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -229,5 +229,24 @@ class CriKubeletConformanceTest {
                 .matches("Seccomp:\\s+2"); // SECCOMP_MODE_FILTER
         assertThat(cri.execSync(unconfined, "grep", "^Seccomp:", "/proc/1/status").stdout().trim())
                 .matches("Seccomp:\\s+0");
+    }
+
+    /** PortForward reaches a server listening in the pod's network namespace (a CNI pod). */
+    @ParameterizedTest
+    @ValueSource(strings = {"runc", "kuasar-runc"})
+    void portForwardReachesAServerInThePod(String handler, CriClient cri) {
+        Duration t = Duration.ofSeconds(20);
+        CriClient.Pod pod = cri.runPod(cri.podConfig("portfwd", false, NamespaceMode.CONTAINER), handler);
+        String c = cri.runContainer(pod, "echo", "sh", "-c", "echo listening; exec nc -ll -p 8080 -e cat");
+        Cri.awaitLog(pod, "echo", l -> l.contains("listening"), t);
+        CriClient.ExecResult listening = cri.execSync(c, "sh", "-c",
+                "for i in $(seq 100); do netstat -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; done; exit 1");
+        assertThat(listening.exitCode()).as("nc listens on 8080: %s", listening).isZero();
+        try (io.kuasar.tests.cri.StreamClient.Session s = io.kuasar.tests.cri.StreamClient.open(
+                cri.portForwardUrl(pod.id(), 8080), t, java.util.List.of(io.kuasar.tests.cri.StreamClient.V4))) {
+            s.sendStdin("hello through the pod\n"); // channel 0: the port's data
+            assertThat(s.awaitPortData(d -> d.contains("hello through the pod"), t))
+                    .as("port data: %s, error channel: %s", new String(s.portData()), s.stdout()).isTrue();
+        }
     }
 }
