@@ -78,14 +78,14 @@ public final class HolderLauncher {
                 .start();
         try {
             if (!p.waitFor(waitMillis, TimeUnit.MILLISECONDS)) {
-                p.destroyForcibly();
+                io.kuasar.sandbox.process.ProcessReaper.killTree(p, java.time.Duration.ofSeconds(5));
                 throw Status.DEADLINE_EXCEEDED.withDescription("sandbox " + sandboxId
                         + ": namespace holder did not start within " + waitMillis + " ms").asRuntimeException();
             }
         } catch (InterruptedException e) {
-            p.destroyForcibly();
-            Thread.currentThread().interrupt();
-            throw Status.CANCELLED.withDescription("sandbox " + sandboxId + ": start interrupted").asRuntimeException();
+            // cancelled (the sandbox is being shut down): the holder may already be forked below the launcher
+            io.kuasar.sandbox.process.ProcessReaper.killTree(p, java.time.Duration.ofSeconds(5));
+            throw Status.CANCELLED.withDescription("sandbox " + sandboxId + ": start cancelled").asRuntimeException();
         }
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8).trim();

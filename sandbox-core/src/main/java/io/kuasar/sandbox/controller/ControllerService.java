@@ -77,6 +77,9 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         final ReentrantLock lock = new ReentrantLock();
         final CompletableFuture<ExitStatus> exited = new CompletableFuture<>();
         volatile SandboxRecord record;
+        /** The thread running the sandboxer's start, while it runs; a Shutdown interrupts it to cancel the start. */
+        volatile Thread starting;
+        volatile boolean startCancelled;
 
         Entry(SandboxRecord record) {
             this.record = record;
@@ -210,12 +213,18 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                 }
                 if (r.phase() == Phase.CREATED) {
                     Sandboxer.Started s;
+                    e.starting = Thread.currentThread();
                     try {
                         s = sandboxer.start(r, callDeadline());
                     } catch (Exception ex) {
+                        Thread.interrupted(); // the cleanup below must not be cut short by the cancel
                         abandon(e, r, "Start", ex);
-                        throw ex;
+                        throw e.startCancelled ? Status.CANCELLED.withDescription("start of sandbox " + r.id()
+                                + " was cancelled: the sandbox is being shut down").asRuntimeException() : ex;
+                    } finally {
+                        e.starting = null;
                     }
+                    Thread.interrupted(); // a cancel that came too late to matter: the start is kept
                     SandboxRecord running = r.running(s.pid(), s.taskAddress(), Times.nanos(Instant.now()), s.facts());
                     try {
                         store.save(running);
@@ -332,6 +341,13 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             if (e == null) {
                 LOG.debug("shutdown of unknown sandbox {}: nothing to do", id);
                 return ControllerShutdownResponse.getDefaultInstance();
+            }
+            Thread starting = e.starting;
+            if (starting != null) {
+                // A long start (a VM boot) must not hold up the removal: cancel it; it undoes what it made.
+                LOG.info("sandbox {}: shutdown cancels its start in progress", id);
+                e.startCancelled = true;
+                starting.interrupt();
             }
             stopEntry(e, Duration.ZERO);
             e.lock.lock();

@@ -25,7 +25,8 @@ public interface Sandboxer {
      * Starts the sandbox. The exit future completes when the sandbox's main process ends. {@code deadline} is the
      * caller's (containerd's RPC deadline; null: none): a sandboxer whose start can take long (a VM boot) gives up
      * with DEADLINE_EXCEEDED when it passes, and cleans up what it made; the controller then removes the sandbox. A
-     * start whose caller merely went away runs to the end: the sandbox is kept, and a retried Start answers it.
+     * start whose caller merely went away runs to the end: the sandbox is kept, and a retried Start answers it. A
+     * Shutdown of the sandbox interrupts the thread running its start: give up, undo what was made, and throw.
      */
     Started start(SandboxRecord record, java.time.Instant deadline) throws Exception;
 

@@ -297,6 +297,24 @@ class ControllerServiceTest {
     }
 
     @Test
+    void shutdownCancelsAStartInProgress() throws Exception {
+        stub.create(create("slow1"));
+        fake.startGate = new java.util.concurrent.CountDownLatch(1); // a boot that would never end
+        CompletableFuture<Status.Code> start = CompletableFuture.supplyAsync(() -> codeOf(() ->
+                stub.start(ControllerStartRequest.newBuilder().setSandboxId("slow1").build())));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fake.calls.contains("start slow1"));
+        long t0 = System.nanoTime();
+        stub.shutdown(ControllerShutdownRequest.newBuilder().setSandboxId("slow1").build());
+        assertThat(java.time.Duration.ofNanos(System.nanoTime() - t0)).isLessThan(java.time.Duration.ofSeconds(5));
+        assertThat(start.get(10, TimeUnit.SECONDS)).isEqualTo(Status.Code.CANCELLED);
+        assertThat(fake.calls).contains("shutdown slow1");
+        assertThat(Files.exists(store.sandboxDir("slow1"))).isFalse();
+        assertThat(codeOf(() -> stub.status(ControllerStatusRequest.newBuilder().setSandboxId("slow1").build())))
+                .isEqualTo(Status.Code.NOT_FOUND);
+    }
+
+    @Test
     void stopPassesItsTimeoutToTheSandboxer() {
         stub.create(create("to1"));
         stub.start(ControllerStartRequest.newBuilder().setSandboxId("to1").build());

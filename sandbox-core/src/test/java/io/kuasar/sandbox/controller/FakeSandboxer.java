@@ -15,10 +15,12 @@ import java.util.concurrent.atomic.AtomicInteger;
 /** A sandboxer whose "processes" are futures, to test the controller's contract without root. */
 final class FakeSandboxer implements Sandboxer {
     final Map<String, CompletableFuture<ExitStatus>> exits = new ConcurrentHashMap<>();
-    final List<String> calls = new ArrayList<>();
+    final List<String> calls = java.util.Collections.synchronizedList(new ArrayList<>());
     final AtomicInteger nextPid = new AtomicInteger(1000);
     volatile TaskResources.Diff lastDiff;
     volatile boolean failStart;
+    /** While set, start waits for it, as a slow VM boot would; an interrupt cancels it. */
+    volatile java.util.concurrent.CountDownLatch startGate;
     final Map<String, Duration> stopTimeouts = new ConcurrentHashMap<>();
     final Map<String, java.time.Instant> startDeadlines = new ConcurrentHashMap<>();
 
@@ -33,8 +35,18 @@ final class FakeSandboxer implements Sandboxer {
     }
 
     @Override
-    public synchronized Started start(SandboxRecord record, java.time.Instant deadline) {
-        calls.add("start " + record.id());
+    public Started start(SandboxRecord record, java.time.Instant deadline) throws InterruptedException {
+        synchronized (this) {
+            calls.add("start " + record.id());
+        }
+        var gate = startGate;
+        if (gate != null) {
+            gate.await(); // throws when the start is cancelled
+        }
+        return started(record, deadline);
+    }
+
+    private synchronized Started started(SandboxRecord record, java.time.Instant deadline) {
         if (deadline != null) {
             startDeadlines.put(record.id(), deadline);
         }
