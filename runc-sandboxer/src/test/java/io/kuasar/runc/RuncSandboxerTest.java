@@ -1,6 +1,7 @@
 package io.kuasar.runc;
 
 import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.process.ProcessReaperTest;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.state.StateStore;
@@ -11,8 +12,6 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
@@ -41,16 +40,6 @@ class RuncSandboxerTest {
         reaper.close();
     }
 
-    /** An orphan (so it is this JVM's child, as a holder is) running {@code exe 300}; returns its pid. */
-    static int orphan(Path exe) throws Exception {
-        Process sh = new ProcessBuilder("sh", "-c", exe + " 300 </dev/null >/dev/null 2>&1 & echo $!").start();
-        try (BufferedReader r = new BufferedReader(new InputStreamReader(sh.getInputStream()))) {
-            int pid = Integer.parseInt(r.readLine().trim());
-            assertThat(sh.waitFor(5, TimeUnit.SECONDS)).isTrue();
-            return pid;
-        }
-    }
-
     static SandboxRecord running(String id, int pid, long startedAt, Map<String, String> backend) {
         return new SandboxRecord(id, "runc", SandboxRecord.Phase.CREATED, "", null, null, Map.of(), Map.of(),
                 Map.of(), null, null, "", 0, "", startedAt, 0, 0, 0, Map.of())
@@ -64,7 +53,7 @@ class RuncSandboxerTest {
         Path exe = dir.resolve("kuasar-reuse123");
         Files.copy(Path.of("/bin/sleep"), exe);
         Files.setPosixFilePermissions(exe, PosixFilePermissions.fromString("rwxr-xr-x"));
-        int pid = orphan(exe);
+        int pid = ProcessReaperTest.orphan("exec " + exe + " 300"); // our child, as a holder is
         org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(10))
                 .until(() -> RuncSandboxer.hasHolderName(pid, "reuse1234567")); // exec'd
         ProcessRef actual = ProcessRef.of(pid);

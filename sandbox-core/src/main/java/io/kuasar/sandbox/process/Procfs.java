@@ -14,13 +14,20 @@ public final class Procfs {
      * A pid plus its start time names one process for good; a pid alone may be reused.
      */
     public static long startTime(int pid) {
+        String[] f = statFields(pid);
+        return f == null ? -1 : Long.parseLong(f[19]);
+    }
+
+    /**
+     * The fields of /proc/PID/stat after the command name, from field 3 (state) on; null if there is no such
+     * process. The command name (field 2) may contain spaces and parentheses: fields are counted after the last ')'.
+     */
+    private static String[] statFields(int pid) {
         try {
             String stat = Files.readString(Path.of("/proc/" + pid + "/stat"));
-            // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
-            String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
-            return Long.parseLong(f[19]);
+            return stat.substring(stat.lastIndexOf(')') + 2).split(" ");
         } catch (IOException | RuntimeException e) {
-            return -1;
+            return null;
         }
     }
 
@@ -49,11 +56,7 @@ public final class Procfs {
 
     /** The parent pid of a process, or -1 if it does not exist. */
     public static int parent(int pid) {
-        try {
-            String stat = Files.readString(Path.of("/proc/" + pid + "/stat"));
-            return Integer.parseInt(stat.substring(stat.lastIndexOf(')') + 2).split(" ")[1]);
-        } catch (IOException | RuntimeException e) {
-            return -1;
-        }
+        String[] f = statFields(pid);
+        return f == null ? -1 : Integer.parseInt(f[1]);
     }
 }

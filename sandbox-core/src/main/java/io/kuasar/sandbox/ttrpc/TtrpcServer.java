@@ -60,6 +60,8 @@ public final class TtrpcServer implements AutoCloseable {
     private final java.util.concurrent.atomic.AtomicLong acceptFailures = new java.util.concurrent.atomic.AtomicLong();
     public static final int DEFAULT_IN_FLIGHT_BYTES = 16 << 20;
     private ServerSocketChannel listener;
+    /** Our own uid and gid as the JDK's principals, read once from the socket we created. */
+    private java.nio.file.attribute.PosixFileAttributes owner;
     private volatile boolean closed;
     private volatile CallObserver observer = (service, method, code, nanos) -> {
     };
@@ -128,6 +130,8 @@ public final class TtrpcServer implements AutoCloseable {
         listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         io.kuasar.sandbox.sys.UnixSockets.bindPrivately(socketPath,
                 path -> listener.bind(UnixDomainSocketAddress.of(path), 1024));
+        owner = Files.readAttributes(socketPath, java.nio.file.attribute.PosixFileAttributes.class,
+                java.nio.file.LinkOption.NOFOLLOW_LINKS); // we created the socket: it is owned by our uid/gid
         Thread.ofVirtual().name("ttrpc-accept-" + socketPath.getFileName()).start(this::acceptLoop);
         LOG.info("ttrpc server listening on {}", socketPath);
         return this;
@@ -172,9 +176,7 @@ public final class TtrpcServer implements AutoCloseable {
     private boolean samePeerCredentials(SocketChannel ch) {
         try {
             UnixDomainPrincipal peer = ch.getOption(ExtendedSocketOptions.SO_PEERCRED);
-            var mine = Files.readAttributes(socketPath, java.nio.file.attribute.PosixFileAttributes.class,
-                    java.nio.file.LinkOption.NOFOLLOW_LINKS); // we created the socket: it is owned by our uid/gid
-            return peer.user().equals(mine.owner()) && peer.group().equals(mine.group());
+            return peer.user().equals(owner.owner()) && peer.group().equals(owner.group());
         } catch (IOException | UnsupportedOperationException e) {
             return false;
         }

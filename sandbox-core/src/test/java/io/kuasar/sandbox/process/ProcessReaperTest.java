@@ -14,7 +14,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  * Real exit codes of orphans re-parented to this JVM (the situation of every runc container process): the test
  * JVM becomes a subreaper, a shell starts a background child and exits, and the reaper reports the child's status.
  */
-class ProcessReaperTest {
+public class ProcessReaperTest {
     static ProcessReaper reaper;
 
     @BeforeAll
@@ -28,8 +28,8 @@ class ProcessReaperTest {
         reaper.close();
     }
 
-    /** Starts {@code script} as an orphan and returns its pid. */
-    static int orphan(String script) throws Exception {
+    /** Starts {@code script} as an orphan (re-parented to this JVM, a subreaper) and returns its pid. */
+    public static int orphan(String script) throws Exception {
         Process sh = new ProcessBuilder("sh", "-c", "(" + script + ") </dev/null >/dev/null 2>&1 & echo $!").start();
         try (BufferedReader r = new BufferedReader(new InputStreamReader(sh.getInputStream()))) {
             int pid = Integer.parseInt(r.readLine().trim());

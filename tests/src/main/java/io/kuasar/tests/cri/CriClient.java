@@ -355,7 +355,11 @@ public final class CriClient implements AutoCloseable {
     }
 
     public String createContainer(Pod pod, String name, ContainerOptions o, String... cmd) {
-        ContainerConfig cfg = containerConfig(pod, name, o, cmd);
+        return createContainer(pod, containerConfig(pod, name, o, cmd));
+    }
+
+    /** CreateContainer with a config the caller built (mounts, a security context, ...). */
+    public String createContainer(Pod pod, ContainerConfig cfg) {
         return call(() -> runtime(Duration.ofSeconds(60)).createContainer(CreateContainerRequest.newBuilder()
                 .setPodSandboxId(pod.id()).setConfig(cfg).setSandboxConfig(pod.config()).build())).getContainerId();
     }
@@ -378,6 +382,13 @@ public final class CriClient implements AutoCloseable {
 
     public String runContainer(Pod pod, String name, String... cmd) {
         return runContainer(pod, name, ContainerOptions.defaults(), cmd);
+    }
+
+    /** CreateContainer + StartContainer with a config the caller built. */
+    public String runContainer(Pod pod, ContainerConfig cfg) {
+        String id = createContainer(pod, cfg);
+        startContainer(id);
+        return id;
     }
 
     /** StopContainer: SIGTERM (or the image's stop signal), SIGKILL after {@code timeoutSeconds}. */

@@ -178,32 +178,23 @@ public final class StreamClient {
 
         /** Waits until the port-forward data satisfies {@code condition} (as UTF-8); false on timeout. */
         public boolean awaitPortData(Predicate<String> condition, Duration timeout) {
-            long end = System.nanoTime() + timeout.toNanos();
-            synchronized (lock) {
-                while (!condition.test(new String(portData(), StandardCharsets.UTF_8))) {
-                    long left = end - System.nanoTime();
-                    if (left <= 0 || closed.isDone()) {
-                        return condition.test(new String(portData(), StandardCharsets.UTF_8));
-                    }
-                    try {
-                        TimeUnit.NANOSECONDS.timedWait(lock, Math.min(left, 50_000_000L));
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                        return false;
-                    }
-                }
-                return true;
-            }
+            return awaitUntil(() -> new String(portData(), StandardCharsets.UTF_8), condition, timeout);
         }
 
         /** Waits until stdout satisfies {@code condition}; false on timeout or when the stream ends first. */
         public boolean awaitStdout(Predicate<String> condition, Duration timeout) {
+            return awaitUntil(this::stdout, condition, timeout);
+        }
+
+        /** Waits until what {@code read} returns satisfies {@code condition}; false on timeout or end of stream. */
+        private boolean awaitUntil(java.util.function.Supplier<String> read, Predicate<String> condition,
+                                   Duration timeout) {
             long end = System.nanoTime() + timeout.toNanos();
             synchronized (lock) {
-                while (!condition.test(stdout.toString(StandardCharsets.UTF_8))) {
+                while (!condition.test(read.get())) {
                     long left = end - System.nanoTime();
                     if (left <= 0 || closed.isDone()) {
-                        return condition.test(stdout.toString(StandardCharsets.UTF_8));
+                        return condition.test(read.get());
                     }
                     try {
                         TimeUnit.NANOSECONDS.timedWait(lock, Math.min(left, 50_000_000L));

@@ -2,7 +2,6 @@ package io.kuasar.tests.e2e;
 
 import io.grpc.StatusRuntimeException;
 import io.kuasar.api.cri.v1.ContainerConfig;
-import io.kuasar.api.cri.v1.CreateContainerRequest;
 import io.kuasar.api.cri.v1.MountPropagation;
 import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
@@ -31,10 +30,6 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 @ExtendWith(E2eExtension.class)
 class CriConformanceTest {
 
-    private static CriClient.Pod pod(CriClient cri, String handler, PodSandboxConfig config) {
-        return cri.runPod(config, handler);
-    }
-
     /** Kubernetes pod names may be 253 characters; with no hostname the pod gets the node's, as containerd does. */
     @ParameterizedTest
     @ValueSource(strings = {"runc", "kuasar-runc"})
@@ -44,7 +39,7 @@ class CriConformanceTest {
                 .setMetadata(PodSandboxMetadata.newBuilder().setName(longName).setUid(java.util.UUID.randomUUID()
                         .toString()).setNamespace("default"))
                 .clearHostname().build();
-        CriClient.Pod p = pod(cri, handler, cfg);
+        CriClient.Pod p = cri.runPod(cfg, handler);
         String c = cri.runContainer(p, "c", "sleep", "1000");
         String node = Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
         assertThat(cri.execSync(c, "hostname").stdout().trim()).isEqualTo(node);
@@ -57,7 +52,7 @@ class CriConformanceTest {
         PodSandboxConfig base = cri.podConfig("sysctl", false, NamespaceMode.CONTAINER);
         PodSandboxConfig cfg = base.toBuilder().setLinux(base.getLinux().toBuilder()
                 .putSysctls("kernel.shm_rmid_forced", "1").putSysctls("fs.mqueue.msg_max", "100")).build();
-        CriClient.Pod p = pod(cri, handler, cfg);
+        CriClient.Pod p = cri.runPod(cfg, handler);
         String c = cri.runContainer(p, "c", "sleep", "1000");
         assertThat(cri.execSync(c, "cat", "/proc/sys/kernel/shm_rmid_forced").stdout().trim()).isEqualTo("1");
         assertThat(cri.execSync(c, "cat", "/proc/sys/fs/mqueue/msg_max").stdout().trim()).isEqualTo("100");
@@ -75,7 +70,7 @@ class CriConformanceTest {
                     base.getLinux().getSecurityContext().toBuilder().setNamespaceOptions(
                             base.getLinux().getSecurityContext().getNamespaceOptions().toBuilder()
                                     .setIpc(NamespaceMode.NODE)))).build();
-            CriClient.Pod p = pod(cri, handler, cfg);
+            CriClient.Pod p = cri.runPod(cfg, handler);
             String c = cri.runContainer(p, "c", "sleep", "1000");
             String seen = cri.execSync(c, "cat", "/proc/sysvipc/shm").stdout();
             assertThat(Stream.of(seen.split("\n")).skip(1).map(l -> l.trim().split("\\s+")[1]).toList())
@@ -93,14 +88,12 @@ class CriConformanceTest {
         Path sub = Files.createDirectories(src.resolve("sub"));
         Host.check(Duration.ofSeconds(10), java.util.Map.of(), null, "mount", "-t", "tmpfs", "rro", sub.toString());
         try {
-            CriClient.Pod p = pod(cri, handler, cri.podConfig("rro", false, NamespaceMode.CONTAINER));
+            CriClient.Pod p = cri.runPod(cri.podConfig("rro", false, NamespaceMode.CONTAINER), handler);
             ContainerConfig cfg = cri.containerConfig(p, "c", CriClient.ContainerOptions.defaults(), "sleep", "1000")
                     .toBuilder().addMounts(io.kuasar.api.cri.v1.Mount.newBuilder().setHostPath(src.toString())
                             .setContainerPath("/rro").setReadonly(true).setRecursiveReadOnly(true)
                             .setPropagation(MountPropagation.PROPAGATION_PRIVATE)).build();
-            String c = cri.runtime(Duration.ofSeconds(60)).createContainer(CreateContainerRequest.newBuilder()
-                    .setPodSandboxId(p.id()).setConfig(cfg).setSandboxConfig(p.config()).build()).getContainerId();
-            cri.startContainer(c);
+            String c = cri.runContainer(p, cfg);
             CriClient.ExecResult top = cri.execSync(c, "touch", "/rro/x");
             CriClient.ExecResult below = cri.execSync(c, "touch", "/rro/sub/x");
             assertThat(top.exitCode()).as("write to the mount: %s", top).isNotZero();
@@ -122,7 +115,7 @@ class CriConformanceTest {
         PodSandboxConfig base = cri.podConfig("badstart", false, NamespaceMode.CONTAINER);
         PodSandboxConfig cfg = base.toBuilder().setLinux(base.getLinux().toBuilder()
                 .putSysctls("fs.mqueue.msg_max", "-5")).build();
-        assertThatThrownBy(() -> pod(cri, handler, cfg)).isInstanceOf(StatusRuntimeException.class);
+        assertThatThrownBy(() -> cri.runPod(cfg, handler)).isInstanceOf(StatusRuntimeException.class);
         assertThat(sandboxDirs(env)).isEqualTo(before);
     }
 

@@ -4,7 +4,6 @@ import io.kuasar.api.cri.v1.Capability;
 import io.kuasar.api.cri.v1.ContainerConfig;
 import io.kuasar.api.cri.v1.ContainerState;
 import io.kuasar.api.cri.v1.ContainerStatus;
-import io.kuasar.api.cri.v1.CreateContainerRequest;
 import io.kuasar.api.cri.v1.DNSConfig;
 import io.kuasar.api.cri.v1.Int64Value;
 import io.kuasar.api.cri.v1.LinuxContainerSecurityContext;
@@ -39,11 +38,7 @@ class CriKubeletConformanceTest {
     /** Creates and starts a container whose config {@code edit} adjusts. */
     private static String run(CriClient cri, CriClient.Pod pod, String name, CriClient.ContainerOptions o,
                               UnaryOperator<ContainerConfig.Builder> edit, String... cmd) {
-        ContainerConfig cfg = edit.apply(cri.containerConfig(pod, name, o, cmd).toBuilder()).build();
-        String id = cri.runtime(Duration.ofSeconds(60)).createContainer(CreateContainerRequest.newBuilder()
-                .setPodSandboxId(pod.id()).setConfig(cfg).setSandboxConfig(pod.config()).build()).getContainerId();
-        cri.startContainer(id);
-        return id;
+        return cri.runContainer(pod, edit.apply(cri.containerConfig(pod, name, o, cmd).toBuilder()).build());
     }
 
     private static LinuxContainerSecurityContext.Builder security(ContainerConfig.Builder b) {
