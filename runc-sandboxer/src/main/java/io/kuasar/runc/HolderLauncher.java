@@ -38,7 +38,7 @@ public final class HolderLauncher {
      * pods). {@code sysctls} are written inside the pod's namespaces before the holder's pid is returned. The
      * helper gets 10 s, or less if the caller's {@code deadline} (null: none) comes first.
      */
-    int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace,
+    public int launch(String sandboxId, String netnsPath, String hostname, boolean newPidNamespace,
                boolean newIpcNamespace, List<Sysctls.Setting> sysctls, java.time.Instant deadline)
             throws IOException {
         long waitMillis = LAUNCH_TIMEOUT.toMillis();

@@ -15,15 +15,15 @@ import java.util.regex.Pattern;
  * {@code fs.mqueue.*}) need the pod's own IPC namespace, {@code net.*} its own network namespace,
  * {@code kernel.hostname}/{@code kernel.domainname} its own UTS namespace; anything else would change the node.
  */
-final class Sysctls {
+public final class Sysctls {
     private static final Pattern KEY = Pattern.compile("^[A-Za-z0-9_-]+([./][A-Za-z0-9_:@%+-]+)*$");
     private static final List<String> IPC = List.of("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
             "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced");
 
     /** One setting: the key as given, and the file under /proc/sys it is written to. */
-    record Setting(String key, String procPath, String value) {
+    public record Setting(String key, String procPath, String value) {
         /** The holder's command-line form: {@code path=value}. */
-        String argument() {
+        public String argument() {
             return procPath + "=" + value;
         }
     }
@@ -31,7 +31,7 @@ final class Sysctls {
     private Sysctls() {
     }
 
-    static List<Setting> validate(String sandboxId, Map<String, String> sysctls, boolean hostNetwork,
+    public static List<Setting> validate(String sandboxId, Map<String, String> sysctls, boolean hostNetwork,
                                   boolean hostIpc, boolean hostUts) {
         List<Setting> out = new ArrayList<>();
         for (var e : new TreeMap<>(sysctls).entrySet()) {
@@ -65,6 +65,34 @@ final class Sysctls {
             out.add(new Setting(key, path, value));
         }
         return out;
+    }
+
+    /**
+     * A microVM pod's sysctls, for its guest: the VM's kernel is the pod's own, so every well-formed sysctl is
+     * allowed. The first list must be written inside the pod's IPC namespace (by its holder), the second anywhere
+     * in the guest.
+     */
+    public static List<List<Setting>> forGuest(String sandboxId, Map<String, String> sysctls) {
+        List<Setting> ipc = new ArrayList<>();
+        List<Setting> other = new ArrayList<>();
+        Map<String, String> namespaced = new TreeMap<>();
+        for (var e : new TreeMap<>(sysctls).entrySet()) {
+            String dotted = e.getKey().replace('/', '.');
+            if (IPC.contains(dotted) || dotted.startsWith("fs.mqueue.") || dotted.startsWith("net.")
+                    || dotted.equals("kernel.hostname") || dotted.equals("kernel.domainname")) {
+                namespaced.put(e.getKey(), e.getValue());
+            } else {
+                // validated as a namespaced one would be, then written in the guest's own namespaces
+                Map<String, String> one = Map.of("net." + e.getKey(), e.getValue());
+                Setting s = validate(sandboxId, one, false, false, false).getFirst();
+                other.add(new Setting(e.getKey(), e.getKey().contains("/") ? e.getKey()
+                        : e.getKey().replace('.', '/'), s.value()));
+            }
+        }
+        for (Setting s : validate(sandboxId, namespaced, false, false, false)) {
+            (s.key().replace('/', '.').startsWith("net.") ? other : ipc).add(s);
+        }
+        return List.of(ipc, other);
     }
 
     private static RuntimeException invalid(String sandboxId, String key, String why) {

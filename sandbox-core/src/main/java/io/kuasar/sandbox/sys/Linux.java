@@ -83,6 +83,9 @@ public final class Linux {
     private static final MethodHandle IOCTL_PTR = bind("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
     private static final MethodHandle UNSHARE = bind("unshare", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
     private static final MethodHandle CHDIR = bind("chdir", FunctionDescriptor.of(JAVA_INT, ADDRESS), -1);
+    private static final MethodHandle MKFIFO = bind("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final MethodHandle CLOCK_SETTIME = bind("clock_settime",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS), -1);
 
     private Linux() {
     }
@@ -495,6 +498,86 @@ public final class Linux {
             }
         } catch (ErrnoException e) {
             throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    public static final int P_ALL = 0;
+    public static final int P_PID = 1;
+    public static final int WNOWAIT = 0x01000000;
+    public static final int EEXIST = 17;
+
+    /** mkfifo(3); an existing FIFO at the path is fine. */
+    public static void mkfifo(String path, int mode) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) MKFIFO.invokeExact(state, arena.allocateFrom(path), mode);
+            if (rc < 0 && errno(state) != EEXIST) {
+                throw new ErrnoException("mkfifo " + path, errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Sets CLOCK_REALTIME (a guest agent keeping its clock with the host's). */
+    public static void setRealtimeClock(long epochNanos) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment ts = arena.allocate(16);
+            ts.set(JAVA_LONG, 0, Math.floorDiv(epochNanos, 1_000_000_000L));
+            ts.set(JAVA_LONG, 8, Math.floorMod(epochNanos, 1_000_000_000L));
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) CLOCK_SETTIME.invokeExact(state, 0, ts);
+            if (rc < 0) {
+                throw new ErrnoException("clock_settime(CLOCK_REALTIME)", errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /**
+     * The pid of one exited child, left unreaped (waitid with WNOWAIT), or 0 if none has exited. Lets PID 1 find
+     * orphans without taking the exit status of a child the JDK waits for.
+     */
+    public static int peekExitedChild() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment info = arena.allocate(128);
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) WAITID.invokeExact(state, P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT);
+            if (rc < 0) {
+                int err = errno(state);
+                if (err == ECHILD || err == EINTR) {
+                    return 0;
+                }
+                throw new ErrnoException("waitid(P_ALL, WNOWAIT)", err);
+            }
+            return info.get(JAVA_INT, 16);
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** Reaps one exited child by pid (WNOHANG); null if it has not exited or is not our child. */
+    public static WaitStatus reap(int pid) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment info = arena.allocate(128);
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) WAITID.invokeExact(state, P_PID, pid, info, WEXITED | WNOHANG);
+            if (rc < 0 || info.get(JAVA_INT, 16) == 0) {
+                return null;
+            }
+            int code = info.get(JAVA_INT, 8);
+            int status = info.get(JAVA_INT, 24);
+            boolean signaled = code == CLD_KILLED || code == CLD_DUMPED;
+            return new WaitStatus(pid, signaled ? 128 + status : status, signaled);
         } catch (Throwable t) {
             throw new IllegalStateException(t);
         }

@@ -5,26 +5,26 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.channels.Channels;
-import java.nio.channels.SocketChannel;
+import java.nio.channels.ByteChannel;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * Reads and writes ttrpc frames on a connected stream socket. Reads happen on one thread; writes from many threads
- * are serialised so frames never interleave.
+ * Reads and writes ttrpc frames on a connected byte stream (a Unix socket, or a microVM's virtio-serial port). Reads
+ * happen on one thread; writes from many threads are serialised so frames never interleave.
  */
 final class FrameChannel implements AutoCloseable {
-    private final SocketChannel channel;
+    private final ByteChannel channel;
     private final InputStream in;
     private final ReentrantLock writeLock = new ReentrantLock();
     private final int maxDataLength;
     private final java.util.concurrent.Semaphore budget;
 
-    FrameChannel(SocketChannel channel, int maxDataLength) {
+    FrameChannel(ByteChannel channel, int maxDataLength) {
         this(channel, maxDataLength, null);
     }
 
     /** {@code budget}: bytes a read frame takes from a shared allowance (the reader waits for room); may be null. */
-    FrameChannel(SocketChannel channel, int maxDataLength, java.util.concurrent.Semaphore budget) {
+    FrameChannel(ByteChannel channel, int maxDataLength, java.util.concurrent.Semaphore budget) {
         this.budget = budget;
         this.channel = channel;
         // containerd keeps one connection per container: a small buffer per connection adds up to less.
@@ -88,10 +88,6 @@ final class FrameChannel implements AutoCloseable {
 
     int maxDataLength() {
         return maxDataLength;
-    }
-
-    SocketChannel socket() {
-        return channel;
     }
 
     private void readFully(byte[] b, int off, int len) throws IOException {

@@ -85,12 +85,20 @@ public final class TtrpcServer implements AutoCloseable {
         this(socketPath, maxMessageLength, DEFAULT_IN_FLIGHT_BYTES);
     }
 
+    /**
+     * A server without a listener, for connections its owner opens itself ({@link #serve}): a guest agent serves
+     * the one byte stream of its virtio-serial port.
+     */
+    public static TtrpcServer withoutListener() {
+        return new TtrpcServer(null, Frame.MAX_DATA_LENGTH, DEFAULT_IN_FLIGHT_BYTES);
+    }
+
     public TtrpcServer(Path socketPath, int maxMessageLength, int maxInFlightBytes) {
         if (maxInFlightBytes < maxMessageLength) {
             throw new IllegalArgumentException("in-flight budget " + maxInFlightBytes
                     + " is below the maximum message length " + maxMessageLength);
         }
-        this.socketPath = socketPath.toAbsolutePath();
+        this.socketPath = socketPath == null ? null : socketPath.toAbsolutePath();
         this.maxMessageLength = maxMessageLength;
         this.inFlightBytes = new java.util.concurrent.Semaphore(maxInFlightBytes);
         this.budget = maxInFlightBytes;
@@ -127,6 +135,9 @@ public final class TtrpcServer implements AutoCloseable {
     }
 
     public synchronized TtrpcServer start() throws IOException {
+        if (socketPath == null) {
+            throw new IllegalStateException("this server has no socket to listen on; use serve(channel)");
+        }
         listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         io.kuasar.sandbox.sys.UnixSockets.bindPrivately(socketPath,
                 path -> listener.bind(UnixDomainSocketAddress.of(path), 1024));
@@ -135,6 +146,19 @@ public final class TtrpcServer implements AutoCloseable {
         Thread.ofVirtual().name("ttrpc-accept-" + socketPath.getFileName()).start(this::acceptLoop);
         LOG.info("ttrpc server listening on {}", socketPath);
         return this;
+    }
+
+    /**
+     * Serves one already-connected byte stream on the calling thread until it ends (end of stream or an error).
+     * Calls still running when it ends are treated as after a client disconnect.
+     */
+    public void serve(java.nio.channels.ByteChannel channel) {
+        if (closed) {
+            throw new IllegalStateException("the ttrpc server is closed");
+        }
+        Connection c = new Connection(new FrameChannel(channel, maxMessageLength, inFlightBytes));
+        connections.add(c);
+        c.serve();
     }
 
     private void acceptLoop() {
@@ -191,6 +215,9 @@ public final class TtrpcServer implements AutoCloseable {
         closeQuietly(listener);
         connections.forEach(Connection::close);
         deadlines.shutdownNow();
+        if (socketPath == null) {
+            return;
+        }
         try {
             Files.deleteIfExists(socketPath);
         } catch (IOException e) {

@@ -1,0 +1,120 @@
+package io.kuasar.vmm.task;
+
+import io.grpc.Status;
+import io.kuasar.api.vmm.IPAddress;
+import io.kuasar.api.vmm.IPFamily;
+import io.kuasar.api.vmm.Interface;
+import io.kuasar.api.vmm.Route;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * Applies the pod's interfaces and routes in the guest, as Kuasar's vmm-task does: each NIC is found by its MAC
+ * address (the sandboxer gave the VM's NIC the pod veth's MAC), renamed to the pod's interface name, given its
+ * addresses and MTU, and brought up; then the routes are replaced. Uses the image's {@code ip} (busybox).
+ */
+class GuestNetwork {
+    private static final Logger LOG = LoggerFactory.getLogger(GuestNetwork.class);
+    private static final Path NET = Path.of("/sys/class/net");
+    private static final int IFF_NOARP = 0x80;
+
+    void up(String device) throws IOException {
+        ip("link", "set", "dev", device, "up");
+    }
+
+    void updateInterfaces(List<Interface> interfaces) throws IOException {
+        for (Interface i : interfaces) {
+            String current = byMac(i.getHwAddr());
+            if (current == null) {
+                throw Status.NOT_FOUND.withDescription("interface " + i.getName() + ": no NIC in the VM has MAC "
+                        + i.getHwAddr()).asRuntimeException();
+            }
+            String name = i.getName().isEmpty() ? current : i.getName();
+            ip("link", "set", "dev", current, "down");
+            ip("addr", "flush", "dev", current);
+            if (!name.equals(current)) {
+                if (Files.exists(NET.resolve(name))) {
+                    ip("link", "set", "dev", name, "name", name + "-tmp");
+                }
+                ip("link", "set", "dev", current, "name", name);
+            }
+            if (i.getMtu() > 0) {
+                ip("link", "set", "dev", name, "mtu", Long.toString(i.getMtu()));
+            }
+            ip("link", "set", "dev", name, "arp", (i.getRawFlags() & IFF_NOARP) != 0 ? "off" : "on");
+            for (IPAddress a : i.getIPAddressesList()) {
+                ip(a.getFamily() == IPFamily.v6 ? "-6" : "-4", "addr", "add", a.getAddress() + "/" + a.getMask(),
+                        "dev", name);
+            }
+            ip("link", "set", "dev", name, "up");
+            LOG.info("interface {} (MAC {}) configured with {} addresses", name, i.getHwAddr(),
+                    i.getIPAddressesCount());
+        }
+    }
+
+    void updateRoutes(List<Route> routes) throws IOException {
+        // Routes with a gateway need the gateway's subnet route first: apply link routes, then the others.
+        List<Route> ordered = new ArrayList<>(routes.stream().filter(r -> r.getGateway().isEmpty()).toList());
+        ordered.addAll(routes.stream().filter(r -> !r.getGateway().isEmpty()).toList());
+        for (Route r : ordered) {
+            List<String> cmd = new ArrayList<>(List.of(r.getFamily() == IPFamily.v6 ? "-6" : "-4", "route",
+                    "replace", r.getDest().isEmpty() ? "default" : r.getDest()));
+            if (!r.getGateway().isEmpty()) {
+                cmd.addAll(List.of("via", r.getGateway()));
+            }
+            if (!r.getDevice().isEmpty()) {
+                cmd.addAll(List.of("dev", r.getDevice()));
+            }
+            if (!r.getSource().isEmpty()) {
+                cmd.addAll(List.of("src", r.getSource()));
+            }
+            ip(cmd.toArray(String[]::new));
+        }
+    }
+
+    /** The name of the NIC with this MAC address, or null. */
+    String byMac(String mac) throws IOException {
+        if (!Files.isDirectory(NET)) {
+            return null;
+        }
+        String want = mac.toLowerCase(Locale.ROOT);
+        try (Stream<Path> links = Files.list(NET)) {
+            for (Path l : links.toList()) {
+                Path addr = l.resolve("address");
+                if (Files.exists(addr) && Files.readString(addr).trim().toLowerCase(Locale.ROOT).equals(want)) {
+                    return l.getFileName().toString();
+                }
+            }
+        }
+        return null;
+    }
+
+    void ip(String... args) throws IOException {
+        List<String> cmd = new ArrayList<>(List.of("ip"));
+        cmd.addAll(List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+        try {
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+                throw new IOException(String.join(" ", cmd) + " did not finish within 10 s");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted: " + String.join(" ", cmd));
+        }
+        if (p.exitValue() != 0) {
+            throw Status.INTERNAL.withDescription(String.join(" ", cmd) + " failed: " + out).asRuntimeException();
+        }
+    }
+}

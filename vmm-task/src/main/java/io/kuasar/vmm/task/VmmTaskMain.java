@@ -1,0 +1,84 @@
+package io.kuasar.vmm.task;
+
+import ch.qos.logback.classic.Level;
+import io.kuasar.runc.HolderLauncher;
+import io.kuasar.runc.Runc;
+import io.kuasar.runc.RuncRuntime;
+import io.kuasar.sandbox.cgroup.OomMonitor;
+import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.sandbox.sys.FdPoller;
+import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.sandbox.ttrpc.TtrpcServer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+
+/**
+ * {@code vmm-task}: the guest agent of a microVM pod, PID 1 of the VM (the initramfs's /init execs it). It does
+ * Kuasar's guest boot steps, then serves containerd's Task API (v2 and v3), Kuasar's {@code grpc.SandboxService}
+ * and the Streaming service on the virtio-serial port the sandboxer connects to. Containers run through runc in
+ * the guest, with the same runtime code the runc sandboxer uses on a host.
+ */
+public final class VmmTaskMain {
+    private static final Logger LOG = LoggerFactory.getLogger(VmmTaskMain.class);
+    static final Path LIBEXEC = Path.of("/opt/kuasar/libexec");
+
+    private VmmTaskMain() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length > 0 && args[0].equals("--train")) {
+            Training.run();
+            return;
+        }
+        long started = System.nanoTime();
+        try {
+            run();
+        } catch (Throwable t) {
+            // PID 1 must not just vanish: say why on the console, then let the kernel stop the VM.
+            LOG.error("vmm-task failed after {} ms", (System.nanoTime() - started) / 1_000_000, t);
+            System.err.flush();
+            Runtime.getRuntime().halt(1);
+        }
+    }
+
+    private static void run() throws Exception {
+        GuestInit.early();
+        TaskConfig config = TaskConfig.parse(Files.readString(Path.of("/proc/cmdline")));
+        ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger(Logger.ROOT_LOGGER_NAME))
+                .setLevel(Level.toLevel(config.logLevel(), Level.INFO));
+        GuestInit.mountShareFs(config);
+        GuestInit.late();
+        new OrphanReaper().start();
+        TtrpcServer server = TtrpcServer.withoutListener();
+        services(Path.of("/run/kuasar-task")).forEach(server::register);
+        new GuestNetwork().up("lo");
+        Path port = AgentPort.find(config.agentPort(), Duration.ofSeconds(10));
+        LOG.info("vmm-task ready in {} ms of JVM time, uptime {}", 
+                java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime(),
+                Files.readString(Path.of("/proc/uptime")).split(" ")[0]);
+        AgentPort.serveForever(server, port);
+    }
+
+    /** Builds the agent's services; {@code stateDir} holds the runtime's files (consoles). */
+    static java.util.List<io.kuasar.sandbox.ttrpc.TtrpcService> services(Path stateDir) throws Exception {
+        FdPoller poller = new FdPoller("vmm-task");
+        ProcessReaper reaper = new ProcessReaper(poller);
+        StreamingService streaming = new StreamingService();
+        GuestEvents events = new GuestEvents();
+        Path monitor = LIBEXEC.resolve("kuasar-monitor");
+        RuncRuntime runc = new RuncRuntime(new Runc("runc", Path.of("/run/containerd/runc/k8s.io")), reaper,
+                new StateStore(stateDir), Files.isExecutable(monitor) ? monitor : null, new OomMonitor(poller));
+        TaskService tasks = new TaskService(new StreamedRuntime(runc, streaming, StreamedRuntime.IO_DIR), events);
+        SandboxService sandbox = new SandboxService(new HolderLauncher(LIBEXEC.resolve("kuasar-holder")),
+                new GuestNetwork(), events.queue());
+        java.util.List<io.kuasar.sandbox.ttrpc.TtrpcService> all = new java.util.ArrayList<>(tasks.services());
+        all.add(sandbox.service());
+        all.add(streaming.service());
+        return all;
+    }
+}
