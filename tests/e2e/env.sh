@@ -373,6 +373,12 @@ state = '$wd/state'
         $kuasar_runtime
         sandboxer = 'runc'
 
+      # Kuasar microVM sandboxer (QEMU); its daemon listens on \$KUASAR_E2E_VMM_SOCKET when a test starts it.
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-vmm]
+        runtime_type = 'io.containerd.kuasar-vmm.v1'
+        sandboxer = 'vmm'
+        io_type = 'fifo'
+
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$CNI_BIN_DIR']
       conf_dir = '$wd/cni'
@@ -382,6 +388,9 @@ state = '$wd/state'
   [proxy_plugins.runc]
     type = 'sandbox'
     address = '$sbx'                 # bare path, gRPC; nothing needs to listen yet (client is lazy)
+  [proxy_plugins.vmm]
+    type = 'sandbox'
+    address = '${KUASAR_E2E_VMM_SOCKET:-$wd/vmm-sandboxer.sock}'
 EOF
 }
 

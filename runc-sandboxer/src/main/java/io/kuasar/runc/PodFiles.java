@@ -24,10 +24,10 @@ import java.util.Set;
  * directory, which a sandboxer cannot know. So they live in the sandbox's state directory and are added to each
  * container's spec at Task.Create, unless the spec already mounts something there (e.g. kubelet's own /etc/hosts).
  */
-final class PodFiles {
-    static final String HOSTNAME = "hostname";
-    static final String HOSTS = "hosts";
-    static final String RESOLV = "resolv.conf";
+public final class PodFiles {
+    public static final String HOSTNAME = "hostname";
+    public static final String HOSTS = "hosts";
+    public static final String RESOLV = "resolv.conf";
     static final String SHM = "shm";
     private static final long SHM_SIZE = 64L << 20;
 
@@ -94,7 +94,7 @@ final class PodFiles {
         return changed;
     }
 
-    static byte[] hosts(String hostname) {
+    public static byte[] hosts(String hostname) {
         String s = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                 + "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
                 + "127.0.1.1\t" + hostname + "\n";
@@ -102,7 +102,7 @@ final class PodFiles {
     }
 
     /** The pod's DNS config as containerd writes it; the host's resolv.conf when the pod has none. */
-    static byte[] resolvConf(DNSConfig dns) throws IOException {
+    public static byte[] resolvConf(DNSConfig dns) throws IOException {
         if (dns == null || (dns.getServersCount() == 0 && dns.getSearchesCount() == 0 && dns.getOptionsCount() == 0)) {
             Path host = Path.of("/etc/resolv.conf");
             return Files.exists(host) ? Files.readAllBytes(host) : new byte[0];
@@ -120,7 +120,7 @@ final class PodFiles {
         return b.toString().getBytes(StandardCharsets.UTF_8);
     }
 
-    static String hostHostname() throws IOException {
+    public static String hostHostname() throws IOException {
         return Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
     }
 

@@ -1,0 +1,301 @@
+package io.kuasar.vmm;
+
+import com.google.protobuf.Any;
+import com.google.protobuf.ByteString;
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.Timestamp;
+import com.google.protobuf.util.JsonFormat;
+import io.grpc.Status;
+import io.kuasar.api.cri.v1.PodSandboxConfig;
+import io.kuasar.api.types.Metric;
+import io.kuasar.api.vmm.SetupSandboxRequest;
+import io.kuasar.runc.PodFiles;
+import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.controller.Sandboxer;
+import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.sandbox.state.SandboxRecord;
+import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.vmm.agent.Agent;
+import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.forward.GuestPods;
+import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmSpec;
+import io.kuasar.vmm.network.PodNetwork;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Every pod is a VM: one hypervisor process per pod, the vmm-task guest agent inside, the pod's network carried
+ * into the VM through a tap, and the pod's directory shared with the guest. All pods share this daemon's Task API,
+ * which forwards to each pod's guest agent ({@link io.kuasar.vmm.forward.GuestRuntime}).
+ */
+public final class VmmSandboxer implements Sandboxer, GuestPods {
+    private static final Logger LOG = LoggerFactory.getLogger(VmmSandboxer.class);
+    static final String SHARED = "shared";
+    private static final Duration QUIT_GRACE = Duration.ofSeconds(5);
+
+    private final StateStore store;
+    private final Hypervisor hypervisor;
+    private final QemuConfig config;
+    private final String taskAddress;
+    private final Map<String, PodVm> pods = new ConcurrentHashMap<>();
+    private volatile TaskService tasks;
+
+    /** A running pod's VM and what was made for it. */
+    private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared) {
+    }
+
+    public VmmSandboxer(StateStore store, Hypervisor hypervisor, QemuConfig config, String taskAddress) {
+        this.store = store;
+        this.hypervisor = hypervisor;
+        this.config = config;
+        this.taskAddress = taskAddress;
+    }
+
+    /** The Task service that forwards to the guests (it needs this sandboxer to find them, hence set later). */
+    public void tasks(TaskService tasks) {
+        this.tasks = tasks;
+    }
+
+    @Override
+    public String name() {
+        return "vmm-sandboxer";
+    }
+
+    @Override
+    public Pod pod(String sandboxId) {
+        PodVm p = pods.get(sandboxId);
+        if (p == null) {
+            throw Status.FAILED_PRECONDITION.withDescription("sandbox " + sandboxId
+                    + " has no running VM (not started, stopped, or not a pod of this sandboxer)").asRuntimeException();
+        }
+        if (p.agent().isClosed() || p.vm().exit().isDone()) {
+            throw Status.FAILED_PRECONDITION.withDescription("sandbox " + sandboxId + ": its VM has exited; see "
+                    + p.vm().consoleLog()).asRuntimeException();
+        }
+        return new Pod(sandboxId, p.agent(), p.shared());
+    }
+
+    @Override
+    public void create(SandboxRecord r) throws IOException {
+        PodSandboxConfig cfg = podConfig(r);
+        if (!r.netnsPath().isEmpty() && !Files.exists(Path.of(r.netnsPath()))) {
+            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id() + ": network namespace "
+                    + r.netnsPath() + " does not exist").asRuntimeException();
+        }
+        hypervisor.check();
+        Path shared = store.sandboxDir(r.id()).resolve(SHARED);
+        Files.createDirectories(shared);
+        // Kuasar's setup_sandbox_files: the guest takes the hostname from here, containers these three files.
+        String hostname = cfg != null && !cfg.getHostname().isEmpty() ? cfg.getHostname() : PodFiles.hostHostname();
+        AtomicFiles.write(shared.resolve(PodFiles.HOSTNAME), (hostname + "\n").getBytes(StandardCharsets.UTF_8));
+        AtomicFiles.write(shared.resolve(PodFiles.HOSTS), PodFiles.hosts(hostname));
+        AtomicFiles.write(shared.resolve(PodFiles.RESOLV),
+                PodFiles.resolvConf(cfg == null ? null : cfg.getDnsConfig()));
+    }
+
+    @Override
+    public Started start(SandboxRecord r, Instant callerDeadline) throws Exception {
+        PodSandboxConfig cfg = podConfig(r);
+        Instant deadline = Instant.now().plusSeconds(config.agentTimeoutSecs());
+        if (callerDeadline != null && callerDeadline.isBefore(deadline)) {
+            deadline = callerDeadline;
+        }
+        Path dir = store.sandboxDir(r.id());
+        Path shared = dir.resolve(SHARED);
+        PodNetwork network = null;
+        Vm vm = null;
+        Agent agent = null;
+        try {
+            List<VmSpec.Nic> nics = List.of();
+            if (!r.netnsPath().isEmpty()) {
+                PodNetwork.removeStaleTaps(r.netnsPath());
+                network = PodNetwork.scan(r.netnsPath());
+                nics = network.attach();
+            }
+            VmSpec spec = new VmSpec(r.id(), dir, shared, vcpus(cfg), memoryInMb(cfg), r.netnsPath(), nics);
+            long t0 = System.nanoTime();
+            vm = hypervisor.launch(spec, deadline);
+            agent = Agent.connect(r.id(), vm, deadline);
+            long booted = System.nanoTime();
+            SetupSandboxRequest.Builder setup = SetupSandboxRequest.newBuilder()
+                    .setConfig(Any.newBuilder().setTypeUrl("PodSandboxConfig").setValue(ByteString.copyFromUtf8(
+                            cfg == null ? "{}" : JsonFormat.printer().preservingProtoFieldNames().print(cfg))));
+            if (network != null) {
+                setup.addAllInterfaces(network.interfaces()).addAllRoutes(network.routes());
+            }
+            agent.setup(setup.build());
+            agent.startLoops();
+            LOG.info("sandbox {}: VM {} booted, agent answered in {} ms, set up in {} ms", r.id(), vm.pid(),
+                    (booted - t0) / 1_000_000, (System.nanoTime() - booted) / 1_000_000);
+        } catch (Exception e) {
+            if (agent != null) {
+                agent.close();
+            }
+            if (vm != null) {
+                vm.stop(Duration.ZERO);
+            }
+            if (network != null) {
+                network.detach();
+            }
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+                throw Status.CANCELLED.withDescription("sandbox " + r.id() + ": start cancelled").asRuntimeException();
+            }
+            throw e;
+        }
+        PodVm pod = new PodVm(vm, agent, network, shared);
+        pods.put(r.id(), pod);
+        Agent a = agent;
+        vm.exit().whenComplete((s, t) -> {
+            a.close();
+            LOG.info("sandbox {}: VM exited with status {}", r.id(), s == null ? "?" : s.code());
+        });
+        return new Started(vm.pid(), taskAddress, vm.exit(), vm.facts());
+    }
+
+    /** Kuasar's pre_start: the pod's CPU quota decides the vCPUs; its memory limit is added to the VM's memory. */
+    private int vcpus(PodSandboxConfig cfg) {
+        if (cfg != null) {
+            var res = cfg.getLinux().getResources();
+            if (res.getCpuPeriod() > 0 && res.getCpuQuota() > 0) {
+                return (int) Math.max(1, Math.min(255, (res.getCpuQuota() + res.getCpuPeriod() - 1) / res.getCpuPeriod()));
+            }
+        }
+        return config.vcpus();
+    }
+
+    private int memoryInMb(PodSandboxConfig cfg) {
+        long extra = cfg == null ? 0 : cfg.getLinux().getResources().getMemoryLimitInBytes() >> 20;
+        return (int) Math.min(Integer.MAX_VALUE, config.memoryInMb() + Math.max(0, extra));
+    }
+
+    @Override
+    public void stop(SandboxRecord r, Duration timeout) {
+        PodVm pod = pods.get(r.id());
+        if (pod == null) {
+            killLeftover(r);
+            return;
+        }
+        if (tasks != null && !pod.vm().exit().isDone()) {
+            tasks.killAll(r.id(), timeout);
+        }
+        pod.agent().close();
+        pod.vm().stop(QUIT_GRACE);
+        if (pod.network() != null) {
+            pod.network().detach();
+        }
+    }
+
+    @Override
+    public void shutdown(SandboxRecord r) throws IOException {
+        if (tasks != null) {
+            for (String c : tasks.containersOf(r.id())) {
+                tasks.forceRemove(c);
+            }
+        }
+        PodVm pod = pods.remove(r.id());
+        if (pod != null) {
+            pod.agent().close();
+            pod.vm().stop(Duration.ZERO);
+            if (pod.network() != null) {
+                pod.network().detach();
+            }
+        } else {
+            killLeftover(r);
+        }
+        removeShared(store.sandboxDir(r.id()).resolve(SHARED));
+    }
+
+    /** The shared directory's container bundles hold mounts: unmount them before anything is deleted. */
+    private static void removeShared(Path shared) throws IOException {
+        if (!Files.isDirectory(shared)) {
+            return;
+        }
+        List<Path> entries;
+        try (var s = Files.list(shared)) {
+            entries = new ArrayList<>(s.toList());
+        }
+        for (Path p : entries) {
+            if (Files.isDirectory(p, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                io.kuasar.vmm.forward.Bundles.remove(p);
+            } else {
+                Files.deleteIfExists(p);
+            }
+        }
+        Files.deleteIfExists(shared);
+    }
+
+    /**
+     * Pods do not survive a restart of this daemon yet (recovery is a later step): a VM left running by the
+     * previous daemon is killed, identified by its recorded pid and start time, and the pod is reported gone.
+     */
+    @Override
+    public Started recover(SandboxRecord r) {
+        killLeftover(r);
+        return null;
+    }
+
+    private static void killLeftover(SandboxRecord r) {
+        String pid = r.backend().get("qemuPid");
+        String start = r.backend().get("qemuStartTime");
+        if (pid == null || start == null) {
+            return;
+        }
+        try {
+            ProcessRef ref = new ProcessRef(Integer.parseInt(pid), Long.parseLong(start));
+            if (ref.signal(9)) {
+                LOG.warn("sandbox {}: killed the VM (QEMU {}) left by an earlier run", r.id(), pid);
+            }
+        } catch (NumberFormatException e) {
+            LOG.warn("sandbox {}: unreadable VM facts {}/{}", r.id(), pid, start);
+        }
+    }
+
+    @Override
+    public Metric metrics(SandboxRecord r) {
+        List<Any> stats = new ArrayList<>();
+        if (tasks != null) {
+            for (String c : tasks.containersOf(r.id())) {
+                try {
+                    Any any = tasks.statsOf(c);
+                    if (any != null) {
+                        stats.add(any);
+                    }
+                } catch (Exception e) {
+                    LOG.debug("sandbox {}: no stats for container {}: {}", r.id(), c, e.getMessage());
+                }
+            }
+        }
+        Instant now = Instant.now();
+        return Metric.newBuilder().setId(r.id())
+                .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
+                .setData(CgroupStats.sum(stats)).build();
+    }
+
+    static PodSandboxConfig podConfig(SandboxRecord r) {
+        if (r.podConfig() == null || r.podConfigType() == null || !r.podConfigType().endsWith("PodSandboxConfig")) {
+            return null;
+        }
+        try {
+            return PodSandboxConfig.parseFrom(r.podConfig());
+        } catch (InvalidProtocolBufferException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
+                    + ": options is not a valid PodSandboxConfig").asRuntimeException();
+        }
+    }
+}

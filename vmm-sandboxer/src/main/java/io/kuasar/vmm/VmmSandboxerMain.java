@@ -1,0 +1,54 @@
+package io.kuasar.vmm;
+
+import io.kuasar.sandbox.cli.SandboxerDaemon;
+import io.kuasar.sandbox.events.TtrpcEventPublisher;
+import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.forward.GuestRuntime;
+import io.kuasar.vmm.qemu.QemuHypervisor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+import java.nio.file.Path;
+import java.util.List;
+
+/** {@code vmm-sandboxer}: Kuasar's microVM sandboxer (QEMU), with Kuasar's flags, defaults and config file. */
+@Command(name = "vmm-sandboxer", version = "vmm-sandboxer 0.1.0 (Kuasar Java, QEMU)",
+        description = "Serves containerd's Sandbox API for pods that are microVMs, and their Task API over ttrpc.")
+public final class VmmSandboxerMain extends SandboxerDaemon {
+    private static final Logger LOG = LoggerFactory.getLogger(VmmSandboxerMain.class);
+
+    public VmmSandboxerMain() {
+        listen = Path.of("/run/vmm-sandboxer.sock");
+        dir = Path.of("/run/kuasar-vmm");
+    }
+
+    @Override
+    protected Path defaultConfig() {
+        return Path.of("/var/lib/kuasar/config.toml");
+    }
+
+    @Override
+    protected Parts assemble(Context ctx) {
+        String source = sandboxerConfig.file() == null ? "the built-in defaults" : sandboxerConfig.file().toString();
+        QemuConfig qemu = QemuConfig.from(sandboxerConfig.section("hypervisor"), source);
+        QemuHypervisor hypervisor = new QemuHypervisor(qemu);
+        try {
+            hypervisor.check();
+        } catch (RuntimeException e) {
+            // Serve anyway: the error is repeated, with its remedy, on every RunPodSandbox until it is fixed.
+            LOG.warn("pods cannot start yet: {}", e.getMessage());
+        }
+        TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
+        VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, qemu, ctx.taskAddress());
+        TaskService tasks = new TaskService(new GuestRuntime(sandboxer), events);
+        sandboxer.tasks(tasks);
+        return new Parts(sandboxer, tasks.services(), tasks, List.of(events));
+    }
+
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new VmmSandboxerMain()).execute(args));
+    }
+}

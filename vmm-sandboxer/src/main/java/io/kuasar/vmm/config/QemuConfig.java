@@ -1,0 +1,131 @@
+package io.kuasar.vmm.config;
+
+import com.fasterxml.jackson.databind.JsonNode;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Locale;
+
+/**
+ * The {@code [hypervisor]} table of Kuasar's {@code config_qemu_x86_64.toml}, with Kuasar's keys and meanings
+ * (unknown keys are ignored, as Kuasar does), plus what this implementation adds:
+ * {@code accelerator} ({@code kvm}, {@code tcg} or {@code auto}: TCG when the CPU has no vmx/svm, as on machines
+ * whose /dev/kvm is PVM), {@code agent_timeout_secs} (how long a booting guest has to answer) and
+ * {@code console_log} (keep the guest console in the sandbox directory). A bad value is rejected at start with the
+ * key and the reason.
+ */
+public record QemuConfig(String qemuPath, String machineType, String accelerator, String cpuModel,
+                         String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
+                         String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
+                         String virtio9pMultidevs, boolean useVsock, int agentTimeoutSecs, boolean debug) {
+    public static final String SHARE_9P = "Virtio9P";
+    public static final String SHARE_VIRTIOFS = "VirtioFS";
+
+    /** Reads {@code [hypervisor]}; {@code source} names the file in error messages. */
+    public static QemuConfig from(JsonNode h, String source) {
+        if (h == null || h.isMissingNode()) {
+            h = com.fasterxml.jackson.databind.node.MissingNode.getInstance();
+        }
+        QemuConfig c = new QemuConfig(
+                text(h, "qemu_path", "/usr/bin/qemu-system-x86_64"),
+                text(h, "machine_type", "pc"),
+                text(h, "accelerator", "auto").toLowerCase(Locale.ROOT),
+                text(h, "cpu_model", "host"),
+                text(h, "cpu_features", ""),
+                text(h, "firmware_path", ""),
+                text(h, "kernel_path", "/var/lib/kuasar/vmlinux.bin"),
+                text(h, "initrd_path", "/var/lib/kuasar/kuasar.initrd"),
+                text(h, "kernel_params", ""),
+                integer(h, "vcpus", 1, source),
+                integer(h, "memory_in_mb", 512, source),
+                text(h, "share_fs", SHARE_9P),
+                text(h, "entropy_source", "/dev/urandom"),
+                text(h, "virtio_9p_multidevs", "remap"),
+                bool(h, "use_vsock", false, source),
+                integer(h, "agent_timeout_secs", 45, source),
+                bool(h, "debug", false, source));
+        c.validate(source);
+        return c;
+    }
+
+    private void validate(String source) {
+        if (!machineType.equals("pc") && !machineType.equals("q35")) {
+            throw bad(source, "machine_type", machineType, "only \"pc\" and \"q35\" are supported on x86_64");
+        }
+        if (!accelerator.equals("kvm") && !accelerator.equals("tcg") && !accelerator.equals("auto")) {
+            throw bad(source, "accelerator", accelerator, "use kvm, tcg or auto");
+        }
+        if (vcpus < 1 || vcpus > 255) {
+            throw bad(source, "vcpus", Integer.toString(vcpus), "must be between 1 and 255");
+        }
+        if (memoryInMb < 128) {
+            throw bad(source, "memory_in_mb", Integer.toString(memoryInMb), "must be at least 128");
+        }
+        if (!shareFs.equals(SHARE_9P)) {
+            throw bad(source, "share_fs", shareFs, SHARE_VIRTIOFS.equals(shareFs)
+                    ? "VirtioFS is not implemented yet; use Virtio9P" : "use Virtio9P");
+        }
+        if (useVsock) {
+            throw bad(source, "use_vsock", "true", "this machine has no vhost-vsock; the agent channel is "
+                    + "virtio-serial (set use_vsock = false)");
+        }
+        if (agentTimeoutSecs < 1) {
+            throw bad(source, "agent_timeout_secs", Integer.toString(agentTimeoutSecs), "must be positive");
+        }
+        if (cpuModel.isEmpty()) {
+            throw bad(source, "cpu_model", "", "must not be empty (Kuasar's default is \"host\")");
+        }
+    }
+
+    /** The accelerator to use: {@code auto} means KVM only when the CPU has hardware virtualisation. */
+    public String effectiveAccelerator() {
+        if (!accelerator.equals("auto")) {
+            return accelerator;
+        }
+        return hasHardwareVirtualisation() && Files.exists(Path.of("/dev/kvm")) ? "kvm" : "tcg";
+    }
+
+    static boolean hasHardwareVirtualisation() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
+                if (line.startsWith("flags")) {
+                    return line.contains(" vmx") || line.contains(" svm");
+                }
+            }
+        } catch (java.io.IOException e) {
+            return false;
+        }
+        return false;
+    }
+
+    private static String text(JsonNode h, String key, String dflt) {
+        JsonNode v = h.path(key);
+        return v.isMissingNode() || v.isNull() ? dflt : v.asText();
+    }
+
+    private static int integer(JsonNode h, String key, int dflt, String source) {
+        JsonNode v = h.path(key);
+        if (v.isMissingNode() || v.isNull()) {
+            return dflt;
+        }
+        if (!v.isIntegralNumber()) {
+            throw bad(source, key, v.asText(), "must be an integer");
+        }
+        return v.asInt();
+    }
+
+    private static boolean bool(JsonNode h, String key, boolean dflt, String source) {
+        JsonNode v = h.path(key);
+        if (v.isMissingNode() || v.isNull()) {
+            return dflt;
+        }
+        if (!v.isBoolean()) {
+            throw bad(source, key, v.asText(), "must be true or false");
+        }
+        return v.asBoolean();
+    }
+
+    private static IllegalArgumentException bad(String source, String key, String value, String why) {
+        return new IllegalArgumentException(source + ": [hypervisor]." + key + " = \"" + value + "\": " + why);
+    }
+}

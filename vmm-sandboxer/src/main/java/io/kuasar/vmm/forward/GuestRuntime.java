@@ -1,0 +1,323 @@
+package io.kuasar.vmm.forward;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.google.protobuf.Any;
+import com.google.protobuf.Empty;
+import com.google.protobuf.Message;
+import com.google.protobuf.Parser;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.kuasar.api.task.v3.CloseIORequest;
+import io.kuasar.api.task.v3.CreateTaskRequest;
+import io.kuasar.api.task.v3.CreateTaskResponse;
+import io.kuasar.api.task.v3.DeleteRequest;
+import io.kuasar.api.task.v3.DeleteResponse;
+import io.kuasar.api.task.v3.ExecProcessRequest;
+import io.kuasar.api.task.v3.KillRequest;
+import io.kuasar.api.task.v3.PauseRequest;
+import io.kuasar.api.task.v3.PidsRequest;
+import io.kuasar.api.task.v3.PidsResponse;
+import io.kuasar.api.task.v3.ResizePtyRequest;
+import io.kuasar.api.task.v3.ResumeRequest;
+import io.kuasar.api.task.v3.StartRequest;
+import io.kuasar.api.task.v3.StartResponse;
+import io.kuasar.api.task.v3.StatsRequest;
+import io.kuasar.api.task.v3.StatsResponse;
+import io.kuasar.api.task.v3.UpdateTaskRequest;
+import io.kuasar.api.task.v3.WaitRequest;
+import io.kuasar.api.task.v3.WaitResponse;
+import io.kuasar.api.types.task.ProcessInfo;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.task.Container;
+import io.kuasar.sandbox.task.ContainerRuntime;
+import io.kuasar.sandbox.ttrpc.CallContext;
+import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * The microVM sandboxer's container runtime: containers run in the pod's VM, and this forwards each Task call to the
+ * guest agent. Before Create it does what stock containerd cannot ask for (it never sends Kuasar's
+ * {@code extensions.tasks}): it lays the container out in the shared directory ({@link ContainerPrep}) and bridges
+ * containerd's stdio FIFOs to streams ({@link StdioBridge}), undoing both if the guest refuses the container.
+ * The sandboxer's own {@link io.kuasar.sandbox.task.TaskService} keeps the bookkeeping, Wait and events.
+ */
+public final class GuestRuntime implements ContainerRuntime {
+    private static final Logger LOG = LoggerFactory.getLogger(GuestRuntime.class);
+    static final String TASK = "containerd.task.v2.Task";
+    /** CRI's annotation naming a container's pod. */
+    static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
+    private static final Duration CALL_TIMEOUT = Duration.ofSeconds(60);
+
+    private final GuestPods pods;
+    private final ContainerPrep prep = new ContainerPrep();
+    private final ObjectMapper json = new ObjectMapper();
+
+    public GuestRuntime(GuestPods pods) {
+        this.pods = pods;
+    }
+
+    @Override
+    public Container create(CallContext ctx, CreateTaskRequest req) throws Exception {
+        String id = req.getId();
+        Path hostBundle = Path.of(req.getBundle());
+        String sandboxId = sandboxOf(id, hostBundle);
+        GuestPods.Pod pod = pods.pod(sandboxId);
+        Rollback undo = new Rollback();
+        try {
+            String guestBundle = prep.prepare(id, hostBundle, req.getRootfsList(), pod.sharedDir(), undo);
+            StdioBridge io = StdioBridge.open(pod.agent().client(), "container " + id, req.getStdin(),
+                    req.getStdout(), req.getStderr());
+            undo.onFailure("stdio of " + id, io::close);
+            CreateTaskRequest guest = req.toBuilder().clearRootfs().setBundle(guestBundle).setStdin(io.stdin())
+                    .setStdout(io.stdout()).setStderr(io.stderr()).build();
+            CreateTaskResponse r = call(pod, "Create", guest, CreateTaskResponse.parser());
+            undo.commit();
+            return new GuestContainer(pod, id, r.getPid(), io, pod.sharedDir().resolve(id));
+        } catch (Exception e) {
+            undo.run();
+            throw e;
+        }
+    }
+
+    private String sandboxOf(String id, Path bundle) {
+        try {
+            String s = json.readTree(bundle.resolve("config.json").toFile()).path("annotations")
+                    .path(SANDBOX_ID_ANNOTATION).asText("");
+            if (s.isEmpty()) {
+                throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": the spec has no "
+                        + SANDBOX_ID_ANNOTATION + " annotation; a microVM container must belong to a pod")
+                        .asRuntimeException();
+            }
+            return s;
+        } catch (IOException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": cannot read " + bundle
+                    + "/config.json: " + e.getMessage()).asRuntimeException();
+        }
+    }
+
+    static <R extends Message> R call(GuestPods.Pod pod, String method, Message req, Parser<R> parser) {
+        return call(pod.agent().client(), pod.id(), method, req, parser, CALL_TIMEOUT);
+    }
+
+    static <R extends Message> R call(TtrpcClient c, String sandboxId, String method, Message req, Parser<R> parser,
+                                      Duration timeout) {
+        try {
+            return c.call(TASK, method, req, parser, timeout);
+        } catch (StatusRuntimeException e) {
+            if (e.getStatus().getCode() == Status.Code.UNAVAILABLE) {
+                throw Status.UNAVAILABLE.withDescription("sandbox " + sandboxId + ": the VM's guest agent is gone ("
+                        + e.getStatus().getDescription() + ")").asRuntimeException();
+            }
+            throw e;
+        }
+    }
+
+    /** A container in the pod's VM. */
+    static final class GuestContainer implements Container {
+        private final GuestPods.Pod pod;
+        private final String id;
+        private final int pid;
+        private final StdioBridge io;
+        private final Path hostDir;
+        private final CompletableFuture<ExitStatus> exit;
+
+        GuestContainer(GuestPods.Pod pod, String id, int pid, StdioBridge io, Path hostDir) {
+            this.pod = pod;
+            this.id = id;
+            this.pid = pid;
+            this.io = io;
+            this.hostDir = hostDir;
+            this.exit = waitFor(pod, id, "");
+        }
+
+        @Override
+        public String sandboxId() {
+            return pod.id();
+        }
+
+        @Override
+        public int initPid() {
+            return pid;
+        }
+
+        @Override
+        public CompletableFuture<ExitStatus> initExit() {
+            return exit;
+        }
+
+        @Override
+        public void start() {
+            call(pod, "Start", StartRequest.newBuilder().setId(id).build(), StartResponse.parser());
+        }
+
+        @Override
+        public Exec exec(ExecProcessRequest request) throws Exception {
+            StdioBridge eio = StdioBridge.open(pod.agent().client(), "exec " + request.getExecId() + " in " + id,
+                    request.getStdin(), request.getStdout(), request.getStderr());
+            try {
+                call(pod, "Exec", request.toBuilder().setStdin(eio.stdin()).setStdout(eio.stdout())
+                        .setStderr(eio.stderr()).build(), Empty.parser());
+            } catch (RuntimeException e) {
+                eio.close();
+                throw e;
+            }
+            String execId = request.getExecId();
+            return new Exec() {
+                private final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+
+                @Override
+                public int start() {
+                    int p = call(pod, "Start", StartRequest.newBuilder().setId(id).setExecId(execId).build(),
+                            StartResponse.parser()).getPid();
+                    waitFor(pod, id, execId).thenAccept(exit::complete);
+                    return p;
+                }
+
+                @Override
+                public CompletableFuture<ExitStatus> exit() {
+                    return exit;
+                }
+
+                @Override
+                public boolean kill(int signal) {
+                    try {
+                        call(pod, "Kill", KillRequest.newBuilder().setId(id).setExecId(execId).setSignal(signal)
+                                .build(), Empty.parser());
+                        return true;
+                    } catch (StatusRuntimeException e) {
+                        if (e.getStatus().getCode() == Status.Code.NOT_FOUND) {
+                            return false;
+                        }
+                        throw e;
+                    }
+                }
+
+                @Override
+                public void resizePty(int width, int height) {
+                    call(pod, "ResizePty", ResizePtyRequest.newBuilder().setId(id).setExecId(execId).setWidth(width)
+                            .setHeight(height).build(), Empty.parser());
+                }
+
+                @Override
+                public void closeStdin() {
+                    eio.closeStdin();
+                    call(pod, "CloseIO", CloseIORequest.newBuilder().setId(id).setExecId(execId).setStdin(true)
+                            .build(), Empty.parser());
+                }
+
+                @Override
+                public void delete() {
+                    try {
+                        call(pod, "Delete", DeleteRequest.newBuilder().setId(id).setExecId(execId).build(),
+                                DeleteResponse.parser());
+                    } catch (StatusRuntimeException e) {
+                        if (e.getStatus().getCode() != Status.Code.NOT_FOUND
+                                && e.getStatus().getCode() != Status.Code.UNAVAILABLE) {
+                            throw e;
+                        }
+                    } finally {
+                        eio.close();
+                    }
+                }
+            };
+        }
+
+        @Override
+        public void kill(int signal, boolean all) {
+            call(pod, "Kill", KillRequest.newBuilder().setId(id).setSignal(signal).setAll(all).build(), Empty.parser());
+        }
+
+        /** Deletes the container in the guest (if the guest is still there), then its bundle on the host. */
+        @Override
+        public void delete() throws Exception {
+            try {
+                if (!pod.agent().isClosed()) {
+                    call(pod, "Delete", DeleteRequest.newBuilder().setId(id).build(), DeleteResponse.parser());
+                }
+            } catch (StatusRuntimeException e) {
+                if (e.getStatus().getCode() != Status.Code.NOT_FOUND
+                        && e.getStatus().getCode() != Status.Code.UNAVAILABLE) {
+                    throw e;
+                }
+            } finally {
+                io.close();
+                pod.agent().unwatch(id);
+            }
+            Bundles.remove(hostDir);
+        }
+
+        @Override
+        public List<ProcessInfo> pids() {
+            return call(pod, "Pids", PidsRequest.newBuilder().setId(id).build(), PidsResponse.parser())
+                    .getProcessesList();
+        }
+
+        @Override
+        public Any stats() {
+            return call(pod, "Stats", StatsRequest.newBuilder().setId(id).build(), StatsResponse.parser()).getStats();
+        }
+
+        @Override
+        public void update(Any resources) {
+            call(pod, "Update", UpdateTaskRequest.newBuilder().setId(id).setResources(resources).build(),
+                    Empty.parser());
+        }
+
+        @Override
+        public void pause() {
+            call(pod, "Pause", PauseRequest.newBuilder().setId(id).build(), Empty.parser());
+        }
+
+        @Override
+        public void resume() {
+            call(pod, "Resume", ResumeRequest.newBuilder().setId(id).build(), Empty.parser());
+        }
+
+        @Override
+        public void resizePty(int width, int height) {
+            call(pod, "ResizePty", ResizePtyRequest.newBuilder().setId(id).setWidth(width).setHeight(height).build(),
+                    Empty.parser());
+        }
+
+        @Override
+        public void closeStdin() {
+            io.closeStdin();
+            call(pod, "CloseIO", CloseIORequest.newBuilder().setId(id).setStdin(true).build(), Empty.parser());
+        }
+
+        @Override
+        public boolean watchOom(Runnable onOom) {
+            pod.agent().watchOom(id, onOom);
+            return true;
+        }
+    }
+
+    /**
+     * The exit of a process in the guest: a Wait call that stays open until it ends. If the VM goes away first, the
+     * status is unknown (255), as for any process whose parent vanished.
+     */
+    static CompletableFuture<ExitStatus> waitFor(GuestPods.Pod pod, String id, String execId) {
+        CompletableFuture<ExitStatus> f = new CompletableFuture<>();
+        Thread.ofVirtual().name("wait-" + id + (execId.isEmpty() ? "" : "-" + execId)).start(() -> {
+            try {
+                WaitResponse w = call(pod.agent().client(), pod.id(), "Wait",
+                        WaitRequest.newBuilder().setId(id).setExecId(execId).build(), WaitResponse.parser(), null);
+                f.complete(new ExitStatus(w.getExitStatus(), Instant.ofEpochSecond(w.getExitedAt().getSeconds(),
+                        w.getExitedAt().getNanos()), true));
+            } catch (RuntimeException e) {
+                LOG.info("sandbox {}: container {}{}: no exit status from the guest ({})", pod.id(), id,
+                        execId.isEmpty() ? "" : " exec " + execId, e.getMessage());
+                f.complete(ExitStatus.unknown());
+            }
+        });
+        return f;
+    }
+}

@@ -1,0 +1,77 @@
+package io.kuasar.vmm.qemu;
+
+import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.hypervisor.VmSpec;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.UUID;
+
+/**
+ * QEMU's command line for one pod, after Kuasar's QEMU factory: machine, memory, kernel and initrd, a virtio-serial
+ * bus carrying the agent port ({@value #AGENT_PORT}), virtio-rng, the shared directory as 9p tag
+ * {@value #SHARE_TAG}, a virtio-net NIC per tap, and QMP. Differences, each for a reason: the accelerator is
+ * configurable (TCG where /dev/kvm cannot run stock kernels), the console goes to a file in the sandbox directory
+ * (diagnosis of a guest that never answers), the sockets live in the sandbox directory, and QEMU does not
+ * daemonize (the sandboxer is its parent and learns its exit at once).
+ */
+public final class QemuCommand {
+    public static final String AGENT_PORT = "agent.channel.0";
+    public static final String SHARE_TAG = "kuasar";
+    static final String AGENT_SOCKET = "agent.sock";
+    static final String QMP_SOCKET = "qmp.sock";
+    static final String CONSOLE_LOG = "console.log";
+    /** The guest kernel parameters every pod needs; the config's kernel_params come after them. */
+    static final String BASE_PARAMS = "console=ttyS0 panic=-1 reboot=t tsc=reliable no_timer_check lpj=1000000 "
+            + "net.ifnames=0 task.sharefs_type=9p";
+
+    private QemuCommand() {
+    }
+
+    public static List<String> build(QemuConfig c, String accelerator, VmSpec spec) {
+        Path dir = spec.dir();
+        List<String> a = new ArrayList<>(List.of(c.qemuPath(),
+                "-name", "sandbox-" + spec.sandboxId(),
+                "-uuid", UUID.nameUUIDFromBytes(spec.sandboxId().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                        .toString(),
+                "-machine", c.machineType() + (accelerator.equals("kvm") ? ",accel=kvm,kernel_irqchip=on" : "")));
+        if (accelerator.equals("kvm")) {
+            a.addAll(List.of("-cpu", c.cpuModel() + (c.cpuFeatures().isEmpty() ? "" : "," + c.cpuFeatures())));
+        } else {
+            // "host" means nothing to TCG; multi-threaded TCG with a bounded translation cache (~30 MB less RSS)
+            a.addAll(List.of("-accel", "tcg,thread=multi,tb-size=32"));
+        }
+        if (!c.firmwarePath().isEmpty()) {
+            a.addAll(List.of("-bios", c.firmwarePath()));
+        }
+        a.addAll(List.of(
+                "-qmp", "unix:" + dir.resolve(QMP_SOCKET) + ",server=on,wait=off",
+                "-rtc", "base=utc,clock=host,driftfix=slew",
+                "-vga", "none", "-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
+                "-serial", "file:" + dir.resolve(CONSOLE_LOG),
+                "-kernel", c.kernelPath(),
+                "-initrd", c.initrdPath(),
+                "-append", kernelParams(c),
+                "-smp", "cpus=" + spec.vcpus() + ",cores=" + spec.vcpus() + ",threads=1",
+                "-m", spec.memoryInMb() + "M",
+                "-device", "virtio-serial-pci,id=serial0",
+                "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
+                "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT,
+                "-object", "rng-random,id=rng0,filename=" + c.entropySource(),
+                "-device", "virtio-rng-pci,rng=rng0",
+                "-fsdev", "local,id=extra-9p-kuasar,path=" + spec.sharedDir() + ",security_model=none"
+                        + (c.virtio9pMultidevs().isEmpty() ? "" : ",multidevs=" + c.virtio9pMultidevs()),
+                "-device", "virtio-9p-pci,fsdev=extra-9p-kuasar,mount_tag=" + SHARE_TAG));
+        for (VmSpec.Nic n : spec.nics()) {
+            a.addAll(List.of("-netdev", "tap,id=" + n.id() + ",ifname=" + n.tap() + ",script=no,downscript=no,vhost=off",
+                    "-device", "virtio-net-pci,netdev=" + n.id() + ",mac=" + n.mac()));
+        }
+        return a;
+    }
+
+    static String kernelParams(QemuConfig c) {
+        String p = BASE_PARAMS + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim());
+        return c.debug() ? p + " task.log_level=debug" : p + " quiet";
+    }
+}

@@ -1,0 +1,118 @@
+package io.kuasar.vmm.qemu;
+
+import io.grpc.Status;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmSpec;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+
+/** QEMU as the hypervisor. The VMM runs inside the pod's network namespace (as Kuasar's), so its taps are local. */
+public final class QemuHypervisor implements Hypervisor {
+    private static final Logger LOG = LoggerFactory.getLogger(QemuHypervisor.class);
+    /** The longest a Unix socket path can be (sun_path). */
+    private static final int MAX_SOCKET_PATH = 107;
+    private final QemuConfig config;
+    private final String accelerator;
+
+    public QemuHypervisor(QemuConfig config) {
+        this.config = config;
+        this.accelerator = config.effectiveAccelerator();
+        LOG.info("QEMU {} with accelerator {} (configured: {})", config.qemuPath(), accelerator, config.accelerator());
+    }
+
+    @Override
+    public String name() {
+        return "qemu";
+    }
+
+    public String accelerator() {
+        return accelerator;
+    }
+
+    @Override
+    public void check() {
+        require(config.qemuPath(), "qemu_path", "apt-get install qemu-system-x86");
+        require(config.kernelPath(), "kernel_path", "make vmm-image");
+        require(config.initrdPath(), "initrd_path", "make vmm-image");
+        if (!config.firmwarePath().isEmpty()) {
+            require(config.firmwarePath(), "firmware_path", "apt-get install qemu-system-x86 (qboot.rom)");
+        }
+        if (accelerator.equals("kvm") && !Files.isWritable(Path.of("/dev/kvm"))) {
+            throw Status.FAILED_PRECONDITION.withDescription("accelerator kvm: /dev/kvm is missing or not writable; "
+                    + "set [hypervisor].accelerator = \"tcg\"").asRuntimeException();
+        }
+    }
+
+    private static void require(String path, String key, String remedy) {
+        if (path.isEmpty() || !Files.exists(Path.of(path))) {
+            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor]." + key + " " + path
+                    + " does not exist (" + remedy + ")").asRuntimeException();
+        }
+    }
+
+    @Override
+    public Vm launch(VmSpec spec, Instant deadline) throws IOException {
+        check();
+        for (String s : List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET)) {
+            Path p = spec.dir().resolve(s);
+            if (p.toString().length() > MAX_SOCKET_PATH) {
+                throw Status.FAILED_PRECONDITION.withDescription("sandbox " + spec.sandboxId() + ": socket path " + p
+                        + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter --dir").asRuntimeException();
+            }
+            Files.deleteIfExists(p);
+        }
+        List<String> cmd = new ArrayList<>();
+        if (!spec.netnsPath().isEmpty()) {
+            cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
+        }
+        cmd.addAll(QemuCommand.build(config, accelerator, spec));
+        Path log = spec.dir().resolve("qemu.log");
+        Files.deleteIfExists(spec.dir().resolve(QemuCommand.CONSOLE_LOG));
+        LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        CompletableFuture<ExitStatus> exit = p.onExit().thenApply(x -> ExitStatus.of(x.exitValue()));
+        ProcessRef ref = ProcessRef.of((int) p.pid());
+        // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
+        Path qmp = spec.dir().resolve(QemuCommand.QMP_SOCKET);
+        while (!Files.exists(qmp)) {
+            if (!p.isAlive() || Instant.now().isAfter(deadline)) {
+                p.destroyForcibly();
+                String out = tail(log);
+                throw Status.INTERNAL.withDescription("sandbox " + spec.sandboxId() + ": QEMU "
+                        + (p.isAlive() ? "did not start before the deadline" : "exited at start") + ": " + out)
+                        .asRuntimeException();
+            }
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                p.destroyForcibly();
+                Thread.currentThread().interrupt();
+                throw Status.CANCELLED.withDescription("sandbox " + spec.sandboxId() + ": start cancelled")
+                        .asRuntimeException();
+            }
+        }
+        return new QemuVm(spec, p, ref, exit);
+    }
+
+    static String tail(Path log) {
+        try {
+            List<String> lines = Files.readAllLines(log);
+            return String.join(" | ", lines.subList(Math.max(0, lines.size() - 5), lines.size()));
+        } catch (IOException e) {
+            return "(no output: " + e.getMessage() + ")";
+        }
+    }
+}

@@ -1,0 +1,83 @@
+package io.kuasar.vmm.qemu;
+
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmSpec;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+/** One QEMU process. Its agent channel is the virtio-serial port's chardev socket. */
+final class QemuVm implements Vm {
+    private static final Logger LOG = LoggerFactory.getLogger(QemuVm.class);
+    static final String FACT_PID = "qemuPid";
+    static final String FACT_START_TIME = "qemuStartTime";
+    private final VmSpec spec;
+    private final Process process;
+    private final ProcessRef ref;
+    private final CompletableFuture<ExitStatus> exit;
+
+    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit) {
+        this.spec = spec;
+        this.process = process;
+        this.ref = ref;
+        this.exit = exit;
+    }
+
+    @Override
+    public int pid() {
+        return ref.pid();
+    }
+
+    @Override
+    public CompletableFuture<ExitStatus> exit() {
+        return exit;
+    }
+
+    @Override
+    public TtrpcClient connectAgent() throws IOException {
+        return TtrpcClient.connect(spec.dir().resolve(QemuCommand.AGENT_SOCKET));
+    }
+
+    @Override
+    public Path consoleLog() {
+        return spec.dir().resolve(QemuCommand.CONSOLE_LOG);
+    }
+
+    @Override
+    public void stop(Duration grace) {
+        if (!exit.isDone() && !grace.isZero()) {
+            try (Qmp qmp = Qmp.connect(spec.dir().resolve(QemuCommand.QMP_SOCKET))) {
+                qmp.execute("quit");
+            } catch (IOException e) {
+                LOG.debug("sandbox {}: QMP quit failed: {}", spec.sandboxId(), e.getMessage());
+            }
+            try {
+                exit.get(grace.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (Exception e) {
+                LOG.warn("sandbox {}: QEMU {} did not quit within {}; killing it", spec.sandboxId(), ref.pid(), grace);
+            }
+        }
+        if (!exit.isDone()) {
+            process.destroyForcibly();
+            try {
+                exit.get(10, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                LOG.error("sandbox {}: QEMU {} survived SIGKILL for 10 s", spec.sandboxId(), ref.pid());
+            }
+        }
+    }
+
+    @Override
+    public Map<String, String> facts() {
+        return Map.of(FACT_PID, Integer.toString(ref.pid()), FACT_START_TIME, Long.toString(ref.startTime()));
+    }
+}

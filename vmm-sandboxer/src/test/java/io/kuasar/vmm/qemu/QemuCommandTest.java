@@ -1,0 +1,57 @@
+package io.kuasar.vmm.qemu;
+
+import com.fasterxml.jackson.dataformat.toml.TomlMapper;
+import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.hypervisor.VmSpec;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Path;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class QemuCommandTest {
+    private final VmSpec spec = new VmSpec("s1", Path.of("/run/kuasar-vmm/sandboxes/s1"),
+            Path.of("/run/kuasar-vmm/sandboxes/s1/shared"), 2, 640, "/run/netns/x",
+            List.of(new VmSpec.Nic("intf-3", "tap_kua_3", "0a:58:0a:58:4d:05")));
+
+    private static QemuConfig config(String extra) throws Exception {
+        return QemuConfig.from(new TomlMapper().readTree("[hypervisor]\n" + extra).path("hypervisor"), "t");
+    }
+
+    @Test
+    void tcgHasNoKvmMachineOptionsAndNoHostCpu() throws Exception {
+        String cmd = String.join(" ", QemuCommand.build(config("firmware_path = \"/usr/share/qemu/qboot.rom\"\n"),
+                "tcg", spec));
+        assertThat(cmd).contains("-machine pc ").contains("-accel tcg,thread=multi,tb-size=32")
+                .contains("-bios /usr/share/qemu/qboot.rom").doesNotContain("-cpu host").doesNotContain("accel=kvm");
+    }
+
+    @Test
+    void kvmUsesKuasarsMachineAndCpu() throws Exception {
+        String cmd = String.join(" ", QemuCommand.build(config(""), "kvm", spec));
+        assertThat(cmd).contains("-machine pc,accel=kvm,kernel_irqchip=on").contains("-cpu host");
+    }
+
+    @Test
+    void devicesCarryTheAgentPortTheShareAndTheNic() throws Exception {
+        List<String> a = QemuCommand.build(config(""), "tcg", spec);
+        String cmd = String.join(" ", a);
+        assertThat(cmd).contains("virtserialport,bus=serial0.0,chardev=agent,name=agent.channel.0")
+                .contains("socket,id=agent,path=/run/kuasar-vmm/sandboxes/s1/agent.sock,server=on,wait=off")
+                .contains("local,id=extra-9p-kuasar,path=/run/kuasar-vmm/sandboxes/s1/shared,security_model=none,"
+                        + "multidevs=remap")
+                .contains("virtio-9p-pci,fsdev=extra-9p-kuasar,mount_tag=kuasar")
+                .contains("tap,id=intf-3,ifname=tap_kua_3,script=no,downscript=no,vhost=off")
+                .contains("virtio-net-pci,netdev=intf-3,mac=0a:58:0a:58:4d:05")
+                .contains("-smp cpus=2").contains("-m 640M").contains("-no-reboot");
+        assertThat(a.get(a.indexOf("-append") + 1)).startsWith("console=ttyS0").contains("task.sharefs_type=9p")
+                .endsWith("quiet");
+    }
+
+    @Test
+    void debugAsksTheGuestAgentForDebugLogs() throws Exception {
+        assertThat(QemuCommand.kernelParams(config("debug = true\nkernel_params = \"foo=1\"\n")))
+                .contains(" foo=1").endsWith("task.log_level=debug");
+    }
+}
