@@ -5,6 +5,8 @@
 #   make e2e                 end-to-end tests against real containerd 2.x, runc and CNI (root)
 #   make bench               benchmark against containerd's stock runc shim (root)
 #   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
+#   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar (root; after make build;
+#                            VMM_IMAGE_ARGS=--force rebuilds; docs/vmm-image.md)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 JAVA_HOME ?= /usr/lib/jvm/temurin-25-jdk-amd64
@@ -24,7 +26,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
             -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders \
             -XX:TrimNativeHeapInterval=1000 -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
-.PHONY: all build install test e2e bench quickstart clean check-jdk
+.PHONY: all build install test e2e bench quickstart vmm-image clean check-jdk
 
 all: build
 
@@ -46,6 +48,17 @@ install: build
 	chmod 0755 $(BIN)/runc-sandboxer
 	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 $(BIN)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-runc.service > $(UNITDIR)/kuasar-runc.service
+	install -d $(LIBDIR)/vmm-sandboxer $(DESTDIR)/var/lib/kuasar
+	rm -f $(LIBDIR)/vmm-sandboxer/*.jar
+	install -m 0644 vmm-sandboxer/target/lib/*.jar vmm-sandboxer/target/vmm-sandboxer-*[0-9T].jar $(LIBDIR)/vmm-sandboxer/
+	sed -e 's|@NAME@|vmm-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
+	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/vmm-sandboxer|' \
+	    -e 's|@MAIN@|io.kuasar.vmm.VmmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/vmm-sandboxer
+	chmod 0755 $(BIN)/vmm-sandboxer
+	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-vmm.service > $(UNITDIR)/kuasar-vmm.service
+	# Kuasar's default config path; an existing (edited) config is kept
+	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
+	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
 
 test: check-jdk
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=
@@ -58,6 +71,9 @@ bench: build
 
 quickstart:
 	./examples/quickstart.sh
+
+vmm-image:
+	./vmm-task/image/build-image.sh $(VMM_IMAGE_ARGS)
 
 clean:
 	$(MVN) $(MVN_FLAGS) clean

@@ -148,6 +148,8 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             }
             if (vm != null) {
                 vm.stop(Duration.ZERO);
+                LOG.warn("sandbox {}: start failed ({}); the guest console said:\n{}", r.id(), e.getMessage(),
+                        tail(vm.consoleLog(), 30));
             }
             if (network != null) {
                 network.detach();
@@ -161,11 +163,22 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
         PodVm pod = new PodVm(vm, agent, network, shared);
         pods.put(r.id(), pod);
         Agent a = agent;
+        Vm v = vm;
         vm.exit().whenComplete((s, t) -> {
             a.close();
             LOG.info("sandbox {}: VM exited with status {}", r.id(), s == null ? "?" : s.code());
+            LOG.debug("sandbox {}: the guest console's last lines:\n{}", r.id(), tail(v.consoleLog(), 30));
         });
         return new Started(vm.pid(), taskAddress, vm.exit(), vm.facts());
+    }
+
+    static String tail(Path file, int lines) {
+        try {
+            List<String> all = Files.readAllLines(file, StandardCharsets.ISO_8859_1);
+            return String.join("\n", all.subList(Math.max(0, all.size() - lines), all.size()));
+        } catch (IOException e) {
+            return "(no console log: " + e.getMessage() + ")";
+        }
     }
 
     /** Kuasar's pre_start: the pod's CPU quota decides the vCPUs; its memory limit is added to the VM's memory. */

@@ -55,6 +55,12 @@ public final class E2eEnvironment implements AutoCloseable {
     private final AtomicBoolean closed = new AtomicBoolean();
     private Process sandboxer;
     private CriClient cri;
+    /** The microVM sandboxer, started by the first test that asks for it ({@link #vmmCri()}). */
+    private final Path vmmSock;
+    private final Path vmmStateDir;
+    private final Path vmmLog;
+    private Process vmmSandboxer;
+    private CriClient vmmCri;
     private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
 
     private E2eEnvironment() throws IOException {
@@ -67,12 +73,18 @@ public final class E2eEnvironment implements AutoCloseable {
         sandboxerSock = workdir.resolve("runc.sock");
         stateDir = workdir.resolve("state");
         sandboxerLog = workdir.resolve("sandboxer.log");
+        vmmSock = workdir.resolve("vmm.sock");
+        // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
+        vmmStateDir = Path.of("/run/kvmm-" + workdir.getFileName().toString().replaceAll("\\D", "")
+                .substring(0, 6));
+        vmmLog = workdir.resolve("vmm-sandboxer.log");
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         childEnv.put("KUASAR_E2E_BRIDGE", bridge);
         childEnv.put("KUASAR_E2E_SUBNET", subnet);
         childEnv.put("KUASAR_SHIM_DIR", prefix.resolve("bin").toString());
+        childEnv.put("KUASAR_E2E_VMM_SOCKET", vmmSock.toString());
     }
 
     private static String envOr(String name, String dflt) {
@@ -233,6 +245,115 @@ public final class E2eEnvironment implements AutoCloseable {
         }
     }
 
+    /**
+     * A CRI client for the {@code kuasar-vmm} handler. The first call builds the guest image if it is missing
+     * ({@code make vmm-image}, cached) and starts vmm-sandboxer with the shipped QEMU config.
+     */
+    public synchronized CriClient vmmCri() {
+        if (vmmCri != null) {
+            return vmmCri;
+        }
+        Map<String, String> env = new HashMap<>(childEnv);
+        env.put("JAVA_HOME", System.getProperty("java.home"));
+        if (!Files.exists(Path.of("/var/lib/kuasar/vmlinux.bin")) || !Files.exists(Path.of("/var/lib/kuasar/kuasar.initrd"))) {
+            log("no guest image in /var/lib/kuasar: make vmm-image");
+            Host.check(Duration.ofMinutes(20), env, repo, "make", "vmm-image");
+        }
+        Path launcher = prefix.resolve("bin/vmm-sandboxer");
+        // The shipped config, with the guest agent logging at debug (its log is the guest console, shown on failure).
+        Path config = workdir.resolve("vmm-config.toml");
+        try {
+            Files.writeString(config, Files.readString(repo.resolve("vmm-sandboxer/config_qemu_x86_64.toml"))
+                    .replace("debug = false", "debug = true"));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        if (!Files.isExecutable(launcher)) {
+            throw new IllegalStateException(launcher + " missing: the install prefix predates vmm-sandboxer");
+        }
+        ProcessBuilder pb = new ProcessBuilder(launcher.toString(),
+                "--listen", vmmSock.toString(),
+                "--dir", vmmStateDir.toString(),
+                "--config", config.toString(),
+                "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
+                "--log-level", "debug")
+                .redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(vmmLog.toFile()))
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+        pb.environment().putAll(childEnv);
+        try {
+            vmmSandboxer = pb.start();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot start " + launcher, e);
+        }
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(vmmSock)) {
+            if (!vmmSandboxer.isAlive() || System.nanoTime() > end) {
+                throw new IllegalStateException("vmm-sandboxer did not start:\n" + Host.tail(vmmLog, 40));
+            }
+            sleep(50);
+        }
+        vmmCri = new CriClient(containerdSock(), "kuasar-vmm", workdir.resolve("logs"), Duration.ofSeconds(120));
+        return vmmCri;
+    }
+
+    public Path vmmStateDir() {
+        return vmmStateDir;
+    }
+
+    public Path vmmLog() {
+        return vmmLog;
+    }
+
+    public boolean vmmSandboxerAlive() {
+        return vmmSandboxer != null && vmmSandboxer.isAlive();
+    }
+
+    /** Stops the microVM sandboxer after removing its pods; what survives is a problem of the run. */
+    private void stopVmm(List<String> problems) {
+        if (vmmCri != null) {
+            if (vmmSandboxer.isAlive()) {
+                problems.addAll(vmmCri.cleanupAll());
+            }
+            vmmCri.close();
+        }
+        if (vmmSandboxer != null && vmmSandboxer.isAlive()) {
+            vmmSandboxer.destroy();
+            try {
+                if (!vmmSandboxer.waitFor(15, TimeUnit.SECONDS)) {
+                    problems.add("vmm-sandboxer ignored SIGTERM for 15 s; killed");
+                    vmmSandboxer.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        if (vmmSandboxer != null) {
+            for (long pid : Host.pidsWithCmdline(vmmStateDir.toString())) {
+                problems.add("process " + pid + " (" + Host.comm(pid) + ") of vmm-sandboxer survived; killing it");
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+    }
+
+    /** The microVM state dir lives outside the workdir (short socket paths): removed here, unless mounts remain. */
+    private void removeVmmStateDir() {
+        if (!Files.exists(vmmStateDir) || Boolean.getBoolean("kuasar.e2e.keep")) {
+            return;
+        }
+        if (!Host.mountsMentioning(vmmStateDir.toString()).isEmpty()) {
+            log("mounts left below " + vmmStateDir + ", not removing it");
+            return;
+        }
+        try (Stream<Path> s = Files.walk(vmmStateDir)) {
+            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            log("cannot remove " + vmmStateDir + ": " + e);
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------------------
 
     public CriClient cri() {
@@ -325,8 +446,9 @@ public final class E2eEnvironment implements AutoCloseable {
     /** Mounts under the sandboxer's state dir (pod shm) left by a failed teardown: reported, then removed. */
     private void unmountLeftovers(List<String> problems) {
         String prefix = stateDir.toAbsolutePath() + "/";
+        String vmmPrefix = vmmStateDir.toAbsolutePath() + "/";
         List<String> left = Host.read(Path.of("/proc/self/mounts")).lines().map(l -> l.split(" ")[1])
-                .filter(m -> m.startsWith(prefix)).sorted(Comparator.reverseOrder()).toList();
+                .filter(m -> m.startsWith(prefix) || m.startsWith(vmmPrefix)).sorted(Comparator.reverseOrder()).toList();
         for (String m : left) {
             problems.add("mount " + m + " survived teardown; unmounting it");
             Host.run(Duration.ofSeconds(10), childEnv, null, "umount", "-l", m);
@@ -389,7 +511,9 @@ public final class E2eEnvironment implements AutoCloseable {
     }
 
     String logTails() {
-        return "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
+        return (Files.exists(vmmLog) ? "---- vmm-sandboxer log (" + vmmLog + ") ----\n" + Host.tail(vmmLog, 80) + "\n"
+                : "")
+                + "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
                 + "\n---- containerd log (" + containerdLog() + ") ----\n" + Host.tail(containerdLog(), 60);
     }
 
@@ -427,6 +551,7 @@ public final class E2eEnvironment implements AutoCloseable {
         long t0 = System.nanoTime();
         List<String> problems = new ArrayList<>();
         List<String> pods = cri != null ? cri.podsCreated() : List.of();
+        stopVmm(problems);
         if (cri != null) {
             if (sandboxer != null && sandboxer.isAlive()) {
                 problems.addAll(cri.cleanupAll());
@@ -438,6 +563,7 @@ public final class E2eEnvironment implements AutoCloseable {
         }
         killTaskProxy(problems);
         unmountLeftovers(problems);
+        removeVmmStateDir();
         try {
             Path log = ctrdDir.resolve("containerd.log");
             if (Files.exists(log)) {

@@ -116,6 +116,31 @@ final class Host {
         return pids;
     }
 
+    /** Live pids whose command line mentions {@code text} (e.g. a QEMU started for a sandbox directory). */
+    static List<Long> pidsWithCmdline(String text) {
+        List<Long> pids = new ArrayList<>();
+        long self = ProcessHandle.current().pid();
+        try (Stream<Path> s = Files.list(Path.of("/proc"))) {
+            for (Path p : s.toList()) {
+                String name = p.getFileName().toString();
+                if (!name.chars().allMatch(Character::isDigit) || Long.parseLong(name) == self) {
+                    continue;
+                }
+                try {
+                    String cmd = new String(Files.readAllBytes(p.resolve("cmdline"))).replace('\0', ' ');
+                    if (cmd.contains(text) && alive(Long.parseLong(name))) {
+                        pids.add(Long.parseLong(name));
+                    }
+                } catch (IOException gone) {
+                    // the process ended while we looked
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return pids;
+    }
+
     /** The comm the runc sandboxer gives a pod's namespace holder. */
     static String holderComm(String sandboxId) {
         return "kuasar-" + sandboxId.substring(0, Math.min(8, sandboxId.length()));

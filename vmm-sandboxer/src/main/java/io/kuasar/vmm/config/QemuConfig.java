@@ -58,8 +58,10 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         if (vcpus < 1 || vcpus > 255) {
             throw bad(source, "vcpus", Integer.toString(vcpus), "must be between 1 and 255");
         }
-        if (memoryInMb < 128) {
-            throw bad(source, "memory_in_mb", Integer.toString(memoryInMb), "must be at least 128");
+        if (memoryInMb < 384) {
+            // the kernel unpacks the initramfs (JRE, agent) into at most half of the guest's RAM
+            throw bad(source, "memory_in_mb", Integer.toString(memoryInMb), "must be at least 384 (the guest "
+                    + "image unpacks into RAM)");
         }
         if (!shareFs.equals(SHARE_9P)) {
             throw bad(source, "share_fs", shareFs, SHARE_VIRTIOFS.equals(shareFs)

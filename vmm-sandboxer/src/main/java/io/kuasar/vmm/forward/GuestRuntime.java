@@ -73,11 +73,13 @@ public final class GuestRuntime implements ContainerRuntime {
         Rollback undo = new Rollback();
         try {
             String guestBundle = prep.prepare(id, hostBundle, req.getRootfsList(), pod.sharedDir(), undo);
+            LOG.debug("container {}: laid out at {} for sandbox {}", id, guestBundle, sandboxId);
             StdioBridge io = StdioBridge.open(pod.agent().client(), "container " + id, req.getStdin(),
                     req.getStdout(), req.getStderr());
             undo.onFailure("stdio of " + id, io::close);
             CreateTaskRequest guest = req.toBuilder().clearRootfs().setBundle(guestBundle).setStdin(io.stdin())
                     .setStdout(io.stdout()).setStderr(io.stderr()).build();
+            LOG.debug("container {}: stdio {} {} {}; creating in the guest", id, io.stdin(), io.stdout(), io.stderr());
             CreateTaskResponse r = call(pod, "Create", guest, CreateTaskResponse.parser());
             undo.commit();
             return new GuestContainer(pod, id, r.getPid(), io, pod.sharedDir().resolve(id));

@@ -147,13 +147,14 @@ final class StdioBridge implements AutoCloseable {
 
         static Pump output(TtrpcClient agent, String id, File host) throws IOException {
             Pump p = new Pump(openStream(agent, id), host, false);
-            Thread.ofVirtual().name("stdio-" + id).start(p::copyOut);
+            // platform threads: opening a FIFO pins a virtual thread's carrier until the other end is opened
+            Thread.ofPlatform().daemon().name("stdio-" + id).start(p::copyOut);
             return p;
         }
 
         static Pump stdin(TtrpcClient agent, String id, File host) throws IOException {
             Pump p = new Pump(openStream(agent, id), host, true);
-            Thread.ofVirtual().name("stdio-" + id).start(p::copyIn);
+            Thread.ofPlatform().daemon().name("stdio-" + id).start(p::copyIn);
             return p;
         }
 
@@ -242,7 +243,7 @@ final class StdioBridge implements AutoCloseable {
                     // the connection is gone already
                 }
             }
-            Thread.ofVirtual().start(() -> {
+            Thread.ofPlatform().daemon().start(() -> {
                 try (RandomAccessFile peer = new RandomAccessFile(hostFile, "rw")) { // O_RDWR never blocks on a FIFO
                     LOG.trace("released {}", peer);
                 } catch (IOException ignored) {

@@ -39,7 +39,7 @@ class QemuConfigTest {
                 .hasMessageContaining("kvm, tcg or auto");
         assertThatThrownBy(() -> parse("[hypervisor]\nvcpus = \"two\"\n"))
                 .hasMessageContaining("[hypervisor].vcpus").hasMessageContaining("integer");
-        assertThatThrownBy(() -> parse("[hypervisor]\nmemory_in_mb = 64\n")).hasMessageContaining("at least 128");
+        assertThatThrownBy(() -> parse("[hypervisor]\nmemory_in_mb = 64\n")).hasMessageContaining("at least 384");
         assertThatThrownBy(() -> parse("[hypervisor]\nuse_vsock = true\n")).hasMessageContaining("vhost-vsock");
         assertThatThrownBy(() -> parse("[hypervisor]\nmachine_type = \"virt\"\n")).hasMessageContaining("machine_type");
     }

@@ -44,6 +44,8 @@ final class StreamedRuntime implements ContainerRuntime {
         CreateTaskRequest.Builder b = request.toBuilder();
         b.setStdin(fifoFor(request.getStdin(), ids)).setStdout(fifoFor(request.getStdout(), ids))
                 .setStderr(fifoFor(request.getStderr(), ids));
+        org.slf4j.LoggerFactory.getLogger(StreamedRuntime.class).debug("container {}: creating with stdio {}",
+                request.getId(), ids);
         try {
             return new Streamed(delegate.create(ctx, b.build()), ids);
         } catch (Exception e) {
@@ -93,7 +95,7 @@ final class StreamedRuntime implements ContainerRuntime {
 
     private void release(List<String> ids) {
         for (String id : ids) {
-            streams.unregister(id);
+            streams.unregister(id, ioDir.resolve(id));
             try {
                 Files.deleteIfExists(ioDir.resolve(id));
             } catch (IOException ignored) {

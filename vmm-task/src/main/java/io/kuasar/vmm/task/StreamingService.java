@@ -38,25 +38,80 @@ final class StreamingService {
     static final String NAME = "containerd.services.streaming.v1.Streaming";
     static final int WINDOW = 32 * 1024;
     private static final int CHUNK = 32 * 1024;
-    /** How long a stream waits for its container to be created before it gives up. */
+    /** How long the process side waits for its client to open the stream. */
     private static final long ATTACH_TIMEOUT_SECONDS = 120;
 
-    private final ConcurrentHashMap<String, CompletableFuture<Path>> endpoints = new ConcurrentHashMap<>();
+    private final ConcurrentHashMap<String, Endpoint> endpoints = new ConcurrentHashMap<>();
+
+    /**
+     * One stream id: the process side (a FIFO, registered by the runtime) and the client side (a stream, when the
+     * client opens it), whichever comes first. The copy runs on a platform thread that opens the FIFO as soon as it
+     * is registered: opening a FIFO blocks until the other end is opened, and must not wait for a virtual thread
+     * that may never be scheduled (a guest with one vCPU has one carrier, pinned by the Create that opens the
+     * process's end).
+     */
+    private static final class Endpoint {
+        final CompletableFuture<ServerStream> stream = new CompletableFuture<>();
+        final CompletableFuture<Void> done = new CompletableFuture<>();
+    }
 
     TtrpcService service() {
         return TtrpcService.builder(NAME).streaming("Stream", true, this::stream).build();
     }
 
-    /** Called by the runtime: the FIFO that carries stream {@code id} is ready. */
-    void register(String id, Path fifo) {
-        endpoints.computeIfAbsent(id, k -> new CompletableFuture<>()).complete(fifo);
+    private Endpoint endpoint(String id) {
+        return endpoints.computeIfAbsent(id, k -> new Endpoint());
     }
 
-    void unregister(String id) {
-        CompletableFuture<Path> f = endpoints.remove(id);
-        if (f != null) {
-            f.cancel(false);
+    /** Called by the runtime: the FIFO that carries stream {@code id} exists; the copy starts now. */
+    void register(String id, Path fifo) {
+        Endpoint e = endpoint(id);
+        Thread.ofPlatform().daemon().name("stream-" + id).start(() -> {
+            try {
+                if (id.endsWith("stdin")) {
+                    copyIn(id, e, fifo);
+                } else {
+                    copyOut(id, e, fifo);
+                }
+                e.done.complete(null);
+            } catch (Exception ex) {
+                LOG.debug("stream {}: {}", id, ex.getMessage());
+                e.done.completeExceptionally(ex);
+            } finally {
+                forgetLater(id, e);
+            }
+        });
+    }
+
+    /**
+     * The process is gone: its stream ends (one opened later is refused), and a copy thread still waiting for the
+     * process to open its end of {@code fifo} is released.
+     */
+    void unregister(String id, Path fifo) {
+        Endpoint e = endpoint(id);
+        e.done.completeExceptionally(io.grpc.Status.NOT_FOUND.withDescription("stream " + id
+                + ": its process is gone").asRuntimeException());
+        e.stream.cancel(false);
+        if (fifo != null) {
+            try (java.io.RandomAccessFile peer = new java.io.RandomAccessFile(fifo.toFile(), "rw")) {
+                LOG.trace("released {}", peer); // O_RDWR never blocks on a FIFO, and gives the waiter its peer
+            } catch (IOException ignored) {
+                // gone already
+            }
         }
+        forgetLater(id, e);
+    }
+
+    /** Forgets an id after a while: a stream that arrives late still learns how its process ended. */
+    private void forgetLater(String id, Endpoint e) {
+        Thread.ofVirtual().start(() -> {
+            try {
+                Thread.sleep(60_000);
+            } catch (InterruptedException ignored) {
+                // forget it now
+            }
+            endpoints.remove(id, e);
+        });
     }
 
     private void stream(CallContext ctx, ServerStream stream) throws Exception {
@@ -69,27 +124,39 @@ final class StreamingService {
             throw io.grpc.Status.INVALID_ARGUMENT.withDescription("StreamInit has no id").asRuntimeException();
         }
         stream.send(pack(Empty.getDefaultInstance()));
-        Path fifo;
-        try {
-            fifo = endpoints.computeIfAbsent(id, k -> new CompletableFuture<>())
-                    .get(ATTACH_TIMEOUT_SECONDS, TimeUnit.SECONDS);
-        } catch (TimeoutException e) {
-            endpoints.remove(id);
-            throw io.grpc.Status.NOT_FOUND.withDescription("stream " + id + ": no process uses it")
-                    .asRuntimeException();
-        } catch (java.util.concurrent.CancellationException e) {
-            throw io.grpc.Status.NOT_FOUND.withDescription("stream " + id + ": its process is gone")
+        Endpoint e = endpoint(id);
+        LOG.debug("stream {} opened", id);
+        if (!e.done.isDone() && !e.stream.complete(stream)) {
+            throw io.grpc.Status.ALREADY_EXISTS.withDescription("stream " + id + " is already open")
                     .asRuntimeException();
         }
-        if (id.endsWith("stdin")) {
-            copyIn(id, stream, fifo);
-        } else {
-            copyOut(id, stream, fifo);
+        try {
+            e.done.get(); // parks: the copy thread does the work (or has ended: then this says how)
+        } catch (java.util.concurrent.ExecutionException ex) {
+            if (ex.getCause() instanceof Exception cause) {
+                throw cause;
+            }
+            throw ex;
         }
     }
 
-    private void copyOut(String id, ServerStream stream, Path fifo) throws IOException {
+    private ServerStream awaitStream(String id, Endpoint e) throws Exception {
+        try {
+            CompletableFuture.anyOf(e.stream, e.done).get(ATTACH_TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        } catch (TimeoutException ex) {
+            throw new IOException("stream " + id + ": no client opened it within " + ATTACH_TIMEOUT_SECONDS + " s");
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.CancellationException ex) {
+            throw new IOException("stream " + id + ": its process is gone");
+        }
+        if (!e.stream.isDone() || e.stream.isCancelled()) {
+            throw new IOException("stream " + id + ": its process is gone");
+        }
+        return e.stream.join();
+    }
+
+    private void copyOut(String id, Endpoint e, Path fifo) throws Exception {
         try (InputStream in = new FileInputStream(fifo.toFile())) {
+            ServerStream stream = awaitStream(id, e);
             byte[] buf = new byte[CHUNK];
             int n;
             while ((n = in.read(buf)) >= 0) {
@@ -98,15 +165,14 @@ final class StreamingService {
                             .build()));
                 }
             }
-        } finally {
-            endpoints.remove(id);
         }
         LOG.debug("stream {} ended", id);
     }
 
-    private void copyIn(String id, ServerStream stream, Path fifo) throws Exception {
-        stream.send(pack(WindowUpdate.newBuilder().setUpdate(WINDOW).build()));
+    private void copyIn(String id, Endpoint e, Path fifo) throws Exception {
         try (OutputStream out = new FileOutputStream(fifo.toFile())) {
+            ServerStream stream = awaitStream(id, e);
+            stream.send(pack(WindowUpdate.newBuilder().setUpdate(WINDOW).build()));
             byte[] msg;
             while ((msg = stream.recv()) != null) {
                 Any any = Any.parseFrom(msg);
@@ -120,8 +186,6 @@ final class StreamingService {
                     stream.send(pack(WindowUpdate.newBuilder().setUpdate(data.length).build()));
                 }
             }
-        } finally {
-            endpoints.remove(id);
         }
         LOG.debug("stdin stream {} closed", id);
     }

@@ -31,6 +31,10 @@ public final class VmmTaskMain {
     }
 
     public static void main(String[] args) throws Exception {
+        // More carriers than vCPUs: a few calls (a FIFO open in a process launch) pin theirs while they wait.
+        if (System.getProperty("jdk.virtualThreadScheduler.parallelism") == null) {
+            System.setProperty("jdk.virtualThreadScheduler.parallelism", "4");
+        }
         if (args.length > 0 && args[0].equals("--train")) {
             Training.run();
             return;

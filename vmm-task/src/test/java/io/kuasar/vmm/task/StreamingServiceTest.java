@@ -86,8 +86,10 @@ class StreamingServiceTest {
 
     @Test
     void aStreamWhoseProcessIsGoneEndsWithNotFound() throws Exception {
-        streaming.register("c3-stdout", dir.resolve("nothing"));
-        streaming.unregister("c3-stdout");
+        Path fifo = dir.resolve("c3-stdout");
+        Linux.mkfifo(fifo.toString(), 0600);
+        streaming.register("c3-stdout", fifo);
+        streaming.unregister("c3-stdout", fifo); // the process never opened its end
         TtrpcClient.ClientStream s = open("c3-stdout");
         assertThat(s.recv()).isNull();
         org.assertj.core.api.Assertions.assertThatThrownBy(s::status)

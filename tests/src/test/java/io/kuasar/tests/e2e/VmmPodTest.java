@@ -1,0 +1,131 @@
+package io.kuasar.tests.e2e;
+
+import io.kuasar.api.cri.v1.ContainerState;
+import io.kuasar.api.cri.v1.PodSandboxState;
+import io.kuasar.tests.cri.CriClient;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * microVM pods on the {@code kuasar-vmm} handler: real QEMU (TCG on machines without hardware virtualisation),
+ * the project's guest kernel and initrd, vmm-task as the guest's PID 1, driven by containerd's CRI. Each pod boots a
+ * VM, so the cases are few and each checks much.
+ */
+@Tag("e2e")
+@ExtendWith(E2eExtension.class)
+class VmmPodTest {
+
+    @Test
+    void aPodIsAVmWithExecLogsNetworkAndSharedNamespacesAndLeavesNothingBehind(E2eEnvironment env) throws Exception {
+        CriClient cri = env.vmmCri();
+        long t0 = System.nanoTime();
+        CriClient.Pod pod = cri.runPod("vmpod", false);
+        long bootMs = (System.nanoTime() - t0) / 1_000_000;
+        E2eEnvironment.log("kuasar-vmm RunPodSandbox took " + bootMs + " ms");
+        String c1 = cri.runContainer(pod, "web", CriClient.ContainerOptions.defaults().logPath("web.log"), "sh", "-c",
+                "echo started on $(uname -r); mkdir -p /www; echo hello-from-the-vm > /www/index.html; "
+                        + "exec httpd -f -p 8080 -h /www");
+
+        // The container runs on the guest's kernel, not the host's.
+        String hostKernel = Files.readString(Path.of("/proc/sys/kernel/osrelease")).trim();
+        CriClient.ExecResult uname = cri.execSync(c1, "uname", "-r");
+        assertThat(uname.exitCode()).isZero();
+        assertThat(uname.stdout().trim()).isNotEmpty().isNotEqualTo(hostKernel);
+
+        // Exec: both streams and the real exit code.
+        CriClient.ExecResult r = cri.execSync(c1, "sh", "-c", "echo out; echo err >&2; exit 7");
+        assertThat(r.exitCode()).isEqualTo(7);
+        assertThat(r.stdout()).isEqualTo("out\n");
+        assertThat(r.stderr()).isEqualTo("err\n");
+
+        // Logs: the container's stdout reaches CRI's log file.
+        Path log = pod.logDirectory().resolve("web.log");
+        awaitContains(log, "started on " + uname.stdout().trim(), Duration.ofSeconds(20));
+
+        // Network: the pod IP answers from the host, served by the container inside the VM.
+        String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
+        assertThat(ip).startsWith(env.subnet().substring(0, env.subnet().lastIndexOf('.')));
+        String body = httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30));
+        assertThat(body).isEqualTo("hello-from-the-vm\n");
+
+        // A second container shares the pod's IPC and UTS namespaces (pinned in the guest at SetupSandbox).
+        String c2 = cri.runContainer(pod, "side", "sleep", "1000");
+        String ns1 = cri.execSync(c1, "sh", "-c", "readlink /proc/self/ns/ipc /proc/self/ns/uts; hostname").stdout();
+        String ns2 = cri.execSync(c2, "sh", "-c", "readlink /proc/self/ns/ipc /proc/self/ns/uts; hostname").stdout();
+        assertThat(ns2).isEqualTo(ns1).contains("vmpod");
+
+        // Stop and remove: no VMM, tap, mount, socket or file of the pod is left.
+        Path sandboxDir = env.vmmStateDir().resolve("sandboxes").resolve(pod.id());
+        assertThat(sandboxDir.resolve("console.log")).exists();
+        cri.stopAndRemovePod(pod.id());
+        assertThat(Host.pidsWithCmdline(sandboxDir.toString())).as("QEMU of the pod").isEmpty();
+        assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
+        assertThat(sandboxDir).doesNotExist();
+        assertThat(Host.read(Path.of("/proc/net/dev"))).doesNotContain("tap_kua_");
+        assertThat(env.vmmSandboxerAlive()).isTrue();
+    }
+
+    @Test
+    void aVmKilledUnderARunningPodMakesItNotReadyAndItCanStillBeRemoved(E2eEnvironment env) throws Exception {
+        CriClient cri = env.vmmCri();
+        CriClient.Pod pod = cri.runPod("vmkill", false);
+        String c = cri.runContainer(pod, "c", "sleep", "1000");
+        Path sandboxDir = env.vmmStateDir().resolve("sandboxes").resolve(pod.id());
+        List<Long> qemu = Host.pidsWithCmdline(sandboxDir + "/qmp.sock");
+        assertThat(qemu).hasSize(1);
+        ProcessHandle.of(qemu.getFirst()).orElseThrow().destroyForcibly();
+
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (cri.podStatus(pod.id(), false).getStatus().getState() != PodSandboxState.SANDBOX_NOTREADY
+                || cri.containerStatus(c).getState() != ContainerState.CONTAINER_EXITED) {
+            assertThat(System.nanoTime()).as("pod NOTREADY and container EXITED within 30 s").isLessThan(end);
+            Thread.sleep(200);
+        }
+        cri.stopAndRemovePod(pod.id());
+        assertThat(sandboxDir).doesNotExist();
+        assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
+        assertThat(env.vmmSandboxerAlive()).isTrue();
+    }
+
+    private static void awaitContains(Path file, String text, Duration max) throws Exception {
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            String content = Files.exists(file) ? Files.readString(file) : "";
+            if (content.contains(text)) {
+                return;
+            }
+            assertThat(System.nanoTime()).as(file + " should contain '" + text + "', has: " + content).isLessThan(end);
+            Thread.sleep(200);
+        }
+    }
+
+    private static String httpGet(String url, Duration max) throws Exception {
+        HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            try {
+                HttpResponse<String> resp = http.send(HttpRequest.newBuilder(URI.create(url))
+                        .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
+                return resp.body();
+            } catch (IOException e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(500);
+            }
+        }
+    }
+}
