@@ -246,7 +246,7 @@ public final class E2eEnvironment implements AutoCloseable {
     }
 
     /**
-     * A CRI client for the {@code kuasar-vmm} handler. The first call builds the guest image if it is missing
+     * A CRI client for the {@code kuasar-vmm} handler. The first call brings the guest image up to date
      * ({@code make vmm-image}, cached) and starts vmm-sandboxer with the shipped QEMU config.
      */
     public synchronized CriClient vmmCri() {
@@ -255,10 +255,10 @@ public final class E2eEnvironment implements AutoCloseable {
         }
         Map<String, String> env = new HashMap<>(childEnv);
         env.put("JAVA_HOME", System.getProperty("java.home"));
-        if (!Files.exists(Path.of("/var/lib/kuasar/vmlinux.bin")) || !Files.exists(Path.of("/var/lib/kuasar/kuasar.initrd"))) {
-            log("no guest image in /var/lib/kuasar: make vmm-image");
-            Host.check(Duration.ofMinutes(20), env, repo, "make", "vmm-image");
-        }
+        // Always: it rebuilds only when the agent or the recipe changed (a few seconds otherwise), so the VMs run
+        // the agent this build made.
+        log("make vmm-image");
+        Host.check(Duration.ofMinutes(20), env, repo, "make", "vmm-image");
         Path launcher = prefix.resolve("bin/vmm-sandboxer");
         // The shipped config, with the guest agent logging at debug (its log is the guest console, shown on failure).
         Path config = workdir.resolve("vmm-config.toml");

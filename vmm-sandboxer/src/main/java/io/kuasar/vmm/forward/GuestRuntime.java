@@ -191,8 +191,7 @@ public final class GuestRuntime implements ContainerRuntime {
                 @Override
                 public boolean kill(int signal) {
                     try {
-                        call(pod, "Kill", KillRequest.newBuilder().setId(id).setExecId(execId).setSignal(signal)
-                                .build(), Empty.parser());
+                        killInGuest(KillRequest.newBuilder().setId(id).setExecId(execId).setSignal(signal).build());
                         return true;
                     } catch (StatusRuntimeException e) {
                         if (e.getStatus().getCode() == Status.Code.NOT_FOUND) {
@@ -234,7 +233,31 @@ public final class GuestRuntime implements ContainerRuntime {
 
         @Override
         public void kill(int signal, boolean all) {
-            call(pod, "Kill", KillRequest.newBuilder().setId(id).setSignal(signal).setAll(all).build(), Empty.parser());
+            killInGuest(KillRequest.newBuilder().setId(id).setSignal(signal).setAll(all).build());
+        }
+
+        /**
+         * Kill answers NOT_FOUND once the VM is gone: no process of the container is left, and that is what
+         * containerd's kill-then-delete (CRI's handling of a task exit, StopContainer) accepts as "already dead".
+         */
+        private void killInGuest(KillRequest req) {
+            String what = "container " + id + (req.getExecId().isEmpty() ? "" : " exec " + req.getExecId());
+            if (pod.agent().isClosed()) {
+                throw vmGone(what);
+            }
+            try {
+                call(pod, "Kill", req, Empty.parser());
+            } catch (StatusRuntimeException e) {
+                if (e.getStatus().getCode() == Status.Code.UNAVAILABLE && pod.agent().isClosed()) {
+                    throw vmGone(what);
+                }
+                throw e;
+            }
+        }
+
+        private StatusRuntimeException vmGone(String what) {
+            return Status.NOT_FOUND.withDescription(what + ": process already finished (the VM of sandbox "
+                    + pod.id() + " has exited)").asRuntimeException();
         }
 
         /** Deletes the container in the guest (if the guest is still there), then its bundle on the host. */
