@@ -241,23 +241,18 @@ public final class GuestRuntime implements ContainerRuntime {
          * containerd's kill-then-delete (CRI's handling of a task exit, StopContainer) accepts as "already dead".
          */
         private void killInGuest(KillRequest req) {
-            String what = "container " + id + (req.getExecId().isEmpty() ? "" : " exec " + req.getExecId());
-            if (pod.agent().isClosed()) {
-                throw vmGone(what);
-            }
             try {
                 call(pod, "Kill", req, Empty.parser());
             } catch (StatusRuntimeException e) {
+                // A closed agent connection fails the call with UNAVAILABLE.
                 if (e.getStatus().getCode() == Status.Code.UNAVAILABLE && pod.agent().isClosed()) {
-                    throw vmGone(what);
+                    throw Status.NOT_FOUND.withDescription("container " + id
+                            + (req.getExecId().isEmpty() ? "" : " exec " + req.getExecId())
+                            + ": process already finished (the VM of sandbox " + pod.id() + " has exited)")
+                            .asRuntimeException();
                 }
                 throw e;
             }
-        }
-
-        private StatusRuntimeException vmGone(String what) {
-            return Status.NOT_FOUND.withDescription(what + ": process already finished (the VM of sandbox "
-                    + pod.id() + " has exited)").asRuntimeException();
         }
 
         /** Deletes the container in the guest (if the guest is still there), then its bundle on the host. */
