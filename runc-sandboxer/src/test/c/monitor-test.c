@@ -89,6 +89,13 @@ static int wait_child(pid_t pid, int timeout_ms) {
     }
 }
 
+/*
+ * Holds a stand-in container process until the stand-in runc has exited (and been reaped), as `runc create` holds
+ * the real one at its exec FIFO. Without it a container that exits at once races the shell standing in for runc,
+ * which may reap it first: its status is then lost (255), as designed, but not what the case tests.
+ */
+#define AFTER_RUNC "while kill -0 $RUNC 2>/dev/null; do sleep 0.01; done; "
+
 struct run {
     char dir[512], pid_file[600], exit_file[600], orphan_file[600], monitor_pid_file[620];
     int launcher_code; /* the launcher's exit code: runc's status */
@@ -108,9 +115,11 @@ static void start(struct run *r, const char *name, const char *script) {
     unlink(r->exit_file);
     unlink(r->orphan_file);
     unlink(r->monitor_pid_file);
+    char full[2048];
+    snprintf(full, sizeof full, "RUNC=$$; export RUNC; %s", script);
     pid_t launcher = fork();
     if (launcher == 0) {
-        execl(monitor, monitor, "--pid-file", r->pid_file, "--exit-file", r->exit_file, "--", "sh", "-c", script,
+        execl(monitor, monitor, "--pid-file", r->pid_file, "--exit-file", r->exit_file, "--", "sh", "-c", full,
               "runc", r->pid_file, r->orphan_file, (char *) NULL);
         _exit(126);
     }
@@ -194,7 +203,7 @@ static void finish(const char *name) {
 
 static void case_exit_code(void) {
     struct run r;
-    start(&r, "exit-code", "sh -c 'exit 3' & echo $! > \"$1\"");
+    start(&r, "exit-code", "sh -c '" AFTER_RUNC "exit 3' & echo $! > \"$1\"");
     if (r.launcher_code != 0) fail("launcher exited %d, want 0 (runc's status)", r.launcher_code);
     if (r.monitor_pid <= 0) fail("no monitor pid in %s", r.monitor_pid_file);
     long code = recorded(&r, 5000);
@@ -220,7 +229,7 @@ static void case_signal(void) {
 /* A host-PID container whose main process leaves a child behind: the child is re-parented to the monitor. */
 static void case_orphan(void) {
     struct run r;
-    start(&r, "orphan", "sh -c 'sleep 1 & echo $! > \"$1\"; exit 3' main \"$2\" & echo $! > \"$1\"");
+    start(&r, "orphan", "sh -c 'sleep 1 & echo $! > \"$1\"; " AFTER_RUNC "exit 3' main \"$2\" & echo $! > \"$1\"");
     long orphan = wait_for_long(r.orphan_file, 5000);
     long code = recorded(&r, 700); /* promptly: the orphan still sleeps */
     if (code != 3) fail("recorded %ld within 700 ms, want 3 (the main process's status, not the orphan's)", code);
@@ -244,7 +253,7 @@ static void case_orphan(void) {
 static void case_many_orphans(void) {
     struct run r;
     start(&r, "many-orphans",
-          "sh -c 'for i in 1 2 3 4 5 6 7 8; do sh -c \"sleep 0.$i & sleep 0.1\" & done; exit 7' & echo $! > \"$1\"");
+          "sh -c 'for i in 1 2 3 4 5 6 7 8; do sh -c \"sleep 0.$i & sleep 0.1\" & done; " AFTER_RUNC "exit 7' & echo $! > \"$1\"");
     long code = recorded(&r, 5000);
     if (code != 7) fail("recorded %ld, want 7", code);
     int st = r.monitor_pid > 0 ? wait_child(r.monitor_pid, 5000) : -1;
