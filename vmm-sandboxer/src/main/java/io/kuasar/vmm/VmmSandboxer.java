@@ -11,6 +11,7 @@ import io.kuasar.api.types.Metric;
 import io.kuasar.api.vmm.SetupSandboxRequest;
 import io.kuasar.runc.PodFiles;
 import io.kuasar.sandbox.cgroup.CgroupStats;
+import io.kuasar.sandbox.cgroup.SandboxCgroup;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.state.AtomicFiles;
@@ -47,23 +48,29 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     private static final Logger LOG = LoggerFactory.getLogger(VmmSandboxer.class);
     static final String SHARED = "shared";
     private static final Duration QUIT_GRACE = Duration.ofSeconds(5);
+    /** Kuasar's parent of the sandbox cgroups when the pod names none. */
+    static final String DEFAULT_CGROUP_PARENT = "kuasar-vmm";
+    private static final String FACT_CGROUP = "cgroup";
 
     private final StateStore store;
     private final Hypervisor hypervisor;
     private final QemuConfig config;
     private final String taskAddress;
+    private final SandboxCgroup.Hierarchies cgroups;
     private final Map<String, PodVm> pods = new ConcurrentHashMap<>();
     private volatile TaskService tasks;
 
     /** A running pod's VM and what was made for it. */
-    private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared) {
+    private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared, SandboxCgroup cgroup) {
     }
 
-    public VmmSandboxer(StateStore store, Hypervisor hypervisor, QemuConfig config, String taskAddress) {
+    public VmmSandboxer(StateStore store, Hypervisor hypervisor, QemuConfig config, String taskAddress,
+                        SandboxCgroup.Hierarchies cgroups) {
         this.store = store;
         this.hypervisor = hypervisor;
         this.config = config;
         this.taskAddress = taskAddress;
+        this.cgroups = cgroups;
     }
 
     /** The Task service that forwards to the guests (it needs this sandboxer to find them, hence set later). */
@@ -120,6 +127,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
         PodNetwork network = null;
         Vm vm = null;
         Agent agent = null;
+        SandboxCgroup cgroup = null;
         try {
             List<VmSpec.Nic> nics = List.of();
             if (!r.netnsPath().isEmpty()) {
@@ -129,7 +137,10 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             }
             VmSpec spec = new VmSpec(r.id(), dir, shared, vcpus(cfg), memoryInMb(cfg), r.netnsPath(), nics);
             long t0 = System.nanoTime();
+            cgroup = SandboxCgroup.create(cgroups, cgroupPath(r.id(), cfg), cgroupLimits(cfg));
             vm = hypervisor.launch(spec, deadline);
+            // The whole VMM (boot included) runs in the pod's cgroup; its threads follow the process.
+            cgroup.add(vm.pid());
             agent = Agent.connect(r.id(), vm, deadline);
             long booted = System.nanoTime();
             SetupSandboxRequest.Builder setup = SetupSandboxRequest.newBuilder()
@@ -154,13 +165,16 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             if (network != null) {
                 network.detach();
             }
+            if (cgroup != null) {
+                removeCgroup(r.id(), cgroup.path());
+            }
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
                 throw Status.CANCELLED.withDescription("sandbox " + r.id() + ": start cancelled").asRuntimeException();
             }
             throw e;
         }
-        PodVm pod = new PodVm(vm, agent, network, shared);
+        PodVm pod = new PodVm(vm, agent, network, shared, cgroup);
         pods.put(r.id(), pod);
         Agent a = agent;
         Vm v = vm;
@@ -169,7 +183,54 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             LOG.info("sandbox {}: VM exited with status {}", r.id(), s == null ? "?" : s.code());
             LOG.debug("sandbox {}: the guest console's last lines:\n{}", r.id(), tail(v.consoleLog(), 30));
         });
-        return new Started(vm.pid(), taskAddress, vm.exit(), vm.facts());
+        Map<String, String> facts = new java.util.HashMap<>(vm.facts());
+        facts.put(FACT_CGROUP, cgroup.path());
+        return new Started(vm.pid(), taskAddress, vm.exit(), facts);
+    }
+
+    /** Kuasar's sandbox cgroup: {@code <cgroup_parent>/<id>}, under "kuasar-vmm" when the pod names no parent. */
+    static String cgroupPath(String id, PodSandboxConfig cfg) {
+        String parent = cfg == null ? "" : cfg.getLinux().getCgroupParent();
+        try {
+            return SandboxCgroup.pathOf(parent.isBlank() ? DEFAULT_CGROUP_PARENT : parent, id);
+        } catch (IllegalArgumentException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + id + ": linux.cgroup_parent: " + e.getMessage())
+                    .asRuntimeException();
+        }
+    }
+
+    /**
+     * The VMM's limits: the pod's resources plus its overhead (Kuasar's merge). Memory is capped only when the pod
+     * declares an overhead: the VM's RAM already bounds the guest, and a cap of the bare pod limit would OOM-kill a
+     * VMM whose RAM is the agent's share plus that limit.
+     */
+    static SandboxCgroup.Limits cgroupLimits(PodSandboxConfig cfg) {
+        if (cfg == null) {
+            return SandboxCgroup.Limits.NONE;
+        }
+        var res = cfg.getLinux().getResources();
+        var over = cfg.getLinux().getOverhead();
+        long period = res.getCpuPeriod() > 0 ? res.getCpuPeriod() : over.getCpuPeriod();
+        long quota = 0;
+        if (res.getCpuQuota() > 0 && res.getCpuPeriod() > 0) {
+            quota = res.getCpuQuota();
+            if (over.getCpuQuota() > 0 && over.getCpuPeriod() > 0) {
+                quota += over.getCpuQuota() * res.getCpuPeriod() / over.getCpuPeriod();
+            }
+        }
+        long shares = res.getCpuShares() + over.getCpuShares();
+        long memory = over.getMemoryLimitInBytes() > 0 && res.getMemoryLimitInBytes() > 0
+                ? res.getMemoryLimitInBytes() + over.getMemoryLimitInBytes() : 0;
+        return new SandboxCgroup.Limits(quota > 0 ? period : 0, quota, shares, memory, res.getCpusetCpus(),
+                res.getCpusetMems());
+    }
+
+    private void removeCgroup(String id, String path) {
+        try {
+            SandboxCgroup.remove(cgroups, path);
+        } catch (IOException e) {
+            LOG.warn("sandbox {}: {}", id, e.getMessage());
+        }
     }
 
     static String tail(Path file, int lines) {
@@ -231,6 +292,10 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
         } else {
             killLeftover(r);
         }
+        String cgroup = pod != null ? pod.cgroup().path() : r.backend().get(FACT_CGROUP);
+        if (cgroup != null) {
+            SandboxCgroup.remove(cgroups, cgroup);
+        }
         removeShared(store.sandboxDir(r.id()).resolve(SHARED));
     }
 
@@ -260,6 +325,10 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     @Override
     public Started recover(SandboxRecord r) {
         killLeftover(r);
+        String cgroup = r.backend().get(FACT_CGROUP);
+        if (cgroup != null) {
+            removeCgroup(r.id(), cgroup);
+        }
         return null;
     }
 

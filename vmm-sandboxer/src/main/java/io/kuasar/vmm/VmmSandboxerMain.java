@@ -1,5 +1,6 @@
 package io.kuasar.vmm;
 
+import io.kuasar.sandbox.cgroup.SandboxCgroup;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.task.TaskService;
@@ -11,6 +12,8 @@ import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.List;
 
@@ -42,10 +45,19 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
             LOG.warn("pods cannot start yet: {}", e.getMessage());
         }
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
-        VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, qemu, ctx.taskAddress());
+        VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, qemu, ctx.taskAddress(),
+                cgroupHierarchies());
         TaskService tasks = new TaskService(new GuestRuntime(sandboxer), events);
         sandboxer.tasks(tasks);
         return new Parts(sandboxer, tasks.services(), tasks, List.of(events));
+    }
+
+    private static SandboxCgroup.Hierarchies cgroupHierarchies() {
+        try {
+            return SandboxCgroup.Hierarchies.host();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read the cgroup hierarchies from /proc/self/mountinfo", e);
+        }
     }
 
     public static void main(String[] args) {

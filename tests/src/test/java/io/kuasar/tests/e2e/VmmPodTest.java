@@ -3,6 +3,7 @@ package io.kuasar.tests.e2e;
 import io.kuasar.api.cri.v1.ContainerState;
 import io.kuasar.api.cri.v1.PodSandboxState;
 import io.kuasar.tests.cri.CriClient;
+import io.kuasar.tests.cri.StreamClient;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -27,6 +28,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
 class VmmPodTest {
+    private static final Duration STREAM = Duration.ofSeconds(30);
 
     @Test
     void aPodIsAVmWithExecLogsNetworkAndSharedNamespacesAndLeavesNothingBehind(E2eEnvironment env) throws Exception {
@@ -67,14 +69,41 @@ class VmmPodTest {
         String ns2 = cri.execSync(c2, "sh", "-c", "readlink /proc/self/ns/ipc /proc/self/ns/uts; hostname").stdout();
         assertThat(ns2).isEqualTo(ns1).contains("vmpod");
 
-        // Stop and remove: no VMM, tap, mount, socket or file of the pod is left.
+        // Exec with a terminal, resized from the client: the guest's pty gets the size. CRI resizes only after Start
+        // returns, and the shell may already have read this line by then (a TCG guest's Start takes seconds): so the
+        // line waits for the size to arrive rather than racing it.
+        try (StreamClient.Session s = StreamClient.open(cri.execUrl(c2, true, true, "sh"), STREAM)) {
+            s.resize(100, 30);
+            s.sendStdin("i=0; while [ \"$(stty size 2>&1)\" != '30 100' ] && [ $i -lt 100 ]; do i=$((i+1)); "
+                    + "sleep 0.1; done; tty; stty size; exit 4\n");
+            StreamClient.Result tty = s.await(STREAM);
+            assertThat(tty.stdout()).contains("/dev/pts/").contains("30 100");
+            assertThat(tty.exitCode()).as(tty.status()).isEqualTo(4);
+        }
+
+        // Stats come from the container's cgroup in the guest.
+        var stats = cri.containerStats(c1);
+        assertThat(stats.getMemory().getWorkingSetBytes().getValue()).isPositive();
+        assertThat(stats.getCpu().getUsageCoreNanoSeconds().getValue()).isPositive();
+
+        // The VMM runs in the pod's own host cgroup (Kuasar's <cgroup_parent or kuasar-vmm>/<id>).
         Path sandboxDir = env.vmmStateDir().resolve("sandboxes").resolve(pod.id());
+        List<Long> qemu = Host.pidsWithCmdline(sandboxDir + "/qmp.sock");
+        assertThat(qemu).hasSize(1);
+        String cgroupPath = "/kuasar-vmm/" + pod.id();
+        assertThat(Host.read(Path.of("/proc/" + qemu.getFirst() + "/cgroup"))).contains(cgroupPath + "\n");
+
+        // Stop and remove: no VMM, tap, mount, cgroup, socket or file of the pod is left.
         assertThat(sandboxDir.resolve("console.log")).exists();
         cri.stopAndRemovePod(pod.id());
         assertThat(Host.pidsWithCmdline(sandboxDir.toString())).as("QEMU of the pod").isEmpty();
         assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
         assertThat(sandboxDir).doesNotExist();
         assertThat(Host.read(Path.of("/proc/net/dev"))).doesNotContain("tap_kua_");
+        try (var hierarchies = Files.list(Path.of("/sys/fs/cgroup"))) {
+            assertThat(hierarchies.map(h -> h.resolve(cgroupPath.substring(1))).filter(Files::exists).toList())
+                    .as("cgroups of the pod").isEmpty();
+        }
         assertThat(env.vmmSandboxerAlive()).isTrue();
     }
 
@@ -97,6 +126,7 @@ class VmmPodTest {
         cri.stopAndRemovePod(pod.id());
         assertThat(sandboxDir).doesNotExist();
         assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
+        assertThat(Path.of("/sys/fs/cgroup/memory/kuasar-vmm", pod.id())).doesNotExist();
         assertThat(env.vmmSandboxerAlive()).isTrue();
     }
 

@@ -55,6 +55,8 @@ public final class GuestRuntime implements ContainerRuntime {
     /** CRI's annotation naming a container's pod. */
     static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
     private static final Duration CALL_TIMEOUT = Duration.ofSeconds(60);
+    /** Guest calls slower than this are logged (at debug): a TCG guest is slow, a stuck one is slower. */
+    private static final long SLOW_CALL_MS = 500;
 
     private final GuestPods pods;
     private final ContainerPrep prep = new ContainerPrep();
@@ -111,6 +113,7 @@ public final class GuestRuntime implements ContainerRuntime {
 
     static <R extends Message> R call(TtrpcClient c, String sandboxId, String method, Message req, Parser<R> parser,
                                       Duration timeout) {
+        long t0 = System.nanoTime();
         try {
             return c.call(TASK, method, req, parser, timeout);
         } catch (StatusRuntimeException e) {
@@ -119,6 +122,11 @@ public final class GuestRuntime implements ContainerRuntime {
                         + e.getStatus().getDescription() + ")").asRuntimeException();
             }
             throw e;
+        } finally {
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            if (ms >= SLOW_CALL_MS) {
+                LOG.debug("sandbox {}: guest {} took {} ms", sandboxId, method, ms);
+            }
         }
     }
 
