@@ -17,6 +17,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.sandbox.task.Container;
 import io.kuasar.sandbox.task.ContainerRuntime;
+import io.kuasar.sandbox.task.OciSpec;
 import io.kuasar.sandbox.task.TaskRecord;
 import io.kuasar.sandbox.ttrpc.CallContext;
 
@@ -75,7 +76,7 @@ public final class RuncRuntime implements ContainerRuntime {
     public Container create(CallContext ctx, CreateTaskRequest req) throws Exception {
         String id = req.getId();
         Path bundle = Path.of(req.getBundle());
-        JsonNode spec = readSpec(id, bundle);
+        JsonNode spec = OciSpec.read(id, bundle, true);
         String sandboxId = spec.path("annotations").path(SANDBOX_ID_ANNOTATION).asText("");
         if (!sandboxId.isEmpty() && Ids.isValid(sandboxId)
                 && PodFiles.inject((ObjectNode) spec, store.sandboxDir(sandboxId))) {
@@ -98,55 +99,6 @@ public final class RuncRuntime implements ContainerRuntime {
             throw e;
         }
         return c;
-    }
-
-    /** The spec must be an OCI runtime spec runc can run; each problem names its field. */
-    JsonNode readSpec(String id, Path bundle) {
-        Path file = bundle.resolve("config.json");
-        JsonNode spec;
-        try {
-            spec = json.readTree(file.toFile());
-        } catch (IOException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + file
-                    + " is not a valid OCI spec: " + e.getMessage()).asRuntimeException();
-        }
-        List<String> problems = new ArrayList<>();
-        if (spec == null || !spec.isObject()) {
-            problems.add("the spec must be a JSON object");
-        } else {
-            if (!spec.path("ociVersion").isTextual()) {
-                problems.add("ociVersion is missing");
-            }
-            JsonNode process = spec.path("process");
-            if (!process.isObject()) {
-                problems.add("process is missing");
-            } else {
-                if (!process.path("args").isArray() || process.path("args").isEmpty()) {
-                    problems.add("process.args must be a non-empty list");
-                }
-                if (!process.path("cwd").isTextual() || !process.path("cwd").asText().startsWith("/")) {
-                    problems.add("process.cwd must be an absolute path");
-                }
-            }
-            if (!spec.path("root").path("path").isTextual() || spec.path("root").path("path").asText().isEmpty()) {
-                problems.add("root.path is missing");
-            }
-            JsonNode ns = spec.path("linux").path("namespaces");
-            if (ns.isArray()) {
-                for (JsonNode n : ns) {
-                    String path = n.path("path").asText("");
-                    if (!path.isEmpty() && !Files.exists(Path.of(path))) {
-                        problems.add("linux.namespaces: " + n.path("type").asText() + " namespace path " + path
-                                + " does not exist (has the sandbox stopped?)");
-                    }
-                }
-            }
-        }
-        if (!problems.isEmpty()) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": invalid OCI spec " + file + ": "
-                    + String.join("; ", problems)).asRuntimeException();
-        }
-        return spec;
     }
 
     /** containerd passes runc options (binary name, state root) when the runtime has them. */

@@ -6,6 +6,7 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Timestamp;
 import com.google.protobuf.util.JsonFormat;
 import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.types.Metric;
 import io.kuasar.api.vmm.SetupSandboxRequest;
@@ -161,6 +162,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
                 vm.stop(Duration.ZERO);
                 LOG.warn("sandbox {}: start failed ({}); the guest console said:\n{}", r.id(), e.getMessage(),
                         tail(vm.consoleLog(), 30));
+                e = keepConsole(r.id(), vm.consoleLog(), e);
             }
             if (network != null) {
                 network.detach();
@@ -231,6 +233,25 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
         } catch (IOException e) {
             LOG.warn("sandbox {}: {}", id, e.getMessage());
         }
+    }
+
+    /**
+     * The pod's directory goes with the failed start: its console log, which the error names, is kept in the state
+     * directory's {@code failed/} instead, and the error names it there.
+     */
+    private Exception keepConsole(String id, Path console, Exception e) {
+        Path kept;
+        try {
+            kept = store.keepFailed(id, console);
+        } catch (IOException io) {
+            LOG.warn("sandbox {}: cannot keep the console log {}: {}", id, console, io.getMessage());
+            return e;
+        }
+        if (kept != null && e instanceof StatusRuntimeException sre && sre.getStatus().getDescription() != null) {
+            return sre.getStatus().withDescription(sre.getStatus().getDescription()
+                    .replace(console.toString(), kept.toString())).asRuntimeException(sre.getTrailers());
+        }
+        return e;
     }
 
     static String tail(Path file, int lines) {

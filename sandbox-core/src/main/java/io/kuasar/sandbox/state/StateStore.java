@@ -25,6 +25,7 @@ import java.util.stream.Stream;
  *   &lt;dir&gt;/tasks/&lt;container&gt;.json         the Task API's container records
  *   &lt;dir&gt;/tty/                             console sockets (short paths: sockets are limited to 108 bytes)
  *   &lt;dir&gt;/broken/                          records that could not be read, moved aside and kept for inspection
+ *   &lt;dir&gt;/failed/                          what explains the last few failed starts (e.g. a VM's console log)
  * </pre>
  * A record that cannot be read is moved to {@code broken/} (never deleted), so a later sandbox or container with
  * the same id cannot overwrite it. A {@code --dir} laid out by an earlier version (sandboxes directly under it) is
@@ -37,7 +38,10 @@ public final class StateStore {
     static final String TASKS = "tasks";
     static final String TTY = "tty";
     static final String BROKEN = "broken";
-    private static final Set<String> RESERVED = Set.of(SANDBOXES, TASKS, TTY, BROKEN);
+    static final String FAILED = "failed";
+    /** How many diagnostics of failed starts are kept: enough to compare, never a growing pile. */
+    static final int FAILED_KEPT = 8;
+    private static final Set<String> RESERVED = Set.of(SANDBOXES, TASKS, TTY, BROKEN, FAILED);
 
     private final Path root;
     private final Path sandboxes;
@@ -117,6 +121,37 @@ public final class StateStore {
         }
         Files.move(p, target, StandardCopyOption.ATOMIC_MOVE);
         return target;
+    }
+
+    /**
+     * Keeps {@code file} (e.g. the console log of a VM that never answered) after its sandbox is removed: moved to
+     * {@code failed/<id>-<name>}, where only the newest {@value #FAILED_KEPT} are kept. Returns where it went, or
+     * null if there was no such file.
+     */
+    public Path keepFailed(String id, Path file) throws IOException {
+        if (!Files.exists(file)) {
+            return null;
+        }
+        Path dir = root.resolve(FAILED);
+        Files.createDirectories(dir);
+        Path target = dir.resolve(Ids.require("sandbox", id) + "-" + file.getFileName());
+        Files.move(file, target, StandardCopyOption.REPLACE_EXISTING);
+        Files.setLastModifiedTime(target, java.nio.file.attribute.FileTime.from(Instant.now()));
+        try (Stream<Path> kept = Files.list(dir)) {
+            List<Path> oldestFirst = kept.sorted(Comparator.comparing(StateStore::modified)).toList();
+            for (Path old : oldestFirst.subList(0, Math.max(0, oldestFirst.size() - FAILED_KEPT))) {
+                Files.deleteIfExists(old);
+            }
+        }
+        return target;
+    }
+
+    private static Instant modified(Path p) {
+        try {
+            return Files.getLastModifiedTime(p).toInstant();
+        } catch (IOException e) {
+            return Instant.EPOCH; // gone already: first to go
+        }
     }
 
     public void delete(String id) throws IOException {

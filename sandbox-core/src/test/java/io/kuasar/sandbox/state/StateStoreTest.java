@@ -135,4 +135,24 @@ class StateStoreTest {
             assertThat(left.map(p -> p.getFileName().toString())).containsExactly("record.json");
         }
     }
+
+    @Test
+    void aFailedStartsDiagnosticOutlivesItsSandboxAndOnlyTheNewestAreKept() throws Exception {
+        StateStore s = new StateStore(dir);
+        for (int i = 0; i < StateStore.FAILED_KEPT + 3; i++) {
+            Path log = s.sandboxDir("sb" + i).resolve("console.log");
+            Files.createDirectories(log.getParent());
+            Files.writeString(log, "boot " + i);
+            Path kept = s.keepFailed("sb" + i, log);
+            s.delete("sb" + i);
+            assertThat(kept).isEqualTo(dir.resolve("failed/sb" + i + "-console.log")).hasContent("boot " + i);
+            Files.setLastModifiedTime(kept, java.nio.file.attribute.FileTime.fromMillis(1_000_000L * (i + 1)));
+        }
+        try (var kept = Files.list(dir.resolve("failed"))) {
+            assertThat(kept.map(p -> p.getFileName().toString()).sorted().toList()).hasSize(StateStore.FAILED_KEPT)
+                    .doesNotContain("sb0-console.log", "sb1-console.log", "sb2-console.log");
+        }
+        assertThat(s.keepFailed("gone", dir.resolve("nothing-here"))).isNull();
+        assertThat(new StateStore(dir).loadAll().records()).isEmpty(); // not taken for a sandbox of an old layout
+    }
 }

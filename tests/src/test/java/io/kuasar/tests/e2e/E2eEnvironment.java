@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.UnaryOperator;
 import java.util.stream.Stream;
 
 /**
@@ -259,42 +260,52 @@ public final class E2eEnvironment implements AutoCloseable {
         // the agent this build made.
         log("make vmm-image");
         Host.check(Duration.ofMinutes(20), env, repo, "make", "vmm-image");
+        vmmSandboxer = launchVmm(vmmSock, vmmStateDir, vmmLog, UnaryOperator.identity());
+        vmmCri = new CriClient(containerdSock(), "kuasar-vmm", workdir.resolve("logs"), Duration.ofSeconds(120));
+        return vmmCri;
+    }
+
+    /**
+     * Starts a vmm-sandboxer on the shipped QEMU config (guest agent at debug) as {@code edit} changes it; returns once
+     * its Sandbox API socket exists. The image must be there ({@link #vmmCri()} makes it).
+     */
+    Process launchVmm(Path sock, Path dir, Path log, UnaryOperator<String> edit) {
         Path launcher = prefix.resolve("bin/vmm-sandboxer");
-        // The shipped config, with the guest agent logging at debug (its log is the guest console, shown on failure).
-        Path config = workdir.resolve("vmm-config.toml");
-        try {
-            Files.writeString(config, Files.readString(repo.resolve("vmm-sandboxer/config_qemu_x86_64.toml"))
-                    .replace("debug = false", "debug = true"));
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
         if (!Files.isExecutable(launcher)) {
             throw new IllegalStateException(launcher + " missing: the install prefix predates vmm-sandboxer");
         }
+        Path config = workdir.resolve(sock.getFileName() + "-config.toml");
+        try {
+            Files.writeString(config, edit.apply(Files.readString(repo.resolve(
+                    "vmm-sandboxer/config_qemu_x86_64.toml")).replace("debug = false", "debug = true")));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
         ProcessBuilder pb = new ProcessBuilder(launcher.toString(),
-                "--listen", vmmSock.toString(),
-                "--dir", vmmStateDir.toString(),
+                "--listen", sock.toString(),
+                "--dir", dir.toString(),
                 "--config", config.toString(),
                 "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
                 "--log-level", "debug")
                 .redirectErrorStream(true)
-                .redirectOutput(ProcessBuilder.Redirect.appendTo(vmmLog.toFile()))
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         pb.environment().putAll(childEnv);
+        Process p;
         try {
-            vmmSandboxer = pb.start();
+            p = pb.start();
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start " + launcher, e);
         }
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (!Files.exists(vmmSock)) {
-            if (!vmmSandboxer.isAlive() || System.nanoTime() > end) {
-                throw new IllegalStateException("vmm-sandboxer did not start:\n" + Host.tail(vmmLog, 40));
+        while (!Files.exists(sock)) {
+            if (!p.isAlive() || System.nanoTime() > end) {
+                p.destroyForcibly();
+                throw new IllegalStateException("vmm-sandboxer did not start:\n" + Host.tail(log, 40));
             }
             sleep(50);
         }
-        vmmCri = new CriClient(containerdSock(), "kuasar-vmm", workdir.resolve("logs"), Duration.ofSeconds(120));
-        return vmmCri;
+        return p;
     }
 
     public Path vmmStateDir() {

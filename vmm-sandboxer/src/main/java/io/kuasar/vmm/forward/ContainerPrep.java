@@ -8,6 +8,7 @@ import io.grpc.Status;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.mount.Mounts;
 import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.sandbox.task.OciSpec;
 import io.kuasar.sandbox.sys.Linux;
 
 import java.io.IOException;
@@ -39,7 +40,7 @@ final class ContainerPrep {
      * bundle on the host (its config.json is the spec), {@code shared} the pod's shared directory.
      */
     String prepare(String id, Path hostBundle, List<Mount> rootfs, Path shared, Rollback undo) throws IOException {
-        ObjectNode spec = readSpec(id, hostBundle);
+        ObjectNode spec = OciSpec.read(id, hostBundle);
         Path dir = shared.resolve(id);
         if (Files.exists(dir, LinkOption.NOFOLLOW_LINKS)) {
             throw Status.ALREADY_EXISTS.withDescription("container " + id + ": " + dir + " already exists")
@@ -68,21 +69,6 @@ final class ContainerPrep {
         cleanForGuest(id, spec);
         AtomicFiles.write(dir.resolve("config.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(spec));
         return GUEST_STATE + "/" + id;
-    }
-
-    private ObjectNode readSpec(String id, Path bundle) {
-        Path file = bundle.resolve("config.json");
-        try {
-            JsonNode n = json.readTree(file.toFile());
-            if (n instanceof ObjectNode o && o.path("process").isObject()) {
-                return o;
-            }
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + file
-                    + " is not an OCI spec (no process)").asRuntimeException();
-        } catch (IOException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + file
-                    + " is not a valid OCI spec: " + e.getMessage()).asRuntimeException();
-        }
     }
 
     /** Host bind mounts become storages under the bundle; /dev/shm becomes the guest's (shared by the pod). */
