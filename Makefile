@@ -4,6 +4,7 @@
 #   make test                unit and integration tests (what CI runs, with e2e)
 #   make e2e                 end-to-end tests against real containerd 2.x, runc and CNI (root)
 #   make bench               benchmark against containerd's stock runc shim (root)
+#   make bench-vmm           microVM pods on kuasar-vmm against a bare-QEMU boot floor (root; docs/benchmark.md)
 #   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
 #   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar (root; after make build;
 #                            VMM_IMAGE_ARGS=--force rebuilds; docs/vmm-image.md)
@@ -26,7 +27,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
             -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders \
             -XX:TrimNativeHeapInterval=1000 -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
-.PHONY: all build install test e2e bench quickstart vmm-image clean check-jdk
+.PHONY: all build install test e2e bench bench-vmm quickstart vmm-image clean check-jdk
 
 all: build
 
@@ -68,6 +69,9 @@ e2e: build
 
 bench: build
 	./tests/benchmark/run.sh $(BENCH_ARGS)
+
+bench-vmm: build
+	./tests/benchmark/run.sh --vmm $(BENCH_ARGS)
 
 quickstart:
 	./examples/quickstart.sh

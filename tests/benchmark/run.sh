@@ -3,6 +3,8 @@
 # containerd's stock runc handler (podsandbox + pause + containerd-shim-runc-v2) of the same private containerd.
 #
 #   tests/benchmark/run.sh [Benchmark options]        as root, after `make` (make bench builds first)
+#   tests/benchmark/run.sh --vmm [--pods N]            microVM pods on kuasar-vmm against a bare-QEMU floor
+#                                                      (make bench-vmm; io.kuasar.tests.benchmark.VmmBenchmark)
 #
 # Steps: tests/e2e/env.sh setup; `make install` of this tree's build into a private prefix (the production launcher
 # <prefix>/bin/runc-sandboxer, i.e. the Makefile's JVM_OPTS); runc-sandboxer and containerd started in a private
@@ -40,14 +42,21 @@ die() {
   exit 1
 }
 
+KIND=runc
+if [[ ${1:-} == --vmm ]]; then
+  KIND=vmm
+  shift
+fi
+SBX=$KIND-sandboxer
+
 [[ $(id -u) -eq 0 ]] || die "run as root (containers, mounts, CNI)"
 [[ -x $JAVA_HOME/bin/java ]] || die "no JDK 25 at $JAVA_HOME (set JAVA_HOME)"
 shopt -s nullglob
 tests_jar=("$REPO"/tests/target/kuasar-tests-*[0-9T].jar)
 holder_built=$REPO/runc-sandboxer/target/libexec/kuasar-holder
 if ((${#tests_jar[@]} == 0)) || [[ ! -d $REPO/tests/target/lib || ! -x $holder_built ]] ||
-  ! compgen -G "$REPO/runc-sandboxer/target/runc-sandboxer-*[0-9T].jar" >/dev/null; then
-  die "build first: make (or mvn -B -q -o -pl runc-sandboxer,tests -am package -DskipTests)"
+  ! compgen -G "$REPO/$SBX/target/$SBX-*[0-9T].jar" >/dev/null; then
+  die "build first: make (or mvn -B -q -o -pl $SBX,tests -am package -DskipTests)"
 fi
 shopt -u nullglob
 
@@ -80,7 +89,8 @@ cleanup() {
     kill -0 "$SBX_PID" 2>/dev/null && kill -KILL "$SBX_PID" 2>/dev/null
   fi
   mkdir -p "$OUT"
-  cp -f "$WORK/sandboxer.log" "$OUT/sandboxer.log" 2>/dev/null
+  cp -f "$WORK/sandboxer.log" "$OUT/$KIND-sandboxer.log" 2>/dev/null
+  [[ ${SBX_DIR:-} == /run/kbench-* ]] && rm -rf --one-file-system "$SBX_DIR"
   cp -f "$WORK/ctrd/containerd.log" "$OUT/containerd.log" 2>/dev/null
   "$ENV_SH" clean "$WORK/ctrd" >&2 || log "env.sh clean failed"
   # Helper processes of our install still alive: the daemon-wide kuasar-ttrpc-proxy (it outlives the sandboxer by
@@ -133,7 +143,7 @@ trap 'exit 143' TERM
 log "workdir $WORK"
 if [[ -n ${KUASAR_BENCH_PREFIX:-} ]]; then
   PREFIX=$(realpath "$KUASAR_BENCH_PREFIX")
-  [[ -x $PREFIX/bin/runc-sandboxer ]] || die "KUASAR_BENCH_PREFIX=$PREFIX has no bin/runc-sandboxer"
+  [[ -x $PREFIX/bin/$SBX ]] || die "KUASAR_BENCH_PREFIX=$PREFIX has no bin/$SBX"
   log "using the existing install $PREFIX"
 else
   PREFIX=$WORK/prefix
@@ -150,26 +160,50 @@ cp -a "$JAVA_HOME" "$WORK/client-jdk"
 CLIENT_JAVA=$WORK/client-jdk/bin/java
 CP="$REPO/tests/target/lib/*:${tests_jar[0]}"
 
-log "start runc-sandboxer ($PREFIX/bin/runc-sandboxer${KUASAR_JAVA_OPTS:+, KUASAR_JAVA_OPTS=$KUASAR_JAVA_OPTS})"
+VMM_CONFIG=$REPO/vmm-sandboxer/config_qemu_x86_64.toml
+SBX_SOCK=$WORK/$KIND.sock
+# A VM's sockets live in <dir>/sandboxes/<64-hex id>/: its --dir must be short (sun_path holds 107 bytes).
+SBX_DIR=$WORK/state
+if [[ $KIND == vmm ]]; then
+  log "guest image (make vmm-image; cached)"
+  make -C "$REPO" --no-print-directory vmm-image >&2
+  SBX_DIR=/run/kbench-${WORK##*-}
+fi
+
+log "start $SBX ($PREFIX/bin/$SBX${KUASAR_JAVA_OPTS:+, KUASAR_JAVA_OPTS=$KUASAR_JAVA_OPTS})"
 mkdir -p "$WORK/logs"
 # setsid: its own session, so a Ctrl-C of this script reaches it only through cleanup(); setsid execs (no fork).
 sbx_args=()
 if [[ ${KUASAR_BENCH_METRICS:-} == 1 ]]; then sbx_args+=(--metrics-listen "unix:$WORK/metrics.sock"); fi
-setsid "$PREFIX/bin/runc-sandboxer" --listen "$WORK/runc.sock" --dir "$WORK/state" \
+if [[ $KIND == vmm ]]; then sbx_args+=(--config "$VMM_CONFIG"); fi
+setsid "$PREFIX/bin/$SBX" --listen "$SBX_SOCK" --dir "$SBX_DIR" \
   --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" "${sbx_args[@]}" </dev/null >"$WORK/sandboxer.log" 2>&1 &
 SBX_PID=$!
 for _ in $(seq 1 300); do
-  [[ -S $WORK/runc.sock ]] && break
-  kill -0 "$SBX_PID" 2>/dev/null || { cat "$WORK/sandboxer.log" >&2; die "runc-sandboxer exited during startup"; }
+  [[ -S $SBX_SOCK ]] && break
+  kill -0 "$SBX_PID" 2>/dev/null || { cat "$WORK/sandboxer.log" >&2; die "$SBX exited during startup"; }
   sleep 0.1
 done
-[[ -S $WORK/runc.sock ]] || die "runc-sandboxer did not listen on $WORK/runc.sock within 30 s"
+[[ -S $SBX_SOCK ]] || die "$SBX did not listen on $SBX_SOCK within 30 s"
 [[ $(readlink "/proc/$SBX_PID/exe") == */java ]] || die "pid $SBX_PID is not the sandboxer JVM"
-log "runc-sandboxer pid $SBX_PID: $(tr '\0' ' ' <"/proc/$SBX_PID/cmdline")"
+log "$SBX pid $SBX_PID: $(tr '\0' ' ' <"/proc/$SBX_PID/cmdline")"
 
 log "start containerd"
-KUASAR_SHIM_DIR=$PREFIX/bin "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
+KUASAR_E2E_VMM_SOCKET=$WORK/vmm.sock KUASAR_SHIM_DIR=$PREFIX/bin "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
 CTRD_PID=$(cat "$WORK/ctrd/containerd.pid")
+
+if [[ $KIND == vmm ]]; then
+  log "run the microVM benchmark"
+  mkdir -p "$OUT"
+  timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
+    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.VmmBenchmark \
+    --containerd-sock "$WORK/ctrd/containerd.sock" --sandboxer-pid "$SBX_PID" --config "$VMM_CONFIG" \
+    --sandboxer-log "$WORK/sandboxer.log" --logs "$WORK/logs" --out "$OUT" --work "$WORK" "$@" &
+  CLIENT_PID=$!
+  wait "$CLIENT_PID"
+  CLIENT_PID=""
+  exit 0
+fi
 
 log "run the benchmark"
 mkdir -p "$OUT"
