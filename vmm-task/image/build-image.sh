@@ -40,10 +40,10 @@ LZ4_LEVEL=${KUASAR_IMAGE_LZ4_LEVEL:-9}
 MAIN_CLASS=io.kuasar.vmm.task.VmmTaskMain
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio lz4 xz-utils runc musl-tools)
 # Modules the guest loads (with their dependencies, resolved from modules.dep). Only virtio transports, 9p,
-# virtiofs (fuse), overlay, virtio-rng and vsock: no netfilter. virtio_mmio is for `-M microvm` (devices via ACPI).
+# virtiofs (fuse), overlay, virtio-rng, vsock and the balloon (free page reporting): no netfilter. virtio_mmio is for `-M microvm` (devices via ACPI).
 MODULES=(virtio_pci virtio_mmio virtio_console failover net_failover virtio_net virtio_blk
          9pnet 9pnet_virtio netfs fscache 9p fuse virtiofs overlay virtio_rng
-         vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport)
+         vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport virtio_balloon)
 # JRE modules: this list, plus what `jdeps --print-module-deps` finds in the agent's jars, minus JRE_EXCLUDE.
 # java.desktop is excluded: jdeps finds it through jackson-databind's optional java.beans support (which jackson
 # skips when the module is absent), and it would add ~23 MB (AWT, fonts, imaging) to every guest's RAM.

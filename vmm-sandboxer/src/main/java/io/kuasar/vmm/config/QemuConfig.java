@@ -17,7 +17,8 @@ import java.util.Locale;
 public record QemuConfig(String qemuPath, String machineType, String accelerator, String cpuModel,
                          String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
                          String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
-                         String virtio9pMultidevs, boolean useVsock, int agentTimeoutSecs, boolean debug) {
+                         String virtio9pMultidevs, boolean useVsock, int agentTimeoutSecs, boolean debug,
+                         boolean freePageReporting) {
     public static final String SHARE_9P = "Virtio9P";
     public static final String SHARE_VIRTIOFS = "VirtioFS";
 
@@ -43,7 +44,8 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                 text(h, "virtio_9p_multidevs", "remap"),
                 bool(h, "use_vsock", false, source),
                 integer(h, "agent_timeout_secs", 45, source),
-                bool(h, "debug", false, source));
+                bool(h, "debug", false, source),
+                bool(h, "free_page_reporting", true, source));
         c.validate(source);
         return c;
     }

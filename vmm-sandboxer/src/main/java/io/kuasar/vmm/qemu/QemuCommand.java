@@ -11,7 +11,7 @@ import java.util.UUID;
 /**
  * QEMU's command line for one pod, after Kuasar's QEMU factory: machine, memory, kernel and initrd, a virtio-serial
  * bus carrying the agent port ({@value #AGENT_PORT}), virtio-rng, the shared directory as 9p tag
- * {@value #SHARE_TAG}, a virtio-net NIC per tap, and QMP. Differences, each for a reason: the accelerator is
+ * {@value #SHARE_TAG}, a virtio-net NIC per tap, a balloon that only reports free pages, and QMP. Differences, each for a reason: the accelerator is
  * configurable (TCG where /dev/kvm cannot run stock kernels), the console goes to a file in the sandbox directory
  * (diagnosis of a guest that never answers), the sockets live in the sandbox directory, and QEMU does not
  * daemonize (the sandboxer is its parent and learns its exit at once).
@@ -63,6 +63,12 @@ public final class QemuCommand {
                 "-fsdev", "local,id=extra-9p-kuasar,path=" + spec.sharedDir() + ",security_model=none"
                         + (c.virtio9pMultidevs().isEmpty() ? "" : ",multidevs=" + c.virtio9pMultidevs()),
                 "-device", "virtio-9p-pci,fsdev=extra-9p-kuasar,mount_tag=" + SHARE_TAG));
+        if (c.freePageReporting()) {
+            // The guest hands pages it frees back to the host (QEMU discards them): the initramfs image, the
+            // unpacked root it leaves behind at switch_root, and memory the containers released. Without it a VM
+            // keeps every page it ever touched.
+            a.addAll(List.of("-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"));
+        }
         for (VmSpec.Nic n : spec.nics()) {
             a.addAll(List.of("-netdev", "tap,id=" + n.id() + ",ifname=" + n.tap() + ",script=no,downscript=no,vhost=off",
                     "-device", "virtio-net-pci,netdev=" + n.id() + ",mac=" + n.mac()));
