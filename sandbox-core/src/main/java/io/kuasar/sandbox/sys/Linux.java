@@ -59,32 +59,32 @@ public final class Linux {
     private static final StructLayout CALL_STATE = Linker.Option.captureStateLayout();
     private static final VarHandle ERRNO = CALL_STATE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
 
-    private static final MethodHandle PRCTL = bind("prctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG), 1);
-    private static final MethodHandle SYSCALL2 = bind("syscall", FunctionDescriptor.of(JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT), 1);
-    private static final MethodHandle SYSCALL4 = bind("syscall",
+    private static final Downcall PRCTL = new Downcall("prctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG), 1);
+    private static final Downcall SYSCALL2 = new Downcall("syscall", FunctionDescriptor.of(JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT), 1);
+    private static final Downcall SYSCALL4 = new Downcall("syscall",
             FunctionDescriptor.of(JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), 1);
-    private static final MethodHandle WAITID = bind("waitid", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle POLL = bind("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT), -1);
-    private static final MethodHandle EVENTFD = bind("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle READ = bind("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
-    private static final MethodHandle WRITE = bind("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
-    private static final MethodHandle OPEN = bind("open", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), 1);
-    private static final MethodHandle CLOSE = bind("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle KILL = bind("kill", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle MOUNT = bind("mount",
+    private static final Downcall WAITID = new Downcall("waitid", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall POLL = new Downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT), -1);
+    private static final Downcall EVENTFD = new Downcall("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall READ = new Downcall("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
+    private static final Downcall WRITE = new Downcall("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG), -1);
+    private static final Downcall OPEN = new Downcall("open", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), 1);
+    private static final Downcall CLOSE = new Downcall("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final Downcall KILL = new Downcall("kill", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall MOUNT = new Downcall("mount",
             FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS), -1);
-    private static final MethodHandle UMOUNT2 = bind("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle INOTIFY_INIT1 = bind("inotify_init1", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle INOTIFY_ADD_WATCH = bind("inotify_add_watch",
+    private static final Downcall UMOUNT2 = new Downcall("umount2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall INOTIFY_INIT1 = new Downcall("inotify_init1", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final Downcall INOTIFY_ADD_WATCH = new Downcall("inotify_add_watch",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle INOTIFY_RM_WATCH = bind("inotify_rm_watch",
+    private static final Downcall INOTIFY_RM_WATCH = new Downcall("inotify_rm_watch",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle STATFS = bind("statfs", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), -1);
-    private static final MethodHandle IOCTL_PTR = bind("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
-    private static final MethodHandle UNSHARE = bind("unshare", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle CHDIR = bind("chdir", FunctionDescriptor.of(JAVA_INT, ADDRESS), -1);
-    private static final MethodHandle MKFIFO = bind("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle CLOCK_SETTIME = bind("clock_settime",
+    private static final Downcall STATFS = new Downcall("statfs", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), -1);
+    private static final Downcall IOCTL_PTR = new Downcall("ioctl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), 2);
+    private static final Downcall UNSHARE = new Downcall("unshare", FunctionDescriptor.of(JAVA_INT, JAVA_INT), -1);
+    private static final Downcall CHDIR = new Downcall("chdir", FunctionDescriptor.of(JAVA_INT, ADDRESS), -1);
+    private static final Downcall MKFIFO = new Downcall("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall CLOCK_SETTIME = new Downcall("clock_settime",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS), -1);
 
     private Linux() {
@@ -98,7 +98,7 @@ public final class Linux {
     }
 
     public static void setChildSubreaper() {
-        invoke("prctl(PR_SET_CHILD_SUBREAPER)", PRCTL, PR_SET_CHILD_SUBREAPER, 1L);
+        invoke("prctl(PR_SET_CHILD_SUBREAPER)", PRCTL.mh(), PR_SET_CHILD_SUBREAPER, 1L);
     }
 
     public static int getpid() {
@@ -107,13 +107,13 @@ public final class Linux {
 
     /** Opens a pidfd; works on a zombie too, so a fast-exiting child is never missed. */
     public static int pidfdOpen(int pid) {
-        return (int) (long) invoke("pidfd_open(" + pid + ")", SYSCALL2, SYS_PIDFD_OPEN, pid, 0);
+        return (int) (long) invoke("pidfd_open(" + pid + ")", SYSCALL2.mh(), SYS_PIDFD_OPEN, pid, 0);
     }
 
     public static void pidfdSendSignal(int pidfd, int signal) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            long rc = (long) SYSCALL4.invokeExact(state, SYS_PIDFD_SEND_SIGNAL, pidfd, signal, MemorySegment.NULL, 0);
+            long rc = (long) SYSCALL4.mh().invokeExact(state, SYS_PIDFD_SEND_SIGNAL, pidfd, signal, MemorySegment.NULL, 0);
             if (rc < 0) {
                 throw new ErrnoException("pidfd_send_signal", errno(state));
             }
@@ -131,7 +131,7 @@ public final class Linux {
             MemorySegment state = arena.allocate(CALL_STATE);
             int rc;
             do {
-                rc = (int) WAITID.invokeExact(state, P_PIDFD, pidfd, info, WEXITED | (block ? 0 : WNOHANG));
+                rc = (int) WAITID.mh().invokeExact(state, P_PIDFD, pidfd, info, WEXITED | (block ? 0 : WNOHANG));
             } while (rc < 0 && errno(state) == EINTR);
             if (rc < 0) {
                 throw new ErrnoException("waitid(P_PIDFD)", errno(state));
@@ -161,7 +161,7 @@ public final class Linux {
                 pfds.set(JAVA_SHORT, 8L * i + 6, (short) 0);
             }
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) POLL.invokeExact(state, pfds, (long) fds.length, timeoutMillis);
+            int rc = (int) POLL.mh().invokeExact(state, pfds, (long) fds.length, timeoutMillis);
             boolean[] ready = new boolean[fds.length];
             if (rc < 0) {
                 int err = errno(state);
@@ -182,7 +182,7 @@ public final class Linux {
     }
 
     public static int eventfd() {
-        return (int) invoke("eventfd", EVENTFD, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+        return (int) invoke("eventfd", EVENTFD.mh(), 0, EFD_CLOEXEC | EFD_NONBLOCK);
     }
 
     /** Adds one to an eventfd counter (wakes a poller). */
@@ -211,7 +211,7 @@ public final class Linux {
             MemorySegment state = arena.allocate(CALL_STATE);
             long rc;
             do {
-                rc = (long) READ.invokeExact(state, fd, buf, len);
+                rc = (long) READ.mh().invokeExact(state, fd, buf, len);
             } while (rc < 0 && errno(state) == EINTR);
             if (rc < 0) {
                 throw new ErrnoException("read", errno(state));
@@ -229,7 +229,7 @@ public final class Linux {
             MemorySegment state = arena.allocate(CALL_STATE);
             long rc;
             do {
-                rc = (long) WRITE.invokeExact(state, fd, buf, len);
+                rc = (long) WRITE.mh().invokeExact(state, fd, buf, len);
             } while (rc < 0 && errno(state) == EINTR);
             if (rc < 0) {
                 throw new ErrnoException("write", errno(state));
@@ -249,7 +249,7 @@ public final class Linux {
     public static int open(String path, int flags) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int fd = (int) OPEN.invokeExact(state, arena.allocateFrom(path), flags);
+            int fd = (int) OPEN.mh().invokeExact(state, arena.allocateFrom(path), flags);
             if (fd < 0) {
                 throw new ErrnoException("open " + path, errno(state));
             }
@@ -264,7 +264,7 @@ public final class Linux {
     public static void close(int fd) {
         if (fd >= 0) {
             try {
-                invoke("close", CLOSE, fd);
+                invoke("close", CLOSE.mh(), fd);
             } catch (ErrnoException ignored) {
                 // close errors carry no actionable information for us
             }
@@ -278,7 +278,7 @@ public final class Linux {
         }
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) KILL.invokeExact(state, pid, signal);
+            int rc = (int) KILL.mh().invokeExact(state, pid, signal);
             if (rc < 0) {
                 int err = errno(state);
                 if (err == ESRCH) {
@@ -297,7 +297,7 @@ public final class Linux {
     public static void mount(String source, String target, String fstype, long flags, String data) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) MOUNT.invokeExact(state, cstr(arena, source), cstr(arena, target), cstr(arena, fstype), flags,
+            int rc = (int) MOUNT.mh().invokeExact(state, cstr(arena, source), cstr(arena, target), cstr(arena, fstype), flags,
                     cstr(arena, data));
             if (rc < 0) {
                 throw new ErrnoException("mount " + fstype + " " + source + " on " + target, errno(state));
@@ -313,7 +313,7 @@ public final class Linux {
     public static boolean umount(String target, int flags) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) UMOUNT2.invokeExact(state, cstr(arena, target), flags);
+            int rc = (int) UMOUNT2.mh().invokeExact(state, cstr(arena, target), flags);
             if (rc < 0) {
                 int err = errno(state);
                 if (err == EINVAL || err == ENOENT) {
@@ -336,7 +336,7 @@ public final class Linux {
             ws.set(JAVA_SHORT, 0, (short) rows);
             ws.set(JAVA_SHORT, 2, (short) cols);
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) IOCTL_PTR.invokeExact(state, fd, TIOCSWINSZ, ws);
+            int rc = (int) IOCTL_PTR.mh().invokeExact(state, fd, TIOCSWINSZ, ws);
             if (rc < 0) {
                 throw new ErrnoException("ioctl(TIOCSWINSZ)", errno(state));
             }
@@ -349,14 +349,14 @@ public final class Linux {
 
     /** A non-blocking, close-on-exec inotify descriptor (poll it, then {@link #inotifyDrain}). */
     public static int inotifyInit() {
-        return (int) invoke("inotify_init1", INOTIFY_INIT1, IN_CLOEXEC | IN_NONBLOCK);
+        return (int) invoke("inotify_init1", INOTIFY_INIT1.mh(), IN_CLOEXEC | IN_NONBLOCK);
     }
 
     /** Adds a watch for {@code mask} on {@code path}; returns the watch descriptor. */
     public static int inotifyAddWatch(int fd, String path, int mask) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int wd = (int) INOTIFY_ADD_WATCH.invokeExact(state, fd, arena.allocateFrom(path), mask);
+            int wd = (int) INOTIFY_ADD_WATCH.mh().invokeExact(state, fd, arena.allocateFrom(path), mask);
             if (wd < 0) {
                 throw new ErrnoException("inotify_add_watch " + path, errno(state));
             }
@@ -371,7 +371,7 @@ public final class Linux {
     /** Removes a watch; false if the kernel already dropped it (EINVAL: its file is gone). */
     public static boolean inotifyRmWatch(int fd, int wd) {
         try {
-            invoke("inotify_rm_watch", INOTIFY_RM_WATCH, fd, wd);
+            invoke("inotify_rm_watch", INOTIFY_RM_WATCH.mh(), fd, wd);
             return true;
         } catch (ErrnoException e) {
             if (e.errno() == EINVAL) {
@@ -413,7 +413,7 @@ public final class Linux {
             // struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first
             MemorySegment buf = arena.allocate(256, 8);
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) STATFS.invokeExact(state, arena.allocateFrom(path), buf);
+            int rc = (int) STATFS.mh().invokeExact(state, arena.allocateFrom(path), buf);
             if (rc < 0) {
                 throw new ErrnoException("statfs " + path, errno(state));
             }
@@ -464,17 +464,17 @@ public final class Linux {
         }
     }
 
-    private static final MethodHandle GETUID = bind("getuid", FunctionDescriptor.of(JAVA_INT), -1);
-    private static final MethodHandle GETGID = bind("getgid", FunctionDescriptor.of(JAVA_INT), -1);
+    private static final Downcall GETUID = new Downcall("getuid", FunctionDescriptor.of(JAVA_INT), -1);
+    private static final Downcall GETGID = new Downcall("getgid", FunctionDescriptor.of(JAVA_INT), -1);
 
     /** The real uid of this process (getuid cannot fail). */
     public static int getuid() {
-        return (int) invoke("getuid", GETUID);
+        return (int) invoke("getuid", GETUID.mh());
     }
 
     /** The real gid of this process (getgid cannot fail). */
     public static int getgid() {
-        return (int) invoke("getgid", GETGID);
+        return (int) invoke("getgid", GETGID.mh());
     }
 
     /** unshare(2) flag: this thread gets its own cwd, root and umask. */
@@ -485,14 +485,14 @@ public final class Linux {
      * alone; such a thread must end afterwards rather than run other work.
      */
     public static void unshare(int flags) {
-        invoke("unshare(" + flags + ")", UNSHARE, flags);
+        invoke("unshare(" + flags + ")", UNSHARE.mh(), flags);
     }
 
     /** chdir(2); process-wide unless the thread has unshared {@link #CLONE_FS}. */
     public static void chdir(String dir) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) CHDIR.invokeExact(state, arena.allocateFrom(dir));
+            int rc = (int) CHDIR.mh().invokeExact(state, arena.allocateFrom(dir));
             if (rc < 0) {
                 throw new ErrnoException("chdir " + dir, errno(state));
             }
@@ -512,7 +512,7 @@ public final class Linux {
     public static void mkfifo(String path, int mode) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) MKFIFO.invokeExact(state, arena.allocateFrom(path), mode);
+            int rc = (int) MKFIFO.mh().invokeExact(state, arena.allocateFrom(path), mode);
             if (rc < 0 && errno(state) != EEXIST) {
                 throw new ErrnoException("mkfifo " + path, errno(state));
             }
@@ -530,7 +530,7 @@ public final class Linux {
             ts.set(JAVA_LONG, 0, Math.floorDiv(epochNanos, 1_000_000_000L));
             ts.set(JAVA_LONG, 8, Math.floorMod(epochNanos, 1_000_000_000L));
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) CLOCK_SETTIME.invokeExact(state, 0, ts);
+            int rc = (int) CLOCK_SETTIME.mh().invokeExact(state, 0, ts);
             if (rc < 0) {
                 throw new ErrnoException("clock_settime(CLOCK_REALTIME)", errno(state));
             }
@@ -549,7 +549,7 @@ public final class Linux {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment info = arena.allocate(128);
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) WAITID.invokeExact(state, P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT);
+            int rc = (int) WAITID.mh().invokeExact(state, P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT);
             if (rc < 0) {
                 int err = errno(state);
                 if (err == ECHILD || err == EINTR) {
@@ -570,7 +570,7 @@ public final class Linux {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment info = arena.allocate(128);
             MemorySegment state = arena.allocate(CALL_STATE);
-            int rc = (int) WAITID.invokeExact(state, P_PID, pid, info, WEXITED | WNOHANG);
+            int rc = (int) WAITID.mh().invokeExact(state, P_PID, pid, info, WEXITED | WNOHANG);
             if (rc < 0 || info.get(JAVA_INT, 16) == 0) {
                 return null;
             }

@@ -3,7 +3,6 @@ package io.kuasar.sandbox.sys;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
-import java.lang.invoke.MethodHandle;
 import java.nio.charset.StandardCharsets;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
@@ -26,14 +25,14 @@ public final class UnixSockets {
     private static final int MSG_CMSG_CLOEXEC = 0x40000000;
     private static final int SUN_PATH_MAX = 108;
 
-    private static final MethodHandle SOCKET = Linux.bind("socket", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle BIND = Linux.bind("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle LISTEN = Linux.bind("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
-    private static final MethodHandle ACCEPT4 = Linux.bind("accept4",
+    private static final Downcall SOCKET = new Downcall("socket", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall BIND = new Downcall("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall LISTEN = new Downcall("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall ACCEPT4 = new Downcall("accept4",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle SENDTO = Linux.bind("sendto",
+    private static final Downcall SENDTO = new Downcall("sendto",
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
-    private static final MethodHandle RECVMSG = Linux.bind("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall RECVMSG = new Downcall("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT), -1);
 
     private UnixSockets() {
     }
@@ -75,19 +74,19 @@ public final class UnixSockets {
         }
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(Linux.callState());
-            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int fd = (int) SOCKET.mh().invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
             if (fd < 0) {
                 throw new ErrnoException("socket(AF_UNIX)", Linux.errno(state));
             }
             MemorySegment addr = arena.allocate(2 + SUN_PATH_MAX);
             addr.set(JAVA_SHORT, 0, (short) AF_UNIX);
             MemorySegment.copy(p, 0, addr, JAVA_BYTE, 2, p.length);
-            if ((int) BIND.invokeExact(state, fd, addr, 2 + p.length + 1) < 0) {
+            if ((int) BIND.mh().invokeExact(state, fd, addr, 2 + p.length + 1) < 0) {
                 int err = Linux.errno(state);
                 Linux.close(fd);
                 throw new ErrnoException("bind(" + path + ")", err);
             }
-            if ((int) LISTEN.invokeExact(state, fd, 1) < 0) {
+            if ((int) LISTEN.mh().invokeExact(state, fd, 1) < 0) {
                 int err = Linux.errno(state);
                 Linux.close(fd);
                 throw new ErrnoException("listen(" + path + ")", err);
@@ -112,7 +111,7 @@ public final class UnixSockets {
         boolean isAbstract = p.length > 0 && p[0] == '@';
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(Linux.callState());
-            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            int fd = (int) SOCKET.mh().invokeExact(state, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
             if (fd < 0) {
                 throw new ErrnoException("socket(AF_UNIX, SOCK_DGRAM)", Linux.errno(state));
             }
@@ -126,7 +125,7 @@ public final class UnixSockets {
                 int len = 2 + p.length + (isAbstract ? 0 : 1);
                 MemorySegment msg = arena.allocate(Math.max(1, message.length));
                 MemorySegment.copy(message, 0, msg, JAVA_BYTE, 0, message.length);
-                long n = (long) SENDTO.invokeExact(state, fd, msg, (long) message.length, 0, addr, len);
+                long n = (long) SENDTO.mh().invokeExact(state, fd, msg, (long) message.length, 0, addr, len);
                 if (n < 0) {
                     throw new ErrnoException("sendto(" + path + ")", Linux.errno(state));
                 }
@@ -146,7 +145,7 @@ public final class UnixSockets {
             MemorySegment state = arena.allocate(Linux.callState());
             int fd;
             do {
-                fd = (int) ACCEPT4.invokeExact(state, listenFd, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC);
+                fd = (int) ACCEPT4.mh().invokeExact(state, listenFd, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC);
             } while (fd < 0 && Linux.errno(state) == Linux.EINTR);
             if (fd < 0) {
                 throw new ErrnoException("accept", Linux.errno(state));
@@ -175,7 +174,7 @@ public final class UnixSockets {
             msg.set(JAVA_LONG, 40, control.byteSize());
             long n;
             do {
-                n = (long) RECVMSG.invokeExact(state, connFd, msg, MSG_CMSG_CLOEXEC);
+                n = (long) RECVMSG.mh().invokeExact(state, connFd, msg, MSG_CMSG_CLOEXEC);
             } while (n < 0 && Linux.errno(state) == Linux.EINTR);
             if (n < 0) {
                 throw new ErrnoException("recvmsg", Linux.errno(state));
