@@ -18,4 +18,12 @@ public interface ContainerRuntime {
     default Container recover(TaskRecord record) throws Exception {
         return null;
     }
+
+    /**
+     * Whether the pids this runtime reports are host pids. Only then does the Task service record their start times,
+     * which identify the processes after a restart; a guest's pids name nothing on the host.
+     */
+    default boolean hostPids() {
+        return true;
+    }
 }

@@ -249,7 +249,7 @@ public final class TaskService {
             creating.remove(id);
         }
         init.pid = c.initPid();
-        init.startTime = io.kuasar.sandbox.process.Procfs.startTime(init.pid);
+        init.startTime = startTimeOf(init.pid);
         save(entry);
         c.initExit().thenAccept(st -> exited(entry, init, st));
         events.created(ns, r, init.pid);
@@ -277,7 +277,7 @@ public final class TaskService {
         synchronized (c) {
             requireStatus(c, p, ProcStatus.CREATED, "start");
             p.pid = p.exec.start();
-            p.startTime = io.kuasar.sandbox.process.Procfs.startTime(p.pid);
+            p.startTime = startTimeOf(p.pid);
             if (p.status == ProcStatus.CREATED) {
                 p.status = ProcStatus.RUNNING;
             }
@@ -691,6 +691,10 @@ public final class TaskService {
     }
 
     /** Runs a handler with the container id in the log context. */
+    private long startTimeOf(int pid) {
+        return runtime.hostPids() ? io.kuasar.sandbox.process.Procfs.startTime(pid) : -1;
+    }
+
     private static <T> T traced(String containerId, Body<T> body) throws Exception {
         MDC.put("container", containerId);
         try {

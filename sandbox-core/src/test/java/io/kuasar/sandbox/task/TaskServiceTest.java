@@ -55,7 +55,9 @@ class TaskServiceTest {
         final List<String> calls = new ArrayList<>();
 
         public String sandboxId() { return "sb"; }
-        public int initPid() { return 4242; }
+        int pid = 4242;
+
+        public int initPid() { return pid; }
         public CompletableFuture<ExitStatus> initExit() { return init; }
         public void start() { calls.add("start"); }
         public Exec exec(ExecProcessRequest r) {
@@ -286,6 +288,40 @@ class TaskServiceTest {
             }
         } finally {
             s2.close();
+        }
+    }
+
+    @Test
+    void onlyHostPidsGetTheStartTimeThatIdentifiesThemAfterARestart() throws Exception {
+        int self = (int) ProcessHandle.current().pid();
+        for (boolean hostPids : new boolean[]{true, false}) {
+            TaskStore store = new TaskStore(new io.kuasar.sandbox.state.StateStore(dir.resolve("st-" + hostPids)));
+            ContainerRuntime rt = new ContainerRuntime() {
+                @Override
+                public Container create(io.kuasar.sandbox.ttrpc.CallContext ctx, CreateTaskRequest r) {
+                    FakeContainer c = new FakeContainer();
+                    c.pid = self; // a live host pid: a guest's pid 1234 may well name some host process too
+                    return c;
+                }
+
+                @Override
+                public boolean hostPids() {
+                    return hostPids;
+                }
+            };
+            TaskService ts = new TaskService(rt, (ns, t, e) -> { }, store);
+            TtrpcServer s2 = new TtrpcServer(dir.resolve("task-" + hostPids + ".sock"));
+            ts.services().forEach(s2::register);
+            s2.start();
+            try (TtrpcClient c2 = TtrpcClient.connect(s2.address())) {
+                c2.call(TaskService.V3, "Create", create("c"), CreateTaskResponse.parser(), Duration.ofSeconds(10));
+            } finally {
+                s2.close();
+            }
+            String record = Files.readString(store.dir().resolve("c.json"));
+            long expected = hostPids ? io.kuasar.sandbox.process.Procfs.startTime(self) : -1;
+            assertThat(expected).isNotZero();
+            assertThat(record).contains("\"startTime\":" + expected + ",");
         }
     }
 }

@@ -66,6 +66,12 @@ public final class GuestRuntime implements ContainerRuntime {
         this.pods = pods;
     }
 
+    /** Containers run in the guest: their pids are the guest's. */
+    @Override
+    public boolean hostPids() {
+        return false;
+    }
+
     @Override
     public Container create(CallContext ctx, CreateTaskRequest req) throws Exception {
         String id = req.getId();
