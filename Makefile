@@ -6,7 +6,8 @@
 #   make bench               benchmark against containerd's stock runc shim (root)
 #   make bench-vmm           microVM pods on kuasar-vmm against a bare-QEMU boot floor (root; docs/benchmark.md)
 #   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
-#   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar (root; after make build;
+#   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar, and fetch trixie's
+#                            virtiofsd into /var/lib/kuasar/virtiofsd (root; after make build;
 #                            VMM_IMAGE_ARGS=--force rebuilds; docs/vmm-image.md)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
@@ -78,6 +79,7 @@ quickstart:
 
 vmm-image:
 	./vmm-task/image/build-image.sh $(VMM_IMAGE_ARGS)
+	./vmm-task/image/fetch-virtiofsd.sh
 
 clean:
 	$(MVN) $(MVN_FLAGS) clean

@@ -130,37 +130,15 @@ install_apt_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-# The Debian mirror URI of the system's own suite, read through apt so that both deb822 and one-line formats work.
-mirror_uri() {
-  if [[ -n ${KUASAR_E2E_APT_MIRROR:-} ]]; then
-    echo "$KUASAR_E2E_APT_MIRROR"
-    return
-  fi
-  local codename
-  # shellcheck source=/dev/null
-  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  # shellcheck disable=SC2016  # $(...) here is apt's format syntax, not a shell expansion
-  apt-get indextargets --no-release-info --format '$(TARGET_OF) $(RELEASE) $(REPO_URI)' 2>/dev/null |
-    awk -v c="$codename" '$1 == "deb" && $2 == c && !found { print $3; found = 1 }'   # no early exit: keeps pipefail quiet
-}
+# mirror_uri, private_apt_opts
+# shellcheck source=../../packaging/debian-mirror.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../packaging/debian-mirror.sh"
 
 ctrd_version() { "$CTRD_BIN/containerd" --version 2>&1 | sed 's/ *$//'; }
 
 containerd_ok() {
   [[ -x $CTRD_BIN/containerd && -x $CTRD_BIN/ctr && -x $CTRD_BIN/containerd-shim-runc-v2 ]] &&
     "$CTRD_BIN/containerd" --version >/dev/null 2>&1
-}
-
-# Private apt config for Debian sid: only ever used to *download* containerd, never to install.
-sid_apt_opts() {
-  APT_OPTS=(
-    -o "Dir::Etc::SourceList=$APT_DIR/sources.list"
-    -o "Dir::Etc::SourceParts=/dev/null"
-    -o "Dir::State::Lists=$APT_DIR/lists"
-    -o "Dir::Cache=$APT_DIR/cache"
-    -o "Acquire::Languages=none"
-    -o "APT::Sandbox::User=root"   # the cache dir is root-owned; avoids the '_apt cannot access' warning
-  )
 }
 
 fetch_containerd() {
@@ -178,12 +156,9 @@ fetch_containerd() {
     deb=""
   fi
   if [[ -z $deb ]]; then
-    local mirror
-    mirror=$(mirror_uri)
-    [[ -n $mirror ]] || die "could not derive the Debian mirror URI from the system's apt sources"
-    mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$DEB_DIR"
-    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' "$mirror" >"$APT_DIR/sources.list"
-    sid_apt_opts
+    # Private apt config for Debian sid: only ever used to *download* containerd, never to install.
+    private_apt_opts "$APT_DIR" sid || die "could not derive the Debian mirror URI from the system's apt sources"
+    mkdir -p "$DEB_DIR"
     log "    apt-get update (private sid index)"
     apt-get "${APT_OPTS[@]}" -q update >&2
     ver=${KUASAR_E2E_CONTAINERD_VERSION:-$(apt-cache "${APT_OPTS[@]}" policy containerd | awk '/Candidate:/ {print $2}')}
@@ -379,6 +354,12 @@ state = '$wd/state'
         sandboxer = 'vmm'
         io_type = 'fifo'
 
+      # The same, on a second vmm-sandboxer whose share_fs is VirtioFS (\$KUASAR_E2E_VMMFS_SOCKET).
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-vmm-virtiofs]
+        runtime_type = 'io.containerd.kuasar-vmm.v1'
+        sandboxer = 'vmmfs'
+        io_type = 'fifo'
+
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$CNI_BIN_DIR']
       conf_dir = '$wd/cni'
@@ -391,6 +372,9 @@ state = '$wd/state'
   [proxy_plugins.vmm]
     type = 'sandbox'
     address = '${KUASAR_E2E_VMM_SOCKET:-$wd/vmm-sandboxer.sock}'
+  [proxy_plugins.vmmfs]
+    type = 'sandbox'
+    address = '${KUASAR_E2E_VMMFS_SOCKET:-$wd/vmmfs-sandboxer.sock}'
 EOF
 }
 

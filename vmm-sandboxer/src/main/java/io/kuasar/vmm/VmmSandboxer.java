@@ -14,6 +14,7 @@ import io.kuasar.runc.PodFiles;
 import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.cgroup.SandboxCgroup;
 import io.kuasar.sandbox.controller.Sandboxer;
+import io.kuasar.sandbox.mount.Mounts;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.state.AtomicFiles;
 import io.kuasar.sandbox.state.SandboxRecord;
@@ -142,6 +143,9 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             vm = hypervisor.launch(spec, deadline);
             // The whole VMM (boot included) runs in the pod's cgroup; its threads follow the process.
             cgroup.add(vm.pid());
+            for (long helper : vm.affiliatedPids()) {
+                cgroup.add(helper);
+            }
             agent = Agent.connect(r.id(), vm, deadline);
             long booted = System.nanoTime();
             SetupSandboxRequest.Builder setup = SetupSandboxRequest.newBuilder()
@@ -336,6 +340,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
                 Files.deleteIfExists(p);
             }
         }
+        Mounts.unmountAll(shared); // a VirtioFS pod's shared directory is a (shared) bind mount of itself
         Files.deleteIfExists(shared);
     }
 
@@ -354,15 +359,20 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     }
 
     private static void killLeftover(SandboxRecord r) {
-        String pid = r.backend().get("qemuPid");
-        String start = r.backend().get("qemuStartTime");
+        killLeftover(r, "virtiofsdPid", "virtiofsdStartTime");
+        killLeftover(r, "qemuPid", "qemuStartTime");
+    }
+
+    private static void killLeftover(SandboxRecord r, String pidFact, String startFact) {
+        String pid = r.backend().get(pidFact);
+        String start = r.backend().get(startFact);
         if (pid == null || start == null) {
             return;
         }
         try {
             ProcessRef ref = new ProcessRef(Integer.parseInt(pid), Long.parseLong(start));
             if (ref.signal(9)) {
-                LOG.warn("sandbox {}: killed the VM (QEMU {}) left by an earlier run", r.id(), pid);
+                LOG.warn("sandbox {}: killed {} {} left by an earlier run", r.id(), pidFact.replace("Pid", ""), pid);
             }
         } catch (NumberFormatException e) {
             LOG.warn("sandbox {}: unreadable VM facts {}/{}", r.id(), pid, start);

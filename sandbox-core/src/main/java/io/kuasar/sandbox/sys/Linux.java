@@ -43,6 +43,7 @@ public final class Linux {
     public static final long MS_RDONLY = 1;
     public static final long MS_BIND = 4096;
     public static final long MS_REC = 16384;
+    public static final long MS_SHARED = 1L << 20;
     private static final long SYS_PIDFD_OPEN = 434;
     private static final long SYS_PIDFD_SEND_SIGNAL = 424;
     public static final int IN_CLOEXEC = 0x80000;

@@ -56,12 +56,12 @@ public final class E2eEnvironment implements AutoCloseable {
     private final AtomicBoolean closed = new AtomicBoolean();
     private Process sandboxer;
     private CriClient cri;
-    /** The microVM sandboxer, started by the first test that asks for it ({@link #vmmCri()}). */
-    private final Path vmmSock;
-    private final Path vmmStateDir;
-    private final Path vmmLog;
-    private Process vmmSandboxer;
-    private CriClient vmmCri;
+    /**
+     * The microVM sandboxers, each started by the first test that asks for it: 9p ({@link #vmmCri()}) and VirtioFS
+     * ({@link #vmmVirtiofsCri()}).
+     */
+    private final VmmDaemon vmm;
+    private final VmmDaemon vmmfs;
     private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
 
     private E2eEnvironment() throws IOException {
@@ -74,18 +74,21 @@ public final class E2eEnvironment implements AutoCloseable {
         sandboxerSock = workdir.resolve("runc.sock");
         stateDir = workdir.resolve("state");
         sandboxerLog = workdir.resolve("sandboxer.log");
-        vmmSock = workdir.resolve("vmm.sock");
         // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
-        vmmStateDir = Path.of("/run/kvmm-" + workdir.getFileName().toString().replaceAll("\\D", "")
-                .substring(0, 6));
-        vmmLog = workdir.resolve("vmm-sandboxer.log");
+        String n = workdir.getFileName().toString().replaceAll("\\D", "").substring(0, 6);
+        // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
+        vmm = new VmmDaemon("kuasar-vmm", workdir.resolve("vmm.sock"), Path.of("/run/kvmm-" + n),
+                workdir.resolve("vmm-sandboxer.log"), UnaryOperator.identity());
+        vmmfs = new VmmDaemon("kuasar-vmm-virtiofs", workdir.resolve("vmmfs.sock"), Path.of("/run/kvfs-" + n),
+                workdir.resolve("vmmfs-sandboxer.log"), c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\""));
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         childEnv.put("KUASAR_E2E_BRIDGE", bridge);
         childEnv.put("KUASAR_E2E_SUBNET", subnet);
         childEnv.put("KUASAR_SHIM_DIR", prefix.resolve("bin").toString());
-        childEnv.put("KUASAR_E2E_VMM_SOCKET", vmmSock.toString());
+        childEnv.put("KUASAR_E2E_VMM_SOCKET", vmm.sock.toString());
+        childEnv.put("KUASAR_E2E_VMMFS_SOCKET", vmmfs.sock.toString());
     }
 
     private static String envOr(String name, String dflt) {
@@ -250,9 +253,20 @@ public final class E2eEnvironment implements AutoCloseable {
      * A CRI client for the {@code kuasar-vmm} handler. The first call brings the guest image up to date
      * ({@code make vmm-image}, cached) and starts vmm-sandboxer with the shipped QEMU config.
      */
-    public synchronized CriClient vmmCri() {
-        if (vmmCri != null) {
-            return vmmCri;
+    public CriClient vmmCri() {
+        return vmm.cri();
+    }
+
+    /** The same for {@code kuasar-vmm-virtiofs}: a second vmm-sandboxer whose share_fs is VirtioFS. */
+    public CriClient vmmVirtiofsCri() {
+        return vmmfs.cri();
+    }
+
+    private boolean imageReady;
+
+    private synchronized void vmmImage() {
+        if (imageReady) {
+            return;
         }
         Map<String, String> env = new HashMap<>(childEnv);
         env.put("JAVA_HOME", System.getProperty("java.home"));
@@ -260,9 +274,85 @@ public final class E2eEnvironment implements AutoCloseable {
         // the agent this build made.
         log("make vmm-image");
         Host.check(Duration.ofMinutes(20), env, repo, "make", "vmm-image");
-        vmmSandboxer = launchVmm(vmmSock, vmmStateDir, vmmLog, UnaryOperator.identity());
-        vmmCri = new CriClient(containerdSock(), "kuasar-vmm", workdir.resolve("logs"), Duration.ofSeconds(120));
-        return vmmCri;
+        imageReady = true;
+    }
+
+    /** One vmm-sandboxer of the run, registered in containerd under its handler. */
+    final class VmmDaemon {
+        final String handler;
+        final Path sock;
+        final Path dir;
+        final Path log;
+        private final UnaryOperator<String> config;
+        private Process process;
+        private CriClient cri;
+
+        VmmDaemon(String handler, Path sock, Path dir, Path log, UnaryOperator<String> config) {
+            this.handler = handler;
+            this.sock = sock;
+            this.dir = dir;
+            this.log = log;
+            this.config = config;
+        }
+
+        synchronized CriClient cri() {
+            if (cri == null) {
+                vmmImage();
+                process = launchVmm(sock, dir, log, config);
+                cri = new CriClient(containerdSock(), handler, workdir.resolve("logs"), Duration.ofSeconds(120));
+            }
+            return cri;
+        }
+
+        boolean alive() {
+            return process != null && process.isAlive();
+        }
+
+        /** Removes its pods and stops it; what survives is a problem of the run. */
+        void stop(List<String> problems) {
+            if (cri != null) {
+                if (process.isAlive()) {
+                    problems.addAll(cri.cleanupAll());
+                }
+                cri.close();
+            }
+            if (process != null && process.isAlive()) {
+                process.destroy();
+                try {
+                    if (!process.waitFor(15, TimeUnit.SECONDS)) {
+                        problems.add(handler + " sandboxer ignored SIGTERM for 15 s; killed");
+                        process.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            if (process != null) {
+                for (long pid : Host.pidsWithCmdline(dir.toString())) {
+                    problems.add("process " + pid + " (" + Host.comm(pid) + ") of the " + handler
+                            + " sandboxer survived; killing it");
+                    ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+                }
+            }
+        }
+
+        /** Its state dir lives outside the workdir (short socket paths): removed here, unless mounts remain. */
+        void removeDir() {
+            if (!Files.exists(dir) || Boolean.getBoolean("kuasar.e2e.keep")) {
+                return;
+            }
+            if (!Host.mountsMentioning(dir.toString()).isEmpty()) {
+                E2eEnvironment.log("mounts left below " + dir + ", not removing it");
+                return;
+            }
+            try (Stream<Path> s = Files.walk(dir)) {
+                for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
+                    Files.deleteIfExists(p);
+                }
+            } catch (IOException e) {
+                E2eEnvironment.log("cannot remove " + dir + ": " + e);
+            }
+        }
     }
 
     /**
@@ -309,63 +399,24 @@ public final class E2eEnvironment implements AutoCloseable {
     }
 
     public Path vmmStateDir() {
-        return vmmStateDir;
+        return vmm.dir;
+    }
+
+    public Path vmmVirtiofsStateDir() {
+        return vmmfs.dir;
     }
 
     public Path vmmLog() {
-        return vmmLog;
+        return vmm.log;
     }
 
     public boolean vmmSandboxerAlive() {
-        return vmmSandboxer != null && vmmSandboxer.isAlive();
+        return vmm.alive();
     }
 
-    /** Stops the microVM sandboxer after removing its pods; what survives is a problem of the run. */
-    private void stopVmm(List<String> problems) {
-        if (vmmCri != null) {
-            if (vmmSandboxer.isAlive()) {
-                problems.addAll(vmmCri.cleanupAll());
-            }
-            vmmCri.close();
-        }
-        if (vmmSandboxer != null && vmmSandboxer.isAlive()) {
-            vmmSandboxer.destroy();
-            try {
-                if (!vmmSandboxer.waitFor(15, TimeUnit.SECONDS)) {
-                    problems.add("vmm-sandboxer ignored SIGTERM for 15 s; killed");
-                    vmmSandboxer.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-                }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
-        if (vmmSandboxer != null) {
-            for (long pid : Host.pidsWithCmdline(vmmStateDir.toString())) {
-                problems.add("process " + pid + " (" + Host.comm(pid) + ") of vmm-sandboxer survived; killing it");
-                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
-            }
-        }
+    public boolean vmmVirtiofsSandboxerAlive() {
+        return vmmfs.alive();
     }
-
-    /** The microVM state dir lives outside the workdir (short socket paths): removed here, unless mounts remain. */
-    private void removeVmmStateDir() {
-        if (!Files.exists(vmmStateDir) || Boolean.getBoolean("kuasar.e2e.keep")) {
-            return;
-        }
-        if (!Host.mountsMentioning(vmmStateDir.toString()).isEmpty()) {
-            log("mounts left below " + vmmStateDir + ", not removing it");
-            return;
-        }
-        try (Stream<Path> s = Files.walk(vmmStateDir)) {
-            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        } catch (IOException e) {
-            log("cannot remove " + vmmStateDir + ": " + e);
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------------------------
 
     public CriClient cri() {
         return cri;
@@ -457,9 +508,11 @@ public final class E2eEnvironment implements AutoCloseable {
     /** Mounts under the sandboxer's state dir (pod shm) left by a failed teardown: reported, then removed. */
     private void unmountLeftovers(List<String> problems) {
         String prefix = stateDir.toAbsolutePath() + "/";
-        String vmmPrefix = vmmStateDir.toAbsolutePath() + "/";
+        String vmmPrefix = vmm.dir.toAbsolutePath() + "/";
+        String vmmfsPrefix = vmmfs.dir.toAbsolutePath() + "/";
         List<String> left = Host.read(Path.of("/proc/self/mounts")).lines().map(l -> l.split(" ")[1])
-                .filter(m -> m.startsWith(prefix) || m.startsWith(vmmPrefix)).sorted(Comparator.reverseOrder()).toList();
+                .filter(m -> m.startsWith(prefix) || m.startsWith(vmmPrefix) || m.startsWith(vmmfsPrefix))
+                .sorted(Comparator.reverseOrder()).toList();
         for (String m : left) {
             problems.add("mount " + m + " survived teardown; unmounting it");
             Host.run(Duration.ofSeconds(10), childEnv, null, "umount", "-l", m);
@@ -522,8 +575,10 @@ public final class E2eEnvironment implements AutoCloseable {
     }
 
     String logTails() {
-        return (Files.exists(vmmLog) ? "---- vmm-sandboxer log (" + vmmLog + ") ----\n" + Host.tail(vmmLog, 80) + "\n"
+        return (Files.exists(vmm.log) ? "---- vmm-sandboxer log (" + vmm.log + ") ----\n" + Host.tail(vmm.log, 80) + "\n"
                 : "")
+                + (Files.exists(vmmfs.log) ? "---- vmm-sandboxer (VirtioFS) log (" + vmmfs.log + ") ----\n"
+                + Host.tail(vmmfs.log, 80) + "\n" : "")
                 + "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
                 + "\n---- containerd log (" + containerdLog() + ") ----\n" + Host.tail(containerdLog(), 60);
     }
@@ -562,7 +617,8 @@ public final class E2eEnvironment implements AutoCloseable {
         long t0 = System.nanoTime();
         List<String> problems = new ArrayList<>();
         List<String> pods = cri != null ? cri.podsCreated() : List.of();
-        stopVmm(problems);
+        vmm.stop(problems);
+        vmmfs.stop(problems);
         if (cri != null) {
             if (sandboxer != null && sandboxer.isAlive()) {
                 problems.addAll(cri.cleanupAll());
@@ -574,7 +630,8 @@ public final class E2eEnvironment implements AutoCloseable {
         }
         killTaskProxy(problems);
         unmountLeftovers(problems);
-        removeVmmStateDir();
+        vmm.removeDir();
+        vmmfs.removeDir();
         try {
             Path log = ctrdDir.resolve("containerd.log");
             if (Files.exists(log)) {

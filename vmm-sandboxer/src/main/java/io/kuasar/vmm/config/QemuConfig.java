@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 
 /**
@@ -18,7 +19,7 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                          String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
                          String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
                          String virtio9pMultidevs, boolean useVsock, int agentTimeoutSecs, boolean debug,
-                         boolean freePageReporting) {
+                         boolean freePageReporting, Virtiofsd virtiofsd) {
     public static final String SHARE_9P = "Virtio9P";
     public static final String SHARE_VIRTIOFS = "VirtioFS";
 
@@ -45,7 +46,8 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                 bool(h, "use_vsock", false, source),
                 integer(h, "agent_timeout_secs", 45, source),
                 bool(h, "debug", false, source),
-                bool(h, "free_page_reporting", true, source));
+                bool(h, "free_page_reporting", true, source),
+                Virtiofsd.from(h.path("virtiofsd"), source));
         c.validate(source);
         return c;
     }
@@ -65,9 +67,8 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
             throw bad(source, "memory_in_mb", Integer.toString(memoryInMb), "must be at least 384 (the guest "
                     + "image unpacks into RAM)");
         }
-        if (!shareFs.equals(SHARE_9P)) {
-            throw bad(source, "share_fs", shareFs, SHARE_VIRTIOFS.equals(shareFs)
-                    ? "VirtioFS is not implemented yet; use Virtio9P" : "use Virtio9P");
+        if (!shareFs.equals(SHARE_9P) && !shareFs.equals(SHARE_VIRTIOFS)) {
+            throw bad(source, "share_fs", shareFs, "use Virtio9P or VirtioFS");
         }
         if (useVsock) {
             throw bad(source, "use_vsock", "true", "this machine has no vhost-vsock; the agent channel is "
@@ -78,6 +79,30 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         }
         if (cpuModel.isEmpty()) {
             throw bad(source, "cpu_model", "", "must not be empty (Kuasar's default is \"host\")");
+        }
+    }
+
+    public boolean virtiofs() {
+        return shareFs.equals(SHARE_VIRTIOFS);
+    }
+
+    /**
+     * Kuasar's {@code [hypervisor.virtiofsd]}: the daemon that serves the shared directory to a VirtioFS guest, one
+     * per VM. The default path is what {@code make vmm-image} installs (trixie's virtiofsd, run through trixie's
+     * loader); {@code syslog} is accepted and ignored: its log goes to the sandbox's {@code virtiofsd.log}.
+     */
+    public record Virtiofsd(String path, String logLevel, String cache, int threadPoolSize) {
+        static Virtiofsd from(JsonNode v, String source) {
+            Virtiofsd d = new Virtiofsd(text(v, "path", "/var/lib/kuasar/virtiofsd/virtiofsd"),
+                    text(v, "log_level", "info"), text(v, "cache", "never"), integer(v, "thread_pool_size", 4, source));
+            if (!List.of("never", "metadata", "auto", "always").contains(d.cache())) {
+                throw bad(source, "virtiofsd.cache", d.cache(), "use never, metadata, auto or always");
+            }
+            if (d.threadPoolSize() < 0) {
+                throw bad(source, "virtiofsd.thread_pool_size", Integer.toString(d.threadPoolSize()),
+                        "must not be negative");
+            }
+            return d;
         }
     }
 

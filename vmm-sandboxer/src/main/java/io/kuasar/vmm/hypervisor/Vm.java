@@ -29,6 +29,11 @@ public interface Vm {
     /** Asks the VMM to quit, waits up to {@code grace}, then kills it. Returns once the process is gone. */
     void stop(Duration grace);
 
+    /** Helper processes of this VM (e.g. virtiofsd): they go into the pod's cgroup with the VMM. */
+    default java.util.List<Long> affiliatedPids() {
+        return java.util.List.of();
+    }
+
     /** What identifies the VM's processes after a restart of the sandboxer (pid and start time, sockets). */
     Map<String, String> facts();
 }

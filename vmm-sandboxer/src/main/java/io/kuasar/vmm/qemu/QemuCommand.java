@@ -10,7 +10,7 @@ import java.util.UUID;
 
 /**
  * QEMU's command line for one pod, after Kuasar's QEMU factory: machine, memory, kernel and initrd, a virtio-serial
- * bus carrying the agent port ({@value #AGENT_PORT}), virtio-rng, the shared directory as 9p tag
+ * bus carrying the agent port ({@value #AGENT_PORT}), virtio-rng, the shared directory as 9p or virtiofs tag
  * {@value #SHARE_TAG}, a virtio-net NIC per tap, a balloon that only reports free pages, and QMP. Differences, each for a reason: the accelerator is
  * configurable (TCG where /dev/kvm cannot run stock kernels), the console goes to a file in the sandbox directory
  * (diagnosis of a guest that never answers), the sockets live in the sandbox directory, and QEMU does not
@@ -22,9 +22,10 @@ public final class QemuCommand {
     static final String AGENT_SOCKET = "agent.sock";
     static final String QMP_SOCKET = "qmp.sock";
     static final String CONSOLE_LOG = "console.log";
+    static final String VIRTIOFS_SOCKET = "virtiofs.sock";
     /** The guest kernel parameters every pod needs; the config's kernel_params come after them. */
     static final String BASE_PARAMS = "console=ttyS0 panic=-1 reboot=t tsc=reliable no_timer_check lpj=1000000 "
-            + "net.ifnames=0 task.sharefs_type=9p";
+            + "net.ifnames=0";
 
     private QemuCommand() {
     }
@@ -59,10 +60,20 @@ public final class QemuCommand {
                 "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
                 "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT,
                 "-object", "rng-random,id=rng0,filename=" + c.entropySource(),
-                "-device", "virtio-rng-pci,rng=rng0",
-                "-fsdev", "local,id=extra-9p-kuasar,path=" + spec.sharedDir() + ",security_model=none"
-                        + (c.virtio9pMultidevs().isEmpty() ? "" : ",multidevs=" + c.virtio9pMultidevs()),
-                "-device", "virtio-9p-pci,fsdev=extra-9p-kuasar,mount_tag=" + SHARE_TAG));
+                "-device", "virtio-rng-pci,rng=rng0"));
+        if (c.virtiofs()) {
+            // vhost-user-fs: virtiofsd maps guest RAM, so the RAM is a shared memfd (one NUMA node holding it all)
+            a.addAll(List.of(
+                    "-object", "memory-backend-memfd,id=mem0,size=" + spec.memoryInMb() + "M,share=on",
+                    "-numa", "node,memdev=mem0",
+                    "-chardev", "socket,id=vfs0,path=" + dir.resolve(VIRTIOFS_SOCKET),
+                    "-device", "vhost-user-fs-pci,chardev=vfs0,tag=" + SHARE_TAG));
+        } else {
+            a.addAll(List.of(
+                    "-fsdev", "local,id=extra-9p-kuasar,path=" + spec.sharedDir() + ",security_model=none"
+                            + (c.virtio9pMultidevs().isEmpty() ? "" : ",multidevs=" + c.virtio9pMultidevs()),
+                    "-device", "virtio-9p-pci,fsdev=extra-9p-kuasar,mount_tag=" + SHARE_TAG));
+        }
         if (c.freePageReporting()) {
             // The guest hands pages it frees back to the host (QEMU discards them): the initramfs image, the
             // unpacked root it leaves behind at switch_root, and memory the containers released. Without it a VM
@@ -77,7 +88,8 @@ public final class QemuCommand {
     }
 
     static String kernelParams(QemuConfig c) {
-        String p = BASE_PARAMS + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim());
+        String p = BASE_PARAMS + " task.sharefs_type=" + (c.virtiofs() ? "virtiofs" : "9p")
+                + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim());
         return c.debug() ? p + " task.log_level=debug" : p + " quiet";
     }
 }

@@ -3,6 +3,7 @@ package io.kuasar.vmm.qemu;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.Vm;
@@ -46,6 +47,11 @@ public final class QemuHypervisor implements Hypervisor {
         require(config.qemuPath(), "qemu_path", "apt-get install qemu-system-x86");
         require(config.kernelPath(), "kernel_path", "make vmm-image");
         require(config.initrdPath(), "initrd_path", "make vmm-image");
+        if (config.virtiofs() && !Files.isExecutable(Path.of(config.virtiofsd().path()))) {
+            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor.virtiofsd].path " + config.virtiofsd().path()
+                    + " is not executable (make vmm-image installs trixie's virtiofsd; or use share_fs = \"Virtio9P\")")
+                    .asRuntimeException();
+        }
         if (!config.firmwarePath().isEmpty()) {
             require(config.firmwarePath(), "firmware_path", "apt-get install qemu-system-x86 (qboot.rom)");
         }
@@ -78,6 +84,18 @@ public final class QemuHypervisor implements Hypervisor {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
         }
         cmd.addAll(QemuCommand.build(config, accelerator, spec));
+        Process virtiofsd = config.virtiofs() ? startVirtiofsd(spec, deadline) : null;
+        try {
+            return startQemu(spec, cmd, deadline, virtiofsd);
+        } catch (RuntimeException | IOException e) {
+            if (virtiofsd != null) {
+                virtiofsd.destroyForcibly();
+            }
+            throw e;
+        }
+    }
+
+    private Vm startQemu(VmSpec spec, List<String> cmd, Instant deadline, Process virtiofsd) throws IOException {
         Path log = spec.dir().resolve("qemu.log");
         Files.deleteIfExists(spec.dir().resolve(QemuCommand.CONSOLE_LOG));
         LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
@@ -104,7 +122,65 @@ public final class QemuHypervisor implements Hypervisor {
                         .asRuntimeException();
             }
         }
-        return new QemuVm(spec, p, ref, exit);
+        return new QemuVm(spec, p, ref, exit, virtiofsd);
+    }
+
+    /**
+     * One virtiofsd per VM, serving the shared directory (it exits when its VM disconnects). It runs in a mount
+     * namespace of its own made at start, so the shared directory is first made a shared mount: the containers'
+     * rootfs and volumes, bind-mounted there later, then propagate into virtiofsd's view.
+     */
+    private Process startVirtiofsd(VmSpec spec, Instant deadline) throws IOException {
+        QemuConfig.Virtiofsd v = config.virtiofsd();
+        if (!Files.isExecutable(Path.of(v.path()))) {
+            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor.virtiofsd].path " + v.path()
+                    + " is not executable (make vmm-image installs trixie's virtiofsd; or use share_fs = \"Virtio9P\")")
+                    .asRuntimeException();
+        }
+        Path shared = spec.sharedDir();
+        if (!isMountPoint(shared)) {
+            Linux.mount(shared.toString(), shared.toString(), null, Linux.MS_BIND, null);
+        }
+        Linux.mount(null, shared.toString(), null, Linux.MS_SHARED, null);
+        Path sock = spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET);
+        Files.deleteIfExists(sock);
+        List<String> cmd = new ArrayList<>(List.of(v.path(), "--socket-path=" + sock, "--shared-dir=" + shared,
+                "--cache=" + v.cache(), "--log-level=" + v.logLevel(), "--announce-submounts"));
+        if (v.threadPoolSize() > 0) {
+            cmd.add("--thread-pool-size=" + v.threadPoolSize());
+        }
+        Path log = spec.dir().resolve("virtiofsd.log");
+        LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        while (!Files.exists(sock)) {
+            if (!p.isAlive() || Instant.now().isAfter(deadline)) {
+                p.destroyForcibly();
+                throw Status.INTERNAL.withDescription("sandbox " + spec.sandboxId() + ": virtiofsd "
+                        + (p.isAlive() ? "did not listen before the deadline" : "exited at start") + ": " + tail(log))
+                        .asRuntimeException();
+            }
+            try {
+                Thread.sleep(5);
+            } catch (InterruptedException e) {
+                p.destroyForcibly();
+                Thread.currentThread().interrupt();
+                throw Status.CANCELLED.withDescription("sandbox " + spec.sandboxId() + ": start cancelled")
+                        .asRuntimeException();
+            }
+        }
+        return p;
+    }
+
+    static boolean isMountPoint(Path dir) throws IOException {
+        String target = dir.toAbsolutePath().normalize().toString();
+        for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
+            String[] f = line.split(" ");
+            if (f.length > 4 && f[4].replace("\\040", " ").equals(target)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     static String tail(Path log) {

@@ -20,16 +20,28 @@ final class QemuVm implements Vm {
     private static final Logger LOG = LoggerFactory.getLogger(QemuVm.class);
     static final String FACT_PID = "qemuPid";
     static final String FACT_START_TIME = "qemuStartTime";
+    static final String FACT_VIRTIOFSD_PID = "virtiofsdPid";
+    static final String FACT_VIRTIOFSD_START_TIME = "virtiofsdStartTime";
     private final VmSpec spec;
     private final Process process;
     private final ProcessRef ref;
     private final CompletableFuture<ExitStatus> exit;
+    private final Process virtiofsd; // null with 9p
 
-    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit) {
+    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit, Process virtiofsd) {
         this.spec = spec;
         this.process = process;
         this.ref = ref;
         this.exit = exit;
+        this.virtiofsd = virtiofsd;
+    }
+
+    @Override
+    public java.util.List<Long> affiliatedPids() {
+        // virtiofsd forks its sandboxed worker at start: both go into the pod's cgroup
+        return virtiofsd == null ? java.util.List.of() : java.util.stream.Stream.concat(
+                java.util.stream.Stream.of(virtiofsd.toHandle()), virtiofsd.descendants())
+                .map(ProcessHandle::pid).toList();
     }
 
     @Override
@@ -74,10 +86,27 @@ final class QemuVm implements Vm {
                 LOG.error("sandbox {}: QEMU {} survived SIGKILL for 10 s", spec.sandboxId(), ref.pid());
             }
         }
+        if (virtiofsd != null) {
+            // it exits by itself once its VM has disconnected; make sure
+            try {
+                if (!virtiofsd.waitFor(2, TimeUnit.SECONDS)) {
+                    virtiofsd.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                virtiofsd.destroyForcibly();
+                Thread.currentThread().interrupt();
+            }
+        }
     }
 
     @Override
     public Map<String, String> facts() {
+        if (virtiofsd != null) {
+            ProcessRef v = ProcessRef.of((int) virtiofsd.pid());
+            return Map.of(FACT_PID, Integer.toString(ref.pid()), FACT_START_TIME, Long.toString(ref.startTime()),
+                    FACT_VIRTIOFSD_PID, Integer.toString(v.pid()), FACT_VIRTIOFSD_START_TIME,
+                    Long.toString(v.startTime()));
+        }
         return Map.of(FACT_PID, Integer.toString(ref.pid()), FACT_START_TIME, Long.toString(ref.startTime()));
     }
 }

@@ -9,6 +9,7 @@ import java.nio.file.Path;
 import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 class QemuCommandTest {
     private final VmSpec spec = new VmSpec("s1", Path.of("/run/kuasar-vmm/sandboxes/s1"),
@@ -53,5 +54,20 @@ class QemuCommandTest {
     void debugAsksTheGuestAgentForDebugLogs() throws Exception {
         assertThat(QemuCommand.kernelParams(config("debug = true\nkernel_params = \"foo=1\"\n")))
                 .contains(" foo=1").endsWith("task.log_level=debug");
+    }
+
+    @Test
+    void virtiofsSharesThroughVhostUserWithGuestRamInASharedMemfd() throws Exception {
+        List<String> a = QemuCommand.build(config("share_fs = \"VirtioFS\"\n[hypervisor.virtiofsd]\ncache = \"auto\"\n"),
+                "tcg", spec);
+        String cmd = String.join(" ", a);
+        assertThat(cmd).contains("-object memory-backend-memfd,id=mem0,size=640M,share=on")
+                .contains("-numa node,memdev=mem0")
+                .contains("socket,id=vfs0,path=/run/kuasar-vmm/sandboxes/s1/virtiofs.sock")
+                .contains("vhost-user-fs-pci,chardev=vfs0,tag=kuasar")
+                .doesNotContain("9p");
+        assertThat(a.get(a.indexOf("-append") + 1)).contains("task.sharefs_type=virtiofs");
+        assertThatThrownBy(() -> config("share_fs = \"VirtioFS\"\n[hypervisor.virtiofsd]\ncache = \"sometimes\"\n"))
+                .hasMessageContaining("virtiofsd.cache");
     }
 }

@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Sourced by the scripts that download packages of another Debian suite (containerd from sid for the tests,
+# virtiofsd from trixie for the microVM image) into a private cache, never installing them.
+#
+# mirror_uri: the Debian mirror URI of the system's own suite, read through apt so that both deb822 and one-line
+# formats work; KUASAR_APT_MIRROR (or the older KUASAR_E2E_APT_MIRROR) overrides it.
+mirror_uri() {
+  local override=${KUASAR_APT_MIRROR:-${KUASAR_E2E_APT_MIRROR:-}}
+  if [[ -n $override ]]; then
+    echo "$override"
+    return
+  fi
+  local codename
+  # shellcheck source=/dev/null
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  # shellcheck disable=SC2016  # $(...) here is apt's format syntax, not a shell expansion
+  apt-get indextargets --no-release-info --format '$(TARGET_OF) $(RELEASE) $(REPO_URI)' 2>/dev/null |
+    awk -v c="$codename" '$1 == "deb" && $2 == c && !found { print $3; found = 1 }'   # no early exit: keeps pipefail quiet
+}
+
+# private_apt_opts DIR SUITE: sets APT_OPTS to an apt configuration whose sources, lists and cache live in DIR and
+# name only SUITE of the system's mirror (main). apt-get "${APT_OPTS[@]}" update|download then never touches the
+# system's own apt state.
+private_apt_opts() {
+  local dir=$1 suite=$2 mirror
+  mirror=$(mirror_uri)
+  [[ -n $mirror ]] || return 1
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$mirror" "$suite" >"$dir/sources.list"
+  APT_OPTS=(
+    -o "Dir::Etc::SourceList=$dir/sources.list"
+    -o "Dir::Etc::SourceParts=/dev/null"
+    -o "Dir::State::Lists=$dir/lists"
+    -o "Dir::Cache=$dir/cache"
+    -o "Acquire::Languages=none"
+    -o "APT::Sandbox::User=root"   # the cache dir is root-owned; avoids the '_apt cannot access' warning
+  )
+}
