@@ -104,24 +104,7 @@ public final class QemuHypervisor implements Hypervisor {
         CompletableFuture<ExitStatus> exit = p.onExit().thenApply(x -> ExitStatus.of(x.exitValue()));
         ProcessRef ref = ProcessRef.of((int) p.pid());
         // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
-        Path qmp = spec.dir().resolve(QemuCommand.QMP_SOCKET);
-        while (!Files.exists(qmp)) {
-            if (!p.isAlive() || Instant.now().isAfter(deadline)) {
-                p.destroyForcibly();
-                String out = tail(log);
-                throw Status.INTERNAL.withDescription("sandbox " + spec.sandboxId() + ": QEMU "
-                        + (p.isAlive() ? "did not start before the deadline" : "exited at start") + ": " + out)
-                        .asRuntimeException();
-            }
-            try {
-                Thread.sleep(10);
-            } catch (InterruptedException e) {
-                p.destroyForcibly();
-                Thread.currentThread().interrupt();
-                throw Status.CANCELLED.withDescription("sandbox " + spec.sandboxId() + ": start cancelled")
-                        .asRuntimeException();
-            }
-        }
+        awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log, deadline);
         return new QemuVm(spec, p, ref, exit, virtiofsd);
     }
 
@@ -153,11 +136,18 @@ public final class QemuHypervisor implements Hypervisor {
         LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        awaitSocket(spec.sandboxId(), "virtiofsd", p, sock, log, deadline);
+        return p;
+    }
+
+    /** Waits until a starting process has made its socket; kills it if it exits first or the deadline passes. */
+    private static void awaitSocket(String sandboxId, String what, Process p, Path sock, Path log, Instant deadline) {
         while (!Files.exists(sock)) {
-            if (!p.isAlive() || Instant.now().isAfter(deadline)) {
+            boolean alive = p.isAlive();
+            if (!alive || Instant.now().isAfter(deadline)) {
                 p.destroyForcibly();
-                throw Status.INTERNAL.withDescription("sandbox " + spec.sandboxId() + ": virtiofsd "
-                        + (p.isAlive() ? "did not listen before the deadline" : "exited at start") + ": " + tail(log))
+                throw Status.INTERNAL.withDescription("sandbox " + sandboxId + ": " + what + " "
+                        + (alive ? "did not listen before the deadline" : "exited at start") + ": " + tail(log))
                         .asRuntimeException();
             }
             try {
@@ -165,11 +155,10 @@ public final class QemuHypervisor implements Hypervisor {
             } catch (InterruptedException e) {
                 p.destroyForcibly();
                 Thread.currentThread().interrupt();
-                throw Status.CANCELLED.withDescription("sandbox " + spec.sandboxId() + ": start cancelled")
+                throw Status.CANCELLED.withDescription("sandbox " + sandboxId + ": start cancelled")
                         .asRuntimeException();
             }
         }
-        return p;
     }
 
     static boolean isMountPoint(Path dir) throws IOException {
