@@ -28,6 +28,10 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
             -XX:MaxMetaspaceSize=96m -XX:ReservedCodeCacheSize=32m -XX:+UseCompactObjectHeaders \
             -XX:TrimNativeHeapInterval=1000 -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
+# wasm-sandboxer runs the modules in its own heap (linear memory is heap buffers) and compiles them to classes:
+# room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
+WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
+
 .PHONY: all build install test e2e bench bench-vmm quickstart vmm-image clean check-jdk
 
 all: build
@@ -58,6 +62,14 @@ install: build
 	    -e 's|@MAIN@|io.kuasar.vmm.VmmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/vmm-sandboxer
 	chmod 0755 $(BIN)/vmm-sandboxer
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-vmm.service > $(UNITDIR)/kuasar-vmm.service
+	install -d $(LIBDIR)/wasm-sandboxer
+	rm -f $(LIBDIR)/wasm-sandboxer/*.jar
+	install -m 0644 wasm-sandboxer/target/lib/*.jar wasm-sandboxer/target/wasm-sandboxer-*[0-9T].jar $(LIBDIR)/wasm-sandboxer/
+	sed -e 's|@NAME@|wasm-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(WASM_JVM_OPTS)|' \
+	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/wasm-sandboxer|' \
+	    -e 's|@MAIN@|io.kuasar.wasm.WasmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/wasm-sandboxer
+	chmod 0755 $(BIN)/wasm-sandboxer
+	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-wasm.service > $(UNITDIR)/kuasar-wasm.service
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml

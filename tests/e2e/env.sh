@@ -28,13 +28,16 @@ BUSYBOX_IMAGE=docker.io/library/busybox:kuasar-e2e
 PAUSE_IMAGE=docker.io/library/bbpause:kuasar-e2e
 BUSYBOX_TAR=$IMAGES_DIR/busybox-oci.tar
 PAUSE_TAR=$IMAGES_DIR/bbpause-oci.tar
-IMAGE_RECIPE=1                           # bump when the image recipe changes, forces a rebuild
+WASM_IMAGE=docker.io/library/wasm-e2e:kuasar-e2e
+WASM_TAR=$IMAGES_DIR/wasm-e2e-oci.tar
+WASM_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/wasm   # WAT sources of the Wasm image's modules
+IMAGE_RECIPE=2                           # bump when the image recipe changes, forces a rebuild
 CNI_BIN_DIR=/usr/lib/cni
 CNI_NET_NAME=kuasar-e2e
 BRIDGE=${KUASAR_E2E_BRIDGE:-kuasar0}
 SUBNET=${KUASAR_E2E_SUBNET:-10.88.77.0/24}
 RUNC_STATE_ROOT=/run/containerd/runc     # hard-coded by the runc shim, shared by all containerd instances (§8)
-APT_PKGS=(runc busybox-static containernetworking-plugins iproute2 xz-utils util-linux debian-archive-keyring)
+APT_PKGS=(runc busybox-static containernetworking-plugins iproute2 xz-utils util-linux debian-archive-keyring wabt)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Step reporting: every failure names the step and a remedy.
@@ -219,8 +222,10 @@ make_oci_tar() {
 build_images() {
   step "offline OCI images from busybox-static ($BUSYBOX_IMAGE, $PAUSE_IMAGE)" \
     "make sure busybox-static is installed (/bin/busybox must be a static binary); delete $IMAGES_DIR to force a rebuild"
-  if [[ -s $BUSYBOX_TAR && -s $PAUSE_TAR && $(cat "$IMAGES_DIR/.recipe" 2>/dev/null) == "$IMAGE_RECIPE" ]]; then
-    log "    cached: $BUSYBOX_TAR $PAUSE_TAR"
+  local recipe
+  recipe="$IMAGE_RECIPE $(cat "$WASM_SRC"/*.wat | sha256sum | cut -c1-16)"
+  if [[ -s $BUSYBOX_TAR && -s $PAUSE_TAR && -s $WASM_TAR && $(cat "$IMAGES_DIR/.recipe" 2>/dev/null) == "$recipe" ]]; then
+    log "    cached: $BUSYBOX_TAR $PAUSE_TAR $WASM_TAR"
     return
   fi
   local bb=/bin/busybox work rootfs applet
@@ -244,7 +249,16 @@ build_images() {
   make_oci_tar "$work/layer.tar" "$BUSYBOX_IMAGE" '["/bin/sh"]' "$BUSYBOX_TAR"
   # The pause image only has to block; PID 1 ignores SIGTERM, CRI kills the pause container with SIGKILL anyway.
   make_oci_tar "$work/layer.tar" "$PAUSE_IMAGE" '["/bin/sleep","2147483647"]' "$PAUSE_TAR"
-  echo "$IMAGE_RECIPE" >"$IMAGES_DIR/.recipe"
+  # The Wasm image (Kuasar's convention: the entrypoint is the .wasm file): modules from WAT through Debian's wabt.
+  local wasm_root=$work/wasm-rootfs w
+  mkdir -p "$wasm_root"
+  for w in "$WASM_SRC"/*.wat; do
+    wat2wasm "$w" -o "$wasm_root/$(basename "${w%.wat}").wasm" || die "wat2wasm $w failed"
+  done
+  chmod 0644 "$wasm_root"/*.wasm
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$wasm_root" -cf "$work/wasm-layer.tar" .
+  make_oci_tar "$work/wasm-layer.tar" "$WASM_IMAGE" '["/hello.wasm"]' "$WASM_TAR"
+  echo "$recipe" >"$IMAGES_DIR/.recipe"
   rm -rf "$work"
 }
 
@@ -284,6 +298,7 @@ cmd_env() {
   echo "KUASAR_E2E_PAUSE_IMAGE=$PAUSE_IMAGE"
   echo "KUASAR_E2E_BUSYBOX_TAR=$BUSYBOX_TAR"
   echo "KUASAR_E2E_PAUSE_TAR=$PAUSE_TAR"
+  echo "KUASAR_E2E_WASM_IMAGE=$WASM_IMAGE"
   echo "KUASAR_E2E_CNI_BIN_DIR=$CNI_BIN_DIR"
 }
 
@@ -354,6 +369,12 @@ state = '$wd/state'
         sandboxer = 'vmm'
         io_type = 'fifo'
 
+      # Kuasar Wasm sandboxer: WASI modules in-process (\$KUASAR_E2E_WASM_SOCKET).
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-wasm]
+        runtime_type = 'io.containerd.kuasar-wasm.v1'
+        sandboxer = 'wasm'
+        io_type = 'fifo'
+
       # The same, on a second vmm-sandboxer whose share_fs is VirtioFS (\$KUASAR_E2E_VMMFS_SOCKET).
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-vmm-virtiofs]
         runtime_type = 'io.containerd.kuasar-vmm.v1'
@@ -372,6 +393,9 @@ state = '$wd/state'
   [proxy_plugins.vmm]
     type = 'sandbox'
     address = '${KUASAR_E2E_VMM_SOCKET:-$wd/vmm-sandboxer.sock}'
+  [proxy_plugins.wasm]
+    type = 'sandbox'
+    address = '${KUASAR_E2E_WASM_SOCKET:-$wd/wasm-sandboxer.sock}'
   [proxy_plugins.vmmfs]
     type = 'sandbox'
     address = '${KUASAR_E2E_VMMFS_SOCKET:-$wd/vmmfs-sandboxer.sock}'
@@ -478,6 +502,7 @@ cmd_start_containerd() {
   step "import images into namespace k8s.io" "check $BUSYBOX_TAR / $PAUSE_TAR (re-run '$0 setup') and $wd/containerd.log"
   ctr_cmd "$wd" -n k8s.io images import "$BUSYBOX_TAR" >&2
   ctr_cmd "$wd" -n k8s.io images import "$PAUSE_TAR" >&2
+  ctr_cmd "$wd" -n k8s.io images import "$WASM_TAR" >&2
 
   ON_FAIL=""
   echo "CONTAINERD_SOCK=$sock"

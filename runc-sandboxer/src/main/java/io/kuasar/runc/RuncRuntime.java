@@ -89,7 +89,7 @@ public final class RuncRuntime implements ContainerRuntime {
         }
         Runc r = runcFor(id, req);
         long t1 = System.nanoTime();
-        boolean mounted = mountRootfs(id, bundle, req.getRootfsList());
+        boolean mounted = Mounts.mountRootfs(id, bundle, req.getRootfsList());
         long t2 = System.nanoTime();
         RuncContainer c = new RuncContainer(id, sandboxId, bundle, r, reaper, json, cgroups, mounted,
                 new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr()), consoleDir,
@@ -130,34 +130,4 @@ public final class RuncRuntime implements ContainerRuntime {
         return r;
     }
 
-    /**
-     * Mounts what containerd's snapshotter prepared onto {@code <bundle>/rootfs}, as containerd's mount package
-     * does; false if there was nothing. One mount only: create's and delete's cleanup unmount rootfs once.
-     */
-    boolean mountRootfs(String id, Path bundle, List<Mount> mounts) throws IOException {
-        if (mounts.isEmpty()) {
-            return false;
-        }
-        if (mounts.size() > 1) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + mounts.size()
-                    + " rootfs mounts given; only one is supported").asRuntimeException();
-        }
-        Mount m = mounts.getFirst();
-        if (!m.getTarget().isEmpty()) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": the rootfs mount has target "
-                    + m.getTarget() + "; only a mount onto the rootfs itself is supported").asRuntimeException();
-        }
-        Path target = bundle.resolve("rootfs");
-        Files.createDirectories(target);
-        try {
-            Mounts.mount(m.getType(), m.getSource(), m.getOptionsList(), target);
-        } catch (IllegalArgumentException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": cannot mount rootfs: "
-                    + e.getMessage()).asRuntimeException();
-        } catch (RuntimeException e) {
-            throw Status.INTERNAL.withDescription("container " + id + ": cannot mount rootfs: " + e.getMessage())
-                    .asRuntimeException();
-        }
-        return true;
-    }
 }

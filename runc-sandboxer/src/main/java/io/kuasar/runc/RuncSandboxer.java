@@ -189,21 +189,7 @@ public final class RuncSandboxer implements Sandboxer {
      */
     @Override
     public Metric metrics(SandboxRecord r) {
-        java.util.List<com.google.protobuf.Any> stats = new java.util.ArrayList<>();
-        for (String c : tasks.containersOf(r.id())) {
-            try {
-                var any = tasks.statsOf(c);
-                if (any != null) {
-                    stats.add(any);
-                }
-            } catch (Exception e) {
-                LOG.debug("sandbox {}: no stats for container {}: {}", r.id(), c, e.getMessage());
-            }
-        }
-        Instant now = Instant.now();
-        return Metric.newBuilder().setId(r.id())
-                .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
-                .setData(CgroupStats.sum(stats)).build();
+        return tasks.metricsOf(r.id());
     }
 
     static PodSandboxConfig podConfig(SandboxRecord r) {

@@ -67,7 +67,7 @@ class RootfsMountTest {
         assertThat(String.join(",", options).length()).isGreaterThan(4096);
 
         Path bundle = bundle();
-        assertThat(runtime.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("overlay").setSource("overlay")
+        assertThat(io.kuasar.sandbox.mount.Mounts.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("overlay").setSource("overlay")
                 .addAllOptions(options).build()))).isTrue();
 
         Path rootfs = bundle.resolve("rootfs");
@@ -84,7 +84,7 @@ class RootfsMountTest {
     @Test
     void flagOptionsBecomeMountFlagsNotFilesystemData() throws Exception {
         Path bundle = bundle();
-        runtime.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("tmpfs").setSource("tmpfs")
+        io.kuasar.sandbox.mount.Mounts.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("tmpfs").setSource("tmpfs")
                 .addAllOptions(List.of("nosuid", "nodev", "noexec", "noatime", "size=1m", "mode=755")).build()));
 
         String[] info = mountinfo(bundle.resolve("rootfs"));
@@ -98,7 +98,7 @@ class RootfsMountTest {
         Path source = Files.createDirectories(dir.resolve("snapshot"));
         Files.writeString(source.resolve("f"), "x");
         Path bundle = bundle();
-        runtime.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("bind").setSource(source.toString())
+        io.kuasar.sandbox.mount.Mounts.mountRootfs("c1", bundle, List.of(Mount.newBuilder().setType("bind").setSource(source.toString())
                 .addAllOptions(List.of("rbind", "ro", "nosuid", "runbindable")).build()));
 
         Path rootfs = bundle.resolve("rootfs");

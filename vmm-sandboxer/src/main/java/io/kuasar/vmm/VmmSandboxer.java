@@ -381,23 +381,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
 
     @Override
     public Metric metrics(SandboxRecord r) {
-        List<Any> stats = new ArrayList<>();
-        if (tasks != null) {
-            for (String c : tasks.containersOf(r.id())) {
-                try {
-                    Any any = tasks.statsOf(c);
-                    if (any != null) {
-                        stats.add(any);
-                    }
-                } catch (Exception e) {
-                    LOG.debug("sandbox {}: no stats for container {}: {}", r.id(), c, e.getMessage());
-                }
-            }
-        }
-        Instant now = Instant.now();
-        return Metric.newBuilder().setId(r.id())
-                .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
-                .setData(CgroupStats.sum(stats)).build();
+        return tasks != null ? tasks.metricsOf(r.id()) : Metric.newBuilder().setId(r.id()).build();
     }
 
     static PodSandboxConfig podConfig(SandboxRecord r) {

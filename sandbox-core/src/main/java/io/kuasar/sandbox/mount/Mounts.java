@@ -1,5 +1,6 @@
 package io.kuasar.sandbox.mount;
 
+import io.grpc.Status;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.sys.ErrnoException;
 import io.kuasar.sandbox.sys.Linux;
@@ -50,6 +51,37 @@ public final class Mounts {
             }
             throw e;
         }
+    }
+
+    /**
+     * Mounts what containerd's snapshotter prepared onto {@code <bundle>/rootfs}, as containerd's mount package
+     * does; false if there was nothing. One mount only: create's and delete's cleanup unmount rootfs once.
+     */
+    public static boolean mountRootfs(String id, Path bundle, List<Mount> mounts) throws IOException {
+        if (mounts.isEmpty()) {
+            return false;
+        }
+        if (mounts.size() > 1) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": " + mounts.size()
+                    + " rootfs mounts given; only one is supported").asRuntimeException();
+        }
+        Mount m = mounts.getFirst();
+        if (!m.getTarget().isEmpty()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": the rootfs mount has target "
+                    + m.getTarget() + "; only a mount onto the rootfs itself is supported").asRuntimeException();
+        }
+        Path target = bundle.resolve("rootfs");
+        Files.createDirectories(target);
+        try {
+            Mounts.mount(m.getType(), m.getSource(), m.getOptionsList(), target);
+        } catch (IllegalArgumentException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": cannot mount rootfs: "
+                    + e.getMessage()).asRuntimeException();
+        } catch (RuntimeException e) {
+            throw Status.INTERNAL.withDescription("container " + id + ": cannot mount rootfs: " + e.getMessage())
+                    .asRuntimeException();
+        }
+        return true;
     }
 
     /** Unmounts (lazily) everything stacked on {@code target}; returns how many mounts there were. */

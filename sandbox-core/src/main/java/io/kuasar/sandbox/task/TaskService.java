@@ -704,6 +704,26 @@ public final class TaskService {
         }
     }
 
+    /** Controller.Metrics of a sandbox: the sum of its running containers' stats. */
+    public io.kuasar.api.types.Metric metricsOf(String sandboxId) {
+        java.util.List<com.google.protobuf.Any> stats = new java.util.ArrayList<>();
+        for (String c : containersOf(sandboxId)) {
+            try {
+                com.google.protobuf.Any any = statsOf(c);
+                if (any != null) {
+                    stats.add(any);
+                }
+            } catch (Exception e) {
+                LOG.debug("sandbox {}: no stats for container {}: {}", sandboxId, c, e.getMessage());
+            }
+        }
+        java.time.Instant now = java.time.Instant.now();
+        return io.kuasar.api.types.Metric.newBuilder().setId(sandboxId)
+                .setTimestamp(com.google.protobuf.Timestamp.newBuilder().setSeconds(now.getEpochSecond())
+                        .setNanos(now.getNano()))
+                .setData(io.kuasar.sandbox.cgroup.CgroupStats.sum(stats)).build();
+    }
+
     /** Stats of a running container, or null if it is unknown or stopped (for sandbox-level metrics). */
     public com.google.protobuf.Any statsOf(String id) throws Exception {
         ContainerEntry c = containers.get(id);

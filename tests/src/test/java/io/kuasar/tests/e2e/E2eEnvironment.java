@@ -62,6 +62,8 @@ public final class E2eEnvironment implements AutoCloseable {
      */
     private final VmmDaemon vmm;
     private final VmmDaemon vmmfs;
+    /** The Wasm sandboxer, started by the first test that asks for it ({@link #wasmCri()}). */
+    private final VmmDaemon wasm;
     private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
 
     private E2eEnvironment() throws IOException {
@@ -78,9 +80,13 @@ public final class E2eEnvironment implements AutoCloseable {
         String n = workdir.getFileName().toString().replaceAll("\\D", "").substring(0, 6);
         // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
         vmm = new VmmDaemon("kuasar-vmm", workdir.resolve("vmm.sock"), Path.of("/run/kvmm-" + n),
-                workdir.resolve("vmm-sandboxer.log"), UnaryOperator.identity());
+                workdir.resolve("vmm-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log, UnaryOperator.identity()));
         vmmfs = new VmmDaemon("kuasar-vmm-virtiofs", workdir.resolve("vmmfs.sock"), Path.of("/run/kvfs-" + n),
-                workdir.resolve("vmmfs-sandboxer.log"), c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\""));
+                workdir.resolve("vmmfs-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log,
+                c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")));
+        wasm = new VmmDaemon("kuasar-wasm", workdir.resolve("wasm.sock"), workdir.resolve("wasm-state"),
+                workdir.resolve("wasm-sandboxer.log"), d -> launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log,
+                List.of()));
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -89,6 +95,7 @@ public final class E2eEnvironment implements AutoCloseable {
         childEnv.put("KUASAR_SHIM_DIR", prefix.resolve("bin").toString());
         childEnv.put("KUASAR_E2E_VMM_SOCKET", vmm.sock.toString());
         childEnv.put("KUASAR_E2E_VMMFS_SOCKET", vmmfs.sock.toString());
+        childEnv.put("KUASAR_E2E_WASM_SOCKET", wasm.sock.toString());
     }
 
     private static String envOr(String name, String dflt) {
@@ -262,6 +269,24 @@ public final class E2eEnvironment implements AutoCloseable {
         return vmmfs.cri();
     }
 
+    /** A CRI client for the {@code kuasar-wasm} handler; the first call starts wasm-sandboxer. */
+    public CriClient wasmCri() {
+        return wasm.cri();
+    }
+
+    public Path wasmStateDir() {
+        return wasm.dir;
+    }
+
+    public boolean wasmSandboxerAlive() {
+        return wasm.alive();
+    }
+
+    /** The pid of the Wasm sandboxer (its threads and fds are what a Wasm container costs). */
+    public long wasmSandboxerPid() {
+        return wasm.process.pid();
+    }
+
     private boolean imageReady;
 
     private synchronized void vmmImage() {
@@ -277,28 +302,30 @@ public final class E2eEnvironment implements AutoCloseable {
         imageReady = true;
     }
 
-    /** One vmm-sandboxer of the run, registered in containerd under its handler. */
+    /** One more sandboxer of the run (microVM, Wasm), registered in containerd under its handler. */
     final class VmmDaemon {
         final String handler;
         final Path sock;
         final Path dir;
         final Path log;
-        private final UnaryOperator<String> config;
+        private final java.util.function.Function<VmmDaemon, Process> launch;
         private Process process;
         private CriClient cri;
 
-        VmmDaemon(String handler, Path sock, Path dir, Path log, UnaryOperator<String> config) {
+        VmmDaemon(String handler, Path sock, Path dir, Path log, java.util.function.Function<VmmDaemon, Process> launch) {
             this.handler = handler;
             this.sock = sock;
             this.dir = dir;
             this.log = log;
-            this.config = config;
+            this.launch = launch;
         }
 
         synchronized CriClient cri() {
             if (cri == null) {
-                vmmImage();
-                process = launchVmm(sock, dir, log, config);
+                if (handler.startsWith("kuasar-vmm")) {
+                    vmmImage();
+                }
+                process = launch.apply(this);
                 cri = new CriClient(containerdSock(), handler, workdir.resolve("logs"), Duration.ofSeconds(120));
             }
             return cri;
@@ -392,6 +419,37 @@ public final class E2eEnvironment implements AutoCloseable {
             if (!p.isAlive() || System.nanoTime() > end) {
                 p.destroyForcibly();
                 throw new IllegalStateException("vmm-sandboxer did not start:\n" + Host.tail(log, 40));
+            }
+            sleep(50);
+        }
+        return p;
+    }
+
+    /** Starts an installed sandboxer daemon with Kuasar's flags; returns once its Sandbox API socket exists. */
+    Process launchDaemon(String name, Path sock, Path dir, Path log, List<String> extra) {
+        Path launcher = prefix.resolve("bin").resolve(name);
+        if (!Files.isExecutable(launcher)) {
+            throw new IllegalStateException(launcher + " missing: the install prefix predates " + name);
+        }
+        List<String> cmd = new ArrayList<>(List.of(launcher.toString(), "--listen", sock.toString(), "--dir",
+                dir.toString(), "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
+                "--log-level", "debug"));
+        cmd.addAll(extra);
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+        pb.environment().putAll(childEnv);
+        Process p;
+        try {
+            p = pb.start();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot start " + launcher, e);
+        }
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(sock)) {
+            if (!p.isAlive() || System.nanoTime() > end) {
+                p.destroyForcibly();
+                throw new IllegalStateException(name + " did not start:\n" + Host.tail(log, 40));
             }
             sleep(50);
         }
@@ -579,6 +637,8 @@ public final class E2eEnvironment implements AutoCloseable {
                 : "")
                 + (Files.exists(vmmfs.log) ? "---- vmm-sandboxer (VirtioFS) log (" + vmmfs.log + ") ----\n"
                 + Host.tail(vmmfs.log, 80) + "\n" : "")
+                + (Files.exists(wasm.log) ? "---- wasm-sandboxer log (" + wasm.log + ") ----\n"
+                + Host.tail(wasm.log, 80) + "\n" : "")
                 + "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
                 + "\n---- containerd log (" + containerdLog() + ") ----\n" + Host.tail(containerdLog(), 60);
     }
@@ -619,6 +679,7 @@ public final class E2eEnvironment implements AutoCloseable {
         List<String> pods = cri != null ? cri.podsCreated() : List.of();
         vmm.stop(problems);
         vmmfs.stop(problems);
+        wasm.stop(problems);
         if (cri != null) {
             if (sandboxer != null && sandboxer.isAlive()) {
                 problems.addAll(cri.cleanupAll());

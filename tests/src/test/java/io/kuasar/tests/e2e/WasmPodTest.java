@@ -1,0 +1,108 @@
+package io.kuasar.tests.e2e;
+
+import io.grpc.StatusRuntimeException;
+import io.kuasar.api.cri.v1.ContainerState;
+import io.kuasar.api.cri.v1.ContainerStatus;
+import io.kuasar.tests.cri.CriClient;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+
+/**
+ * Wasm pods on the {@code kuasar-wasm} handler: WASI modules (from WAT, built into an OCI image by env.sh) run inside
+ * wasm-sandboxer on Chicory, driven by containerd's CRI.
+ */
+@Tag("e2e")
+@ExtendWith(E2eExtension.class)
+class WasmPodTest {
+    private static final String IMAGE = "docker.io/library/wasm-e2e:kuasar-e2e";
+
+    @Test
+    void modulesRunWithTheirOutputExitCodesTrapsAndKillAndLeaveNoThreadBehind(E2eEnvironment env) throws Exception {
+        CriClient cri = env.wasmCri();
+        CriClient.Pod pod = cri.runPod("wasmpod", false);
+        long pid = env.wasmSandboxerPid();
+        int threadsBefore = threads(pid).size();
+        int fdsBefore = Host.fdCount(pid);
+
+        // hello: its stdout reaches CRI's log, and main's return is exit 0
+        String hello = cri.runContainer(pod, "hello", opts("hello.log"));
+        ContainerStatus st = awaitExit(cri, hello);
+        assertThat(st.getExitCode()).isZero();
+        assertThat(Files.readString(pod.logDirectory().resolve("hello.log"))).contains("hello from wasm");
+
+        // arguments reach the module (it exits with argc - 1)
+        String seven = cri.runContainer(pod, "seven", opts("seven.log"), "/hello.wasm", "a", "b", "c", "d", "e", "f",
+                "g");
+        assertThat(awaitExit(cri, seven).getExitCode()).isEqualTo(7);
+
+        // a trap: non-zero, its message in the log
+        String trap = cri.runContainer(pod, "trap", opts("trap.log"), "/trap.wasm");
+        assertThat(awaitExit(cri, trap).getExitCode()).isEqualTo(134);
+        assertThat(Files.readString(pod.logDirectory().resolve("trap.log"))).contains("wasm trap");
+
+        // a module that never ends: it runs, Exec is refused, and StopContainer ends it at once
+        String spin = cri.runContainer(pod, "spin", opts("spin.log"), "/spin.wasm");
+        Thread.sleep(500);
+        assertThat(cri.containerStatus(spin).getState()).isEqualTo(ContainerState.CONTAINER_RUNNING);
+        StatusRuntimeException exec = catchThrowableOfType(StatusRuntimeException.class,
+                () -> cri.execSync(spin, "/spin.wasm"));
+        assertThat(exec).isNotNull();
+        assertThat(exec.getMessage()).contains("not supported for wasm containers");
+        long t0 = System.nanoTime();
+        cri.stopContainer(spin, 0);
+        E2eEnvironment.log("StopContainer of a spinning module took " + (System.nanoTime() - t0) / 1_000_000 + " ms");
+        assertThat(cri.containerStatus(spin).getState()).isEqualTo(ContainerState.CONTAINER_EXITED);
+        assertThat(cri.containerStatus(spin).getExitCode()).isEqualTo(137);
+
+        // a missing module fails the container's start (CRI creates the task there) with a message naming it
+        String nomodule = cri.createContainer(pod, "nomodule", opts("x.log"), "/nope.wasm");
+        StatusRuntimeException missing = catchThrowableOfType(StatusRuntimeException.class,
+                () -> cri.startContainer(nomodule));
+        assertThat(missing).isNotNull();
+        assertThat(missing.getMessage()).contains("no module at /nope.wasm");
+
+        cri.stopAndRemovePod(pod.id());
+        assertThat(env.wasmSandboxerAlive()).isTrue();
+        assertThat(Host.mountsMentioning(pod.id())).isEmpty();
+        // Each instance ran on a thread of its own ("wasm-<id>"): none may outlive its container. The JVM itself may
+        // have started a worker or compiler thread meanwhile, hence the small allowance on the total.
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (threads(pid).stream().anyMatch(t -> t.startsWith("wasm-")) && System.nanoTime() < end) {
+            Thread.sleep(100);
+        }
+        assertThat(threads(pid)).as("instance threads left").noneMatch(t -> t.startsWith("wasm-"));
+        assertThat(threads(pid).size()).as("the daemon's threads").isLessThanOrEqualTo(threadsBefore + 3);
+        assertThat(Host.fdCount(pid)).as("the daemon's fds").isLessThanOrEqualTo(fdsBefore + 2);
+    }
+
+    private static CriClient.ContainerOptions opts(String log) {
+        return CriClient.ContainerOptions.defaults().image(IMAGE).logPath(log);
+    }
+
+    /** The names of a process's threads. */
+    private static java.util.List<String> threads(long pid) throws Exception {
+        try (var s = Files.list(Path.of("/proc/" + pid + "/task"))) {
+            return s.map(t -> Host.read(t.resolve("comm")).strip()).toList();
+        }
+    }
+
+    private static ContainerStatus awaitExit(CriClient cri, String id) throws Exception {
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (true) {
+            ContainerStatus st = cri.containerStatus(id);
+            if (st.getState() == ContainerState.CONTAINER_EXITED) {
+                return st;
+            }
+            assertThat(System.nanoTime()).as("container %s exits within 30 s", id).isLessThan(end);
+            Thread.sleep(100);
+        }
+    }
+}
