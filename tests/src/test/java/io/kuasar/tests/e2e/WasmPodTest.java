@@ -83,6 +83,48 @@ class WasmPodTest {
         assertThat(Host.fdCount(pid)).as("the daemon's fds").isLessThanOrEqualTo(fdsBefore + 2);
     }
 
+    @Test
+    void fiftyContainersInAPodAndModulesThatAbuseMemoryOrOutputLeaveTheDaemonWell(E2eEnvironment env)
+            throws Exception {
+        CriClient cri = env.wasmCri();
+        CriClient.Pod pod = cri.runPod("wasmmany", false);
+        long pid = env.wasmSandboxerPid();
+        int threadsBefore = threads(pid).size();
+        int fdsBefore = Host.fdCount(pid);
+
+        long t0 = System.nanoTime();
+        java.util.List<String> ids = new java.util.ArrayList<>();
+        for (int i = 0; i < 50; i++) {
+            ids.add(cri.runContainer(pod, "c" + i, opts("c" + i + ".log")));
+        }
+        for (String id : ids) {
+            assertThat(awaitExit(cri, id).getExitCode()).isZero();
+        }
+        E2eEnvironment.log("50 wasm containers created, started and exited in "
+                + (System.nanoTime() - t0) / 1_000_000 + " ms");
+
+        // A memory bomb is refused at the container's limit (and at the daemon's default cap without one).
+        String capped = cri.runContainer(pod, "bomb", opts("bomb.log").memoryLimit(8L << 20), "/bomb.wasm");
+        assertThat(awaitExit(cri, capped).getExitCode()).isEqualTo(3);
+        String uncapped = cri.runContainer(pod, "bomb2", opts("bomb2.log"), "/bomb.wasm");
+        assertThat(awaitExit(cri, uncapped).getExitCode()).isEqualTo(3);
+
+        // 16 MiB of output goes through to the log without the daemon holding it.
+        String flood = cri.runContainer(pod, "flood", opts("flood.log"), "/flood.wasm");
+        assertThat(awaitExit(cri, flood).getExitCode()).isZero();
+        assertThat(Files.size(pod.logDirectory().resolve("flood.log"))).isGreaterThan(16L << 20);
+
+        cri.stopAndRemovePod(pod.id());
+        assertThat(env.wasmSandboxerAlive()).isTrue();
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (threads(pid).stream().anyMatch(t -> t.startsWith("wasm-")) && System.nanoTime() < end) {
+            Thread.sleep(100);
+        }
+        assertThat(threads(pid)).as("instance threads left").noneMatch(t -> t.startsWith("wasm-"));
+        assertThat(threads(pid).size()).as("the daemon's threads").isLessThanOrEqualTo(threadsBefore + 3);
+        assertThat(Host.fdCount(pid)).as("the daemon's fds").isLessThanOrEqualTo(fdsBefore + 2);
+    }
+
     private static CriClient.ContainerOptions opts(String log) {
         return CriClient.ContainerOptions.defaults().image(IMAGE).logPath(log);
     }
