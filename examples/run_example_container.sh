@@ -3,7 +3,7 @@
 # chosen runtime handler, run one pod whose busybox container prints a greeting (on kuasar-vmm: from inside its VM,
 # with the guest's kernel), show it, and clean everything up. Run as root on Debian 12.
 #
-#   examples/run_example_container.sh [kuasar-runc|kuasar-vmm]      (default kuasar-runc; `make quickstart`)
+#   examples/run_example_container.sh [kuasar-runc|kuasar-vmm|kuasar-wasm]   (default kuasar-runc; `make quickstart`)
 #
 # Unlike Kuasar's script it needs no crictl (Debian 12 has none) and no node-wide containerd: the pod is driven
 # through containerd's CRI by the project's Java CRI client, and everything it starts is private and removed.
@@ -13,8 +13,9 @@ HANDLER="${1:-kuasar-runc}"
 case "$HANDLER" in
     kuasar-runc) SBX=runc-sandboxer ;;
     kuasar-vmm) SBX=vmm-sandboxer ;;
-    kuasar-wasm|kuasar-quark) echo "$HANDLER: not built yet (see the README's status table)" >&2; exit 2 ;;
-    *) echo "usage: $0 [kuasar-runc|kuasar-vmm]" >&2; exit 2 ;;
+    kuasar-wasm) SBX=wasm-sandboxer ;;
+    kuasar-quark) echo "$HANDLER: not built yet (see the README's status table)" >&2; exit 2 ;;
+    *) echo "usage: $0 [kuasar-runc|kuasar-vmm|kuasar-wasm]" >&2; exit 2 ;;
 esac
 WORK="${KUASAR_QUICKSTART_DIR:-/tmp/kuasar-example-${HANDLER#kuasar-}}"
 # The sandboxer's --dir: short, since a VM's sockets live in <dir>/sandboxes/<64-hex id>/ and a socket path has
@@ -64,6 +65,7 @@ echo "    JDK: $("$JAVA_HOME/bin/java" -version 2>&1 | head -1)"
 step 2/$STEPS "installing packages (build tools, runc, busybox, CNI plugins$([ "$HANDLER" = kuasar-vmm ] && echo ", QEMU, image tools"))"
 pkgs=(maven gcc musl-tools make runc busybox-static containernetworking-plugins iproute2)
 [ "$HANDLER" = kuasar-vmm ] && pkgs+=(qemu-system-x86 kmod cpio lz4 xz-utils)
+[ "$HANDLER" = kuasar-wasm ] && pkgs+=(wabt)
 need=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -103,8 +105,9 @@ for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 echo "    pid $SBX_PID, Sandbox API on $SOCK"
 
 step $((N + 2))/$STEPS "starting containerd (private state in $WORK/ctrd)"
-RUNC_SOCK="$SOCK"; [ "$HANDLER" = kuasar-vmm ] && RUNC_SOCK="$WORK/runc-sandboxer.sock" # its plugin stays unused
-KUASAR_E2E_VMM_SOCKET="$WORK/vmm-sandboxer.sock" KUASAR_SHIM_DIR="$PREFIX/bin" \
+RUNC_SOCK="$SOCK"; [ "$HANDLER" != kuasar-runc ] && RUNC_SOCK="$WORK/runc-sandboxer.sock" # its plugin stays unused
+KUASAR_E2E_VMM_SOCKET="$WORK/vmm-sandboxer.sock" KUASAR_E2E_WASM_SOCKET="$WORK/wasm-sandboxer.sock" \
+    KUASAR_SHIM_DIR="$PREFIX/bin" \
     "$REPO/tests/e2e/env.sh" start-containerd "$WORK/ctrd" "$RUNC_SOCK" 2>/dev/null | tail -1 | sed 's/^/    /'
 
 step $((N + 3))/$STEPS "running a pod on the $HANDLER handler"

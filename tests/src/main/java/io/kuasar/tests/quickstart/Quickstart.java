@@ -31,7 +31,11 @@ public final class Quickstart {
             CriClient.Pod pod = cri.runPod("hello", false);
             String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
             System.out.println("    pod " + pod.id().substring(0, 12) + " is ready on " + handler + ", IP " + ip);
-            String c = cri.runContainer(pod, "greeter", "/bin/sh", "-c",
+            // A Wasm pod's container is a WASI module (the image's entrypoint): the e2e image's hello.wasm.
+            String c = handler.equals("kuasar-wasm")
+                    ? cri.runContainer(pod, "greeter", CriClient.ContainerOptions.defaults()
+                            .image("docker.io/library/wasm-e2e:kuasar-e2e"))
+                    : cri.runContainer(pod, "greeter", "/bin/sh", "-c",
                     "echo \"Hello from a Kuasar pod! I am $(hostname), pid $$ in my own PID namespace, on kernel "
                             + "$(uname -r).\"");
             ContainerStatus st = waitForExit(cri, c);
