@@ -5,6 +5,7 @@
 #   make e2e                 end-to-end tests against real containerd 2.x, runc and CNI (root)
 #   make bench               benchmark against containerd's stock runc shim (root)
 #   make bench-vmm           microVM pods on kuasar-vmm against a bare-QEMU boot floor (root; docs/benchmark.md)
+#   make bench-wasm          Wasm: engine runs/s, CRI containers against kuasar-runc and runc, daemon memory (root)
 #   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
 #   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar, and fetch trixie's
 #                            virtiofsd into /var/lib/kuasar/virtiofsd (root; after make build;
@@ -32,7 +33,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
 # room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
 WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
 
-.PHONY: all build install test e2e bench bench-vmm quickstart vmm-image clean check-jdk
+.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image clean check-jdk
 
 all: build
 
@@ -85,6 +86,9 @@ bench: build
 
 bench-vmm: build
 	./tests/benchmark/run.sh --vmm $(BENCH_ARGS)
+
+bench-wasm: build
+	./tests/benchmark/run.sh --wasm $(BENCH_ARGS)
 
 quickstart:
 	./examples/quickstart.sh

@@ -5,6 +5,8 @@
 #   tests/benchmark/run.sh [Benchmark options]        as root, after `make` (make bench builds first)
 #   tests/benchmark/run.sh --vmm [--pods N]            microVM pods on kuasar-vmm against a bare-QEMU floor
 #                                                      (make bench-vmm; io.kuasar.tests.benchmark.VmmBenchmark)
+#   tests/benchmark/run.sh --wasm [--containers N]     Wasm: the engine, CRI containers on kuasar-wasm against
+#                                                      kuasar-runc and runc, daemon memory (make bench-wasm)
 #
 # Steps: tests/e2e/env.sh setup; `make install` of this tree's build into a private prefix (the production launcher
 # <prefix>/bin/runc-sandboxer, i.e. the Makefile's JVM_OPTS); runc-sandboxer and containerd started in a private
@@ -43,11 +45,14 @@ die() {
 }
 
 KIND=runc
-if [[ ${1:-} == --vmm ]]; then
-  KIND=vmm
+if [[ ${1:-} == --vmm || ${1:-} == --wasm ]]; then
+  KIND=${1#--}
   shift
 fi
 SBX=$KIND-sandboxer
+# --wasm compares against kuasar-runc as well: runc-sandboxer is the main daemon, wasm-sandboxer an extra one
+[[ $KIND == wasm ]] && SBX=runc-sandboxer
+WASM_PID=""
 
 [[ $(id -u) -eq 0 ]] || die "run as root (containers, mounts, CNI)"
 [[ -x $JAVA_HOME/bin/java ]] || die "no JDK 25 at $JAVA_HOME (set JAVA_HOME)"
@@ -82,6 +87,11 @@ cleanup() {
     timeout 120 "$CLIENT_JAVA" -cp "$CP" -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" \
       io.kuasar.tests.benchmark.Benchmark --cleanup-only true --containerd-sock "$WORK/ctrd/containerd.sock" \
       --containerd-pid 1 --logs "$WORK/logs" >&2
+  fi
+  if [[ -n $WASM_PID ]] && kill -0 "$WASM_PID" 2>/dev/null; then
+    kill -TERM "$WASM_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$WASM_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$WASM_PID" 2>/dev/null
   fi
   if [[ -n $SBX_PID ]] && kill -0 "$SBX_PID" 2>/dev/null; then
     kill -TERM "$SBX_PID" 2>/dev/null  # exits at once; a JDK AOT cache training run writes its cache first
@@ -162,6 +172,7 @@ CP="$REPO/tests/target/lib/*:${tests_jar[0]}"
 
 VMM_CONFIG=$REPO/vmm-sandboxer/config_qemu_x86_64.toml
 SBX_SOCK=$WORK/$KIND.sock
+[[ $KIND == wasm ]] && SBX_SOCK=$WORK/runc.sock
 # A VM's sockets live in <dir>/sandboxes/<64-hex id>/: its --dir must be short (sun_path holds 107 bytes).
 SBX_DIR=$WORK/state
 if [[ $KIND == vmm ]]; then
@@ -188,9 +199,34 @@ done
 [[ $(readlink "/proc/$SBX_PID/exe") == */java ]] || die "pid $SBX_PID is not the sandboxer JVM"
 log "$SBX pid $SBX_PID: $(tr '\0' ' ' <"/proc/$SBX_PID/cmdline")"
 
+if [[ $KIND == wasm ]]; then
+  log "start wasm-sandboxer"
+  setsid "$PREFIX/bin/wasm-sandboxer" --listen "$WORK/wasm.sock" --dir "$WORK/wasm-state" \
+    --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" </dev/null >"$WORK/wasm-sandboxer.log" 2>&1 &
+  WASM_PID=$!
+  for _ in $(seq 1 300); do [[ -S $WORK/wasm.sock ]] && break; sleep 0.1; done
+  [[ -S $WORK/wasm.sock ]] || { cat "$WORK/wasm-sandboxer.log" >&2; die "wasm-sandboxer did not start"; }
+fi
+
 log "start containerd"
-KUASAR_E2E_VMM_SOCKET=$WORK/vmm.sock KUASAR_SHIM_DIR=$PREFIX/bin "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
+KUASAR_E2E_VMM_SOCKET=$WORK/vmm.sock KUASAR_E2E_WASM_SOCKET=$WORK/wasm.sock KUASAR_SHIM_DIR=$PREFIX/bin \
+  "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
 CTRD_PID=$(cat "$WORK/ctrd/containerd.pid")
+
+if [[ $KIND == wasm ]]; then
+  log "run the Wasm benchmark"
+  mkdir -p "$OUT" "$WORK/wasm"
+  for w in "$REPO"/tests/e2e/wasm/*.wat; do wat2wasm "$w" -o "$WORK/wasm/$(basename "${w%.wat}").wasm"; done
+  timeout 1500 "$CLIENT_JAVA" -Xmx512m --enable-native-access=ALL-UNNAMED -cp "$CP" \
+    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.WasmBenchmark \
+    --containerd-sock "$WORK/ctrd/containerd.sock" --wasm-pid "$WASM_PID" --logs "$WORK/logs" --out "$OUT" \
+    --work "$WORK" --wasm-dir "$WORK/wasm" "$@" &
+  CLIENT_PID=$!
+  wait "$CLIENT_PID"
+  CLIENT_PID=""
+  cp -f "$WORK/wasm-sandboxer.log" "$OUT/wasm-sandboxer.log" 2>/dev/null
+  exit 0
+fi
 
 if [[ $KIND == vmm ]]; then
   log "run the microVM benchmark"

@@ -230,12 +230,12 @@ public final class ChicoryEngine implements WasmEngine {
                 t.interrupt();
             }
             // A guest still opening its stdin FIFO (no writer yet) does not see the interrupt: give it a writer.
-            if (run.stdin() != null) {
-                try (var peer = FileChannel.open(run.stdin(), StandardOpenOption.WRITE,
-                        StandardOpenOption.APPEND)) {
+            // O_RDWR never blocks on a FIFO (a write-only open would, once the guest no longer reads it).
+            if (run.stdin() != null && Files.exists(run.stdin())) {
+                try (var peer = new java.io.RandomAccessFile(run.stdin().toFile(), "rw")) {
                     LOG.trace("released {}", peer);
-                } catch (IOException | UnsupportedOperationException ignored) {
-                    // not a FIFO, or gone
+                } catch (IOException ignored) {
+                    // gone
                 }
             }
             return true;

@@ -171,4 +171,34 @@ class ChicoryEngineTest {
         assertThatThrownBy(() -> engine.load(junk)).hasMessageContaining(junk.toString())
                 .hasMessageContaining("not a valid WebAssembly module");
     }
+
+    @Test
+    void killEndsAGuestWaitingOnItsStdinFifoWithOrWithoutAWriter() throws Exception {
+        Path m = wasm("wait", """
+                (module
+                  (import "%s" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+                  (memory (export "memory") 1)
+                  (func (export "_start")
+                    (i32.store (i32.const 0) (i32.const 64))
+                    (i32.store (i32.const 4) (i32.const 1024))
+                    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))
+                """.formatted(WASI));
+        for (boolean writer : new boolean[]{false, true}) {
+            Path fifo = dir.resolve("stdin-" + writer);
+            io.kuasar.sandbox.sys.Linux.mkfifo(fifo.toString(), 0600);
+            // containerd keeps its end of a stdin FIFO open; without it, the guest waits in open(2) itself
+            try (var containerd = writer ? new java.io.RandomAccessFile(fifo.toFile(), "rw") : null) {
+                WasiRun base = run("wait-" + writer, List.of("wait.wasm"), 0);
+                WasiRun r = new WasiRun(base.id(), base.argv(), base.env(), base.preopens(), fifo, base.stdout(),
+                        base.stderr(), 0);
+                WasmProcess p = engine.start(engine.load(m), r);
+                Thread.sleep(300);
+                assertThat(p.exit()).as("waiting (writer: %s)", writer).isNotDone();
+                long t0 = System.nanoTime();
+                p.kill(15);
+                assertThat(p.exit().get(5, TimeUnit.SECONDS).code()).isEqualTo(143);
+                assertThat((System.nanoTime() - t0) / 1_000_000).as("kill took (writer: %s)", writer).isLessThan(1000);
+            }
+        }
+    }
 }
