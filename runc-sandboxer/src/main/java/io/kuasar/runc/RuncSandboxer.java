@@ -1,12 +1,10 @@
 package io.kuasar.runc;
 
 import com.google.protobuf.InvalidProtocolBufferException;
-import com.google.protobuf.Timestamp;
 import io.grpc.Status;
 import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.types.Metric;
-import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessReaper;

@@ -387,10 +387,6 @@ public final class E2eEnvironment implements AutoCloseable {
      * its Sandbox API socket exists. The image must be there ({@link #vmmCri()} makes it).
      */
     Process launchVmm(Path sock, Path dir, Path log, UnaryOperator<String> edit) {
-        Path launcher = prefix.resolve("bin/vmm-sandboxer");
-        if (!Files.isExecutable(launcher)) {
-            throw new IllegalStateException(launcher + " missing: the install prefix predates vmm-sandboxer");
-        }
         Path config = workdir.resolve(sock.getFileName() + "-config.toml");
         try {
             Files.writeString(config, edit.apply(Files.readString(repo.resolve(
@@ -398,31 +394,7 @@ public final class E2eEnvironment implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
-        ProcessBuilder pb = new ProcessBuilder(launcher.toString(),
-                "--listen", sock.toString(),
-                "--dir", dir.toString(),
-                "--config", config.toString(),
-                "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
-                "--log-level", "debug")
-                .redirectErrorStream(true)
-                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
-                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
-        pb.environment().putAll(childEnv);
-        Process p;
-        try {
-            p = pb.start();
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot start " + launcher, e);
-        }
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (!Files.exists(sock)) {
-            if (!p.isAlive() || System.nanoTime() > end) {
-                p.destroyForcibly();
-                throw new IllegalStateException("vmm-sandboxer did not start:\n" + Host.tail(log, 40));
-            }
-            sleep(50);
-        }
-        return p;
+        return launchDaemon("vmm-sandboxer", sock, dir, log, List.of("--config", config.toString()));
     }
 
     /** Starts an installed sandboxer daemon with Kuasar's flags; returns once its Sandbox API socket exists. */
