@@ -48,10 +48,7 @@ public final class WasmSandboxer implements Sandboxer {
     @Override
     public void stop(SandboxRecord r, Duration timeout) {
         tasks.killAll(r.id(), timeout);
-        CompletableFuture<ExitStatus> f = running.remove(r.id());
-        if (f != null) {
-            f.complete(ExitStatus.of(0));
-        }
+        ended(r.id());
     }
 
     @Override
@@ -59,7 +56,12 @@ public final class WasmSandboxer implements Sandboxer {
         for (String c : tasks.containersOf(r.id())) {
             tasks.forceRemove(c);
         }
-        CompletableFuture<ExitStatus> f = running.remove(r.id());
+        ended(r.id());
+    }
+
+    /** The pod is over: its Wait answers (Kuasar reports a stopped Wasm pod as exit 0). */
+    private void ended(String id) {
+        CompletableFuture<ExitStatus> f = running.remove(id);
         if (f != null) {
             f.complete(ExitStatus.of(0));
         }
