@@ -81,6 +81,20 @@ final class WasmContainer implements Container {
         p.exit().whenComplete((st, t) -> exit.complete(st != null ? st : ExitStatus.unknown()));
     }
 
+    /** The engine, and what it needs to end this instance's process after a daemon restart. */
+    @Override
+    public java.util.Map<String, String> facts() {
+        java.util.Map<String, String> f = new java.util.HashMap<>();
+        if (engine != null) {
+            f.put(WasmRuntime.FACT_ENGINE, engine.name());
+        }
+        WasmProcess p = process;
+        if (p != null && !exit.isDone()) {
+            f.putAll(p.facts());
+        }
+        return f;
+    }
+
     @Override
     public Exec exec(ExecProcessRequest request) {
         throw Status.UNIMPLEMENTED.withDescription("exec is not supported for wasm containers (container " + id

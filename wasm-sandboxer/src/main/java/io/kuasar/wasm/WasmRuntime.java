@@ -31,14 +31,41 @@ import java.util.Map;
 public final class WasmRuntime implements ContainerRuntime {
     static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
     /**
+     * The engine a container runs on, when not the daemon's default (containerd passes it into the OCI spec when the
+     * runtime's {@code container_annotations} lists it).
+     */
+    public static final String ENGINE_ANNOTATION = "io.kuasar.wasm.engine";
+    /** The record fact naming the engine a container ran on, for recovery. */
+    static final String FACT_ENGINE = "wasm.engine";
+    /**
      * The cap of a container without a memory limit: modules live in the daemon's heap, and one growing without
      * bound would take it from every other container.
      */
     static final long DEFAULT_MEMORY_LIMIT = 128L << 20;
-    private final WasmEngine engine;
+    private final Map<String, WasmEngine> engines;
+    private final String defaultEngine;
 
-    public WasmRuntime(WasmEngine engine) {
-        this.engine = engine;
+    /** @param engines by name; {@code defaultEngine} must be one of them */
+    public WasmRuntime(List<WasmEngine> engines, String defaultEngine) {
+        Map<String, WasmEngine> byName = new LinkedHashMap<>();
+        engines.forEach(e -> byName.put(e.name(), e));
+        if (!byName.containsKey(defaultEngine)) {
+            throw new IllegalArgumentException("unknown wasm engine " + defaultEngine + "; known: " + byName.keySet());
+        }
+        this.engines = byName;
+        this.defaultEngine = defaultEngine;
+    }
+
+    /** The container's engine: its annotation's, else the daemon's default. */
+    WasmEngine engineFor(String id, JsonNode spec) {
+        String name = spec.path("annotations").path(ENGINE_ANNOTATION).asText("");
+        WasmEngine e = engines.get(name.isEmpty() ? defaultEngine : name);
+        if (e == null) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": unknown wasm engine '" + name
+                    + "' in annotation " + ENGINE_ANNOTATION + "; this daemon has " + engines.keySet())
+                    .asRuntimeException();
+        }
+        return e;
     }
 
     @Override
@@ -50,6 +77,7 @@ public final class WasmRuntime implements ContainerRuntime {
             throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": a wasm container has no terminal "
                     + "(set tty: false)").asRuntimeException();
         }
+        WasmEngine engine = engineFor(id, spec);
         boolean mounted = Mounts.mountRootfs(id, bundle, req.getRootfsList());
         try {
             Path rootfs = bundle.resolve(spec.path("root").path("path").asText("rootfs")).normalize();
@@ -120,11 +148,16 @@ public final class WasmRuntime implements ContainerRuntime {
     }
 
     /**
-     * A module that ran in the previous daemon died with it: the container is reported exited (255, status lost),
-     * so containerd can remove it; its rootfs mount is released on Delete.
+     * A module that ran in the previous daemon died with it, or is ended now if its engine ran it in a process of its
+     * own: the container is reported exited (255, status lost), so containerd can remove it; its rootfs mount is
+     * released on Delete.
      */
     @Override
     public Container recover(TaskRecord record) {
+        WasmEngine e = engines.get(record.facts().getOrDefault(FACT_ENGINE, ""));
+        if (e != null) {
+            e.reclaim(record.id(), record.facts());
+        }
         return WasmContainer.gone(record);
     }
 }

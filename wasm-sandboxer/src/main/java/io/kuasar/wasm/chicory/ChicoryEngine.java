@@ -31,9 +31,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
-import java.util.HexFormat;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -81,7 +78,7 @@ public final class ChicoryEngine implements WasmEngine {
     @Override
     public Module load(Path wasm) throws IOException {
         byte[] bytes = Files.readAllBytes(wasm);
-        String digest = digest(bytes);
+        String digest = WasmEngine.digest(bytes);
         Loaded known = loaded.get(digest);
         if (known != null) {
             return known;
@@ -98,14 +95,6 @@ public final class ChicoryEngine implements WasmEngine {
         Loaded l = new Loaded(digest, module, machines);
         Loaded raced = loaded.putIfAbsent(digest, l);
         return raced != null ? raced : l;
-    }
-
-    static String digest(byte[] bytes) {
-        try {
-            return "sha256:" + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 
     @Override

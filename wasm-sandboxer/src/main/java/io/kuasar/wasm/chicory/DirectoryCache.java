@@ -2,6 +2,7 @@ package io.kuasar.wasm.chicory;
 
 import com.dylibso.chicory.compiler.Cache;
 import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.wasm.engine.WasmEngine;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -24,7 +25,7 @@ final class DirectoryCache implements Cache {
     }
 
     private Path file(String key) {
-        return dir.resolve(ChicoryEngine.digest(key.getBytes(StandardCharsets.UTF_8)).substring(7) + ".jar");
+        return dir.resolve(WasmEngine.digest(key.getBytes(StandardCharsets.UTF_8)).substring(7) + ".jar");
     }
 
     @Override

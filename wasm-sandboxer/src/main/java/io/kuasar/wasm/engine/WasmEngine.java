@@ -2,6 +2,9 @@ package io.kuasar.wasm.engine;
 
 import java.io.IOException;
 import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
 
 /**
  * One way of running WASI (preview 1) modules, one instance per container. Engines compile a module once per content
@@ -20,9 +23,32 @@ public interface WasmEngine {
     /** Starts an instance; it runs on a thread of its own and never on the caller's. */
     WasmProcess start(Module module, WasiRun run) throws IOException;
 
+    /**
+     * Ends what an instance of a previous daemon left running, from the {@link WasmProcess#facts() facts} recorded
+     * for it. In-process engines have nothing to do: their instances died with that daemon.
+     */
+    default void reclaim(String containerId, java.util.Map<String, String> facts) {
+    }
+
+    /** {@code sha256:<hex>} of a module's bytes: what every engine's compile cache is keyed by. */
+    static String digest(byte[] bytes) {
+        try {
+            return "sha256:" + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     /** A loaded module. */
     interface Module {
-        /** {@code sha256:<hex>} of the module's bytes: what the compile cache is keyed by. */
+        /**
+     * Ends what an instance of a previous daemon left running, from the {@link WasmProcess#facts() facts} recorded
+     * for it. In-process engines have nothing to do: their instances died with that daemon.
+     */
+    default void reclaim(String containerId, java.util.Map<String, String> facts) {
+    }
+
+    /** {@code sha256:<hex>} of the module's bytes: what the compile cache is keyed by. */
         String digest();
     }
 }

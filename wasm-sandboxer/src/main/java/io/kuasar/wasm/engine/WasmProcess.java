@@ -21,6 +21,11 @@ public interface WasmProcess {
     /** CPU time the instance's thread has used, in nanoseconds. */
     long cpuNanos();
 
+    /** What a restarted daemon needs to find what this instance left running (see {@link WasmEngine#reclaim}). */
+    default java.util.Map<String, String> facts() {
+        return java.util.Map.of();
+    }
+
     /** A trap is reported as an abort, as WasmEdge's CLI reports it (134 = 128 + SIGABRT). */
     int TRAP_CODE = 134;
 }
