@@ -10,6 +10,8 @@
 #   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar, and fetch trixie's
 #                            virtiofsd into /var/lib/kuasar/virtiofsd (root; after make build;
 #                            VMM_IMAGE_ARGS=--force rebuilds; docs/vmm-image.md)
+#   make wasm-engines        fetch trixie's WasmEdge into /var/lib/kuasar/wasmedge for wasm-sandboxer's wasmedge
+#                            engine (root; a private root, nothing installed; docs/wasm.md)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 JAVA_HOME ?= /usr/lib/jvm/temurin-25-jdk-amd64
@@ -33,7 +35,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
 # room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
 WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
 
-.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image clean check-jdk
+.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image wasm-engines clean check-jdk
 
 all: build
 
@@ -75,7 +77,7 @@ install: build
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
 
-test: check-jdk
+test: check-jdk wasm-engines
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=
 
 e2e: build
@@ -92,6 +94,9 @@ bench-wasm: build
 
 quickstart:
 	./examples/quickstart.sh
+
+wasm-engines:
+	./wasm-sandboxer/packaging/fetch-wasmedge.sh
 
 vmm-image:
 	./vmm-task/image/build-image.sh $(VMM_IMAGE_ARGS)

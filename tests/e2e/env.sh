@@ -31,13 +31,14 @@ PAUSE_TAR=$IMAGES_DIR/bbpause-oci.tar
 WASM_IMAGE=docker.io/library/wasm-e2e:kuasar-e2e
 WASM_TAR=$IMAGES_DIR/wasm-e2e-oci.tar
 WASM_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/wasm   # WAT sources of the Wasm image's modules
-IMAGE_RECIPE=2                           # bump when the image recipe changes, forces a rebuild
+IMAGE_RECIPE=3                           # bump when the image recipe changes, forces a rebuild
 CNI_BIN_DIR=/usr/lib/cni
 CNI_NET_NAME=kuasar-e2e
 BRIDGE=${KUASAR_E2E_BRIDGE:-kuasar0}
 SUBNET=${KUASAR_E2E_SUBNET:-10.88.77.0/24}
 RUNC_STATE_ROOT=/run/containerd/runc     # hard-coded by the runc shim, shared by all containerd instances (§8)
-APT_PKGS=(runc busybox-static containernetworking-plugins iproute2 xz-utils util-linux debian-archive-keyring wabt)
+APT_PKGS=(runc busybox-static containernetworking-plugins iproute2 xz-utils util-linux debian-archive-keyring wabt
+  clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)   # the last four: C to wasm32-wasi for the Wasm image
 
 # ---------------------------------------------------------------------------------------------------------------
 # Step reporting: every failure names the step and a remedy.
@@ -223,7 +224,7 @@ build_images() {
   step "offline OCI images from busybox-static ($BUSYBOX_IMAGE, $PAUSE_IMAGE)" \
     "make sure busybox-static is installed (/bin/busybox must be a static binary); delete $IMAGES_DIR to force a rebuild"
   local recipe
-  recipe="$IMAGE_RECIPE $(cat "$WASM_SRC"/*.wat | sha256sum | cut -c1-16)"
+  recipe="$IMAGE_RECIPE $(cat "$WASM_SRC"/*.wat "$WASM_SRC"/*.c | sha256sum | cut -c1-16)"
   if [[ -s $BUSYBOX_TAR && -s $PAUSE_TAR && -s $WASM_TAR && $(cat "$IMAGES_DIR/.recipe" 2>/dev/null) == "$recipe" ]]; then
     log "    cached: $BUSYBOX_TAR $PAUSE_TAR $WASM_TAR"
     return
@@ -249,11 +250,16 @@ build_images() {
   make_oci_tar "$work/layer.tar" "$BUSYBOX_IMAGE" '["/bin/sh"]' "$BUSYBOX_TAR"
   # The pause image only has to block; PID 1 ignores SIGTERM, CRI kills the pause container with SIGKILL anyway.
   make_oci_tar "$work/layer.tar" "$PAUSE_IMAGE" '["/bin/sleep","2147483647"]' "$PAUSE_TAR"
-  # The Wasm image (Kuasar's convention: the entrypoint is the .wasm file): modules from WAT through Debian's wabt.
+  # The Wasm image (Kuasar's convention: the entrypoint is the .wasm file): modules from WAT through Debian's wabt,
+  # and from C through clang and wasi-libc (Debian finds the wasm32-wasi sysroot under /usr by itself).
   local wasm_root=$work/wasm-rootfs w
   mkdir -p "$wasm_root"
   for w in "$WASM_SRC"/*.wat; do
     wat2wasm "$w" -o "$wasm_root/$(basename "${w%.wat}").wasm" || die "wat2wasm $w failed"
+  done
+  for w in "$WASM_SRC"/*.c; do
+    clang-14 --target=wasm32-wasi -O2 -Wl,--strip-all -o "$wasm_root/$(basename "${w%.c}").wasm" "$w" ||
+      die "clang-14 --target=wasm32-wasi $w failed (apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)"
   done
   chmod 0644 "$wasm_root"/*.wasm
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$wasm_root" -cf "$work/wasm-layer.tar" .
@@ -374,6 +380,7 @@ state = '$wd/state'
         runtime_type = 'io.containerd.kuasar-wasm.v1'
         sandboxer = 'wasm'
         io_type = 'fifo'
+        container_annotations = ['io.kuasar.wasm.*']   # the engine a container asks for
 
       # The same, on a second vmm-sandboxer whose share_fs is VirtioFS (\$KUASAR_E2E_VMMFS_SOCKET).
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-vmm-virtiofs]

@@ -280,6 +280,8 @@ public final class CriClient implements AutoCloseable {
         final Map<String, String> env = new LinkedHashMap<>();
         LinuxContainerResources resources;
         String logPath;
+        final Map<String, String> annotations = new LinkedHashMap<>();
+        final java.util.List<io.kuasar.api.cri.v1.Mount> mounts = new java.util.ArrayList<>();
 
         public static ContainerOptions defaults() {
             return new ContainerOptions();
@@ -327,6 +329,18 @@ public final class CriClient implements AutoCloseable {
             return this;
         }
 
+        public ContainerOptions annotation(String key, String value) {
+            annotations.put(key, value);
+            return this;
+        }
+
+        /** A bind mount of a host directory or file. */
+        public ContainerOptions mount(String hostPath, String containerPath, boolean readOnly) {
+            mounts.add(io.kuasar.api.cri.v1.Mount.newBuilder().setHostPath(hostPath).setContainerPath(containerPath)
+                    .setReadonly(readOnly).build());
+            return this;
+        }
+
         /** Log file path relative to the pod's log directory; default {@code <name>.log}. */
         public ContainerOptions logPath(String v) {
             logPath = v;
@@ -349,7 +363,9 @@ public final class CriClient implements AutoCloseable {
                 .setLogPath(o.logPath != null ? o.logPath : name + ".log")
                 .setStdin(o.stdin).setStdinOnce(o.stdinOnce).setTty(o.tty)
                 .putLabels("io.kuasar.e2e", "true")
-                .setLinux(linux);
+                .setLinux(linux)
+                .putAllAnnotations(o.annotations)
+                .addAllMounts(o.mounts);
         o.env.forEach((k, v) -> b.addEnvs(KeyValue.newBuilder().setKey(k).setValue(com.google.protobuf.ByteString.copyFromUtf8(v))));
         return b.build();
     }

@@ -85,8 +85,10 @@ public final class E2eEnvironment implements AutoCloseable {
                 workdir.resolve("vmmfs-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log,
                 c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")));
         wasm = new VmmDaemon("kuasar-wasm", workdir.resolve("wasm.sock"), workdir.resolve("wasm-state"),
-                workdir.resolve("wasm-sandboxer.log"), d -> launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log,
-                List.of()));
+                workdir.resolve("wasm-sandboxer.log"), d -> {
+                    wasmEngines();
+                    return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of());
+                });
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -285,6 +287,12 @@ public final class E2eEnvironment implements AutoCloseable {
     /** The pid of the Wasm sandboxer (its threads and fds are what a Wasm container costs). */
     public long wasmSandboxerPid() {
         return wasm.process.pid();
+    }
+
+    /** WasmEdge for the wasmedge engine ({@code make wasm-engines}: a few ms when it is there already). */
+    private void wasmEngines() {
+        log("make wasm-engines");
+        Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "wasm-engines");
     }
 
     private boolean imageReady;

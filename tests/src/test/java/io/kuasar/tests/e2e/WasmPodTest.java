@@ -16,13 +16,72 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 /**
- * Wasm pods on the {@code kuasar-wasm} handler: WASI modules (from WAT, built into an OCI image by env.sh) run inside
- * wasm-sandboxer on Chicory, driven by containerd's CRI.
+ * Wasm pods on the {@code kuasar-wasm} handler: WASI modules (from WAT and C, built into an OCI image by env.sh) run
+ * inside wasm-sandboxer on Chicory, or one WasmEdge process each, driven by containerd's CRI.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
 class WasmPodTest {
     private static final String IMAGE = "docker.io/library/wasm-e2e:kuasar-e2e";
+    private static final String ENGINE = "io.kuasar.wasm.engine";
+
+    @Test
+    void cModulesBehaveAlikeOnChicoryAndOnWasmEdge(E2eEnvironment env) throws Exception {
+        CriClient cri = env.wasmCri();
+        CriClient.Pod pod = cri.runPod("wasmengines", false);
+        Path data = Files.createTempDirectory("kuasar-wasm-data");
+        try {
+            for (String engine : java.util.List.of("chicory", "wasmedge")) {
+                // arguments, environment, stdout and stderr
+                String hello = cri.runContainer(pod, "hello-" + engine, opts("hello-" + engine + ".log")
+                        .annotation(ENGINE, engine).env("GREETING", "hi"), "/hello-c.wasm", "a", "b c");
+                assertThat(awaitExit(cri, hello).getExitCode()).as(engine).isZero();
+                assertThat(Files.readString(pod.logDirectory().resolve("hello-" + engine + ".log"))).as(engine)
+                        .contains("stdout F hello from C: argc=3 [a] [b c] GREETING=hi")
+                        .contains("stderr F to-stderr");
+
+                // file I/O on a bind mount, preopened at its destination; ".." does not leave it
+                Path dir = Files.createDirectories(data.resolve(engine));
+                Files.writeString(dir.resolve("in.txt"), "one\ntwo\n");
+                String io = cri.runContainer(pod, "fileio-" + engine, opts("fileio-" + engine + ".log")
+                        .annotation(ENGINE, engine).mount(dir.toString(), "/data", false), "/fileio.wasm");
+                assertThat(awaitExit(cri, io).getExitCode()).as(engine + ": " + Files.readString(
+                        pod.logDirectory().resolve("fileio-" + engine + ".log"))).isZero();
+                assertThat(Files.readString(dir.resolve("out.txt"))).isEqualTo("ONE\nTWO\n");
+                assertThat(Files.readString(pod.logDirectory().resolve("fileio-" + engine + ".log")))
+                        .contains("fileio: 2 lines, 2 entries, escape blocked");
+
+                // exit(7) from C
+                String seven = cri.runContainer(pod, "exit7-" + engine, opts("exit7-" + engine + ".log")
+                        .annotation(ENGINE, engine), "/exit7.wasm");
+                assertThat(awaitExit(cri, seven).getExitCode()).as(engine).isEqualTo(7);
+
+                // a trap, and a module that never ends, stopped by CRI
+                String trap = cri.runContainer(pod, "trap-" + engine, opts("trap-" + engine + ".log")
+                        .annotation(ENGINE, engine), "/trap.wasm");
+                assertThat(awaitExit(cri, trap).getExitCode()).as(engine).isEqualTo(134);
+                assertThat(Files.readString(pod.logDirectory().resolve("trap-" + engine + ".log"))).as(engine)
+                        .contains("unreachable");
+                String spin = cri.runContainer(pod, "spin-" + engine, opts("spin-" + engine + ".log")
+                        .annotation(ENGINE, engine), "/spin.wasm");
+                Thread.sleep(1000);
+                assertThat(cri.containerStatus(spin).getState()).as(engine).isEqualTo(ContainerState.CONTAINER_RUNNING);
+                cri.stopContainer(spin, 0);
+                assertThat(cri.containerStatus(spin).getExitCode()).as(engine).isEqualTo(137);
+            }
+            StatusRuntimeException unknown = catchThrowableOfType(StatusRuntimeException.class,
+                    () -> cri.runContainer(pod, "nope", opts("nope.log").annotation(ENGINE, "nope")));
+            assertThat(unknown).isNotNull();
+            assertThat(unknown.getMessage()).contains("unknown wasm engine 'nope'");
+            cri.stopAndRemovePod(pod.id());
+            assertThat(Host.pidsWithCmdline(env.wasmStateDir().resolve("cache").toString())).as("WasmEdge processes left")
+                    .isEmpty();
+        } finally {
+            try (var files = Files.walk(data)) {
+                files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+            }
+        }
+    }
 
     @Test
     void modulesRunWithTheirOutputExitCodesTrapsAndKillAndLeaveNoThreadBehind(E2eEnvironment env) throws Exception {
