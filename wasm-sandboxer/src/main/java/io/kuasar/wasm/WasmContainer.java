@@ -81,6 +81,12 @@ final class WasmContainer implements Container {
         p.exit().whenComplete((st, t) -> exit.complete(st != null ? st : ExitStatus.unknown()));
     }
 
+    @Override
+    public boolean watchOom(Runnable onOom) {
+        WasmProcess p = process;
+        return p != null && p.watchOom(onOom);
+    }
+
     /** The engine, and what it needs to end this instance's process after a daemon restart. */
     @Override
     public java.util.Map<String, String> facts() {

@@ -154,11 +154,19 @@ class WasmPodTest {
         E2eEnvironment.log("50 wasm containers created, started and exited in "
                 + (System.nanoTime() - t0) / 1_000_000 + " ms");
 
-        // A memory bomb is refused at the container's limit (and at the daemon's default cap without one).
+        // A memory bomb is OOM-killed at the container's limit (and at the daemon's default cap without one):
+        // containerd got the OOM event, so CRI says OOMKilled, as for a runc container over its cgroup limit.
         String capped = cri.runContainer(pod, "bomb", opts("bomb.log").memoryLimit(8L << 20), "/bomb.wasm");
-        assertThat(awaitExit(cri, capped).getExitCode()).isEqualTo(3);
+        ContainerStatus bomb = awaitExit(cri, capped);
+        assertThat(bomb.getExitCode()).isEqualTo(137);
+        assertThat(bomb.getReason()).isEqualTo("OOMKilled");
+        assertThat(Files.readString(pod.logDirectory().resolve("bomb.log")))
+                .contains("exceeds the container's memory limit of 8388608 bytes");
         String uncapped = cri.runContainer(pod, "bomb2", opts("bomb2.log"), "/bomb.wasm");
-        assertThat(awaitExit(cri, uncapped).getExitCode()).isEqualTo(3);
+        assertThat(awaitExit(cri, uncapped).getExitCode()).isEqualTo(137);
+        // a module whose own maximum is below the limit sees memory.grow fail, as WebAssembly defines
+        String own = cri.runContainer(pod, "bomb3", opts("bomb3.log").memoryLimit(8L << 20), "/bomb-max.wasm");
+        assertThat(awaitExit(cri, own).getExitCode()).isEqualTo(3);
 
         // 16 MiB of output goes through to the log without the daemon holding it.
         String flood = cri.runContainer(pod, "flood", opts("flood.log"), "/flood.wasm");

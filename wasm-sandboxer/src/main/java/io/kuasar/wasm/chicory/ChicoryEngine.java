@@ -1,6 +1,7 @@
 package io.kuasar.wasm.chicory;
 
 import com.dylibso.chicory.compiler.MachineFactoryCompiler;
+import com.dylibso.chicory.runtime.ByteBufferMemory;
 import com.dylibso.chicory.runtime.ChicoryInterruptedException;
 import com.dylibso.chicory.runtime.ExecutionListener;
 import com.dylibso.chicory.runtime.ImportValues;
@@ -102,19 +103,22 @@ public final class ChicoryEngine implements WasmEngine {
         if (!(module instanceof Loaded m)) {
             throw new IllegalArgumentException("module " + module.digest() + " was not loaded by " + name());
         }
-        MemoryLimits limits = limits(m.module(), run);
+        Cap cap = cap(m.module(), run);
         Guest g = new Guest(run);
         g.thread = Thread.ofPlatform().name("wasm-" + run.id()).daemon().stackSize(GUEST_STACK_BYTES)
-                .unstarted(() -> g.run(m, limits));
+                .unstarted(() -> g.run(m, cap));
         g.thread.start();
         return g;
     }
 
     /**
-     * The module's memory limits with the maximum lowered to the container's cap. Chicory's limits replace the
-     * module's own, so the module's initial size is kept; a module that needs more than the cap at start fails.
+     * The container's cap on the module's memory: the module's initial size kept (Chicory's limits replace the
+     * module's own), its maximum lowered to the cap. A module that needs more than the cap at start fails.
      */
-    static MemoryLimits limits(WasmModule module, WasiRun run) throws IOException {
+    record Cap(MemoryLimits limits, int capPages, int declaredMaxPages) {
+    }
+
+    static Cap cap(WasmModule module, WasiRun run) throws IOException {
         var section = module.memorySection();
         if (run.memoryLimitBytes() <= 0 || section.isEmpty() || section.get().memoryCount() == 0) {
             return null; // the module's own
@@ -126,7 +130,8 @@ public final class ChicoryEngine implements WasmEngine {
                     + " pages (" + ((long) declared.initialPages() * PAGE) + " bytes) of memory at start;"
                     + " its memory limit is " + run.memoryLimitBytes() + " bytes");
         }
-        return new MemoryLimits(declared.initialPages(), Math.min(declared.maximumPages(), cap));
+        return new Cap(new MemoryLimits(declared.initialPages(), Math.min(declared.maximumPages(), cap)), cap,
+                declared.maximumPages());
     }
 
     /** One running instance. */
@@ -137,19 +142,20 @@ public final class ChicoryEngine implements WasmEngine {
         private volatile Instance instance;
         private volatile int killedBy; // 0: not killed
         private volatile long cpuAtExit = -1;
+        private final CompletableFuture<Void> oom = new CompletableFuture<>();
 
         Guest(WasiRun run) {
             this.run = run;
         }
 
-        void run(Loaded m, MemoryLimits limits) {
+        void run(Loaded m, Cap cap) {
             int code;
             OutputStream err = null;
             try (InputStream in = stdin(run.stdin());
                  OutputStream out = output(run.stdout());
                  OutputStream errStream = output(run.stderr())) {
                 err = errStream;
-                code = execute(m, limits, in, out, errStream);
+                code = execute(m, cap, in, out, errStream);
             } catch (IOException e) {
                 LOG.warn("container {}: stdio: {}", run.id(), e.getMessage());
                 code = killedBy != 0 ? 128 + killedBy : WasmProcess.TRAP_CODE;
@@ -160,7 +166,7 @@ public final class ChicoryEngine implements WasmEngine {
             exit.complete(ExitStatus.of(code));
         }
 
-        private int execute(Loaded m, MemoryLimits limits, InputStream in, OutputStream out, OutputStream err) {
+        private int execute(Loaded m, Cap cap, InputStream in, OutputStream out, OutputStream err) {
             WasiOptions.Builder o = WasiOptions.builder().withArguments(run.argv())
                     .withStdin(in, false).withStdout(out, false).withStderr(err, false);
             run.env().forEach(o::withEnvironment);
@@ -171,8 +177,9 @@ public final class ChicoryEngine implements WasmEngine {
                         .withMachineFactory(m.machines())
                         .withUnsafeExecutionListener(STOP_ON_INTERRUPT)
                         .withStart(false);
-                if (limits != null) {
-                    b.withMemoryLimits(limits);
+                if (cap != null) {
+                    b.withMemoryLimits(cap.limits()).withMemoryFactory(l -> new CappedMemory(new ByteBufferMemory(l),
+                            cap.capPages(), cap.declaredMaxPages(), () -> oom.complete(null)));
                 }
                 Instance i = b.build();
                 instance = i;
@@ -184,15 +191,19 @@ public final class ChicoryEngine implements WasmEngine {
                 if (killedBy != 0) {
                     return 128 + killedBy; // an interrupted guest ends in one of these: the kill decides
                 }
-                report(err, e);
+                if (e instanceof CappedMemory.OutOfMemory) {
+                    report(err, "wasm: " + e.getMessage());
+                    return 128 + 9; // as the OOM killer's SIGKILL
+                }
+                report(err, "wasm trap: " + (e instanceof ChicoryException ? e.getMessage() : e.toString()));
                 return WasmProcess.TRAP_CODE;
             }
         }
 
-        /** A trap's message goes where the container's output goes (its log), as WasmEdge prints it. */
-        private void report(OutputStream err, Throwable e) {
-            String msg = "wasm trap: " + (e instanceof ChicoryException ? e.getMessage() : e.toString()) + "\n";
-            LOG.info("container {}: {}", run.id(), msg.strip());
+        /** Why a guest ended goes where the container's output goes (its log), as WasmEdge prints a trap. */
+        private void report(OutputStream err, String why) {
+            String msg = why + "\n";
+            LOG.info("container {}: {}", run.id(), why);
             try {
                 err.write(msg.getBytes(StandardCharsets.UTF_8));
                 err.flush();
@@ -227,6 +238,12 @@ public final class ChicoryEngine implements WasmEngine {
                     // gone
                 }
             }
+            return true;
+        }
+
+        @Override
+        public boolean watchOom(Runnable onOom) {
+            oom.thenRun(onOom);
             return true;
         }
 

@@ -21,6 +21,14 @@ public interface WasmProcess {
     /** CPU time the instance's thread has used, in nanoseconds. */
     long cpuNanos();
 
+    /**
+     * Runs {@code onOom} when the instance is ended for exceeding its container's memory limit (at once if it already
+     * was); false if this engine cannot tell, and then no OOM event is published for it.
+     */
+    default boolean watchOom(Runnable onOom) {
+        return false;
+    }
+
     /** What a restarted daemon needs to find what this instance left running (see {@link WasmEngine#reclaim}). */
     default java.util.Map<String, String> facts() {
         return java.util.Map.of();

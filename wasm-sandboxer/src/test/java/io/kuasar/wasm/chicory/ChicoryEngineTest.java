@@ -28,7 +28,33 @@ class ChicoryEngineTest extends EngineContractTest {
 
     @Override
     protected int cappedGrowExit() {
-        return 1; // memory.grow answered -1
+        return 137; // ended as the OOM killer ends a container over its limit
+    }
+
+    @Test
+    void growingPastTheLimitIsAnOomKillWithAnEventButPastTheModulesOwnMaximumIsMinusOne() throws Exception {
+        String grow = """
+                (module
+                  (import "%s" "proc_exit" (func $exit (param i32)))
+                  (memory (export "memory") 1 %s)
+                  (func (export "_start")
+                    (call $exit (i32.eq (memory.grow (i32.const 10)) (i32.const -1)))))
+                """;
+        WasiRun r = run("oom", List.of("g"), 4L * 65536);
+        WasmProcess p = engine.start(engine.load(wasm("grow10", grow.formatted(WASI, ""))), r);
+        java.util.concurrent.CompletableFuture<Void> oom = new java.util.concurrent.CompletableFuture<>();
+        assertThat(p.watchOom(() -> oom.complete(null))).isTrue();
+        assertThat(p.exit().get(30, java.util.concurrent.TimeUnit.SECONDS).code()).isEqualTo(137);
+        assertThat(oom).isCompleted();
+        assertThat(Files.readString(r.stderr())).contains("wasm: out of memory")
+                .contains("memory limit of 262144 bytes");
+
+        WasiRun own = run("own-max", List.of("g"), 64L * 65536);
+        WasmProcess q = engine.start(engine.load(wasm("max5", grow.formatted(WASI, "5"))), own);
+        java.util.concurrent.CompletableFuture<Void> none = new java.util.concurrent.CompletableFuture<>();
+        q.watchOom(() -> none.complete(null));
+        assertThat(q.exit().get(30, java.util.concurrent.TimeUnit.SECONDS).code()).as("grow answered -1").isEqualTo(1);
+        assertThat(none).isNotDone();
     }
 
     @Test
