@@ -17,7 +17,7 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 /**
  * Wasm pods on the {@code kuasar-wasm} handler: WASI modules (from WAT and C, built into an OCI image by env.sh) run
- * inside wasm-sandboxer on Chicory, or one WasmEdge process each, driven by containerd's CRI.
+ * inside wasm-sandboxer on Chicory, in its Wasmtime helper, or one WasmEdge process each, driven by containerd's CRI.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -26,12 +26,12 @@ class WasmPodTest {
     private static final String ENGINE = "io.kuasar.wasm.engine";
 
     @Test
-    void cModulesBehaveAlikeOnChicoryAndOnWasmEdge(E2eEnvironment env) throws Exception {
+    void cModulesBehaveAlikeOnChicoryWasmtimeAndWasmEdge(E2eEnvironment env) throws Exception {
         CriClient cri = env.wasmCri();
         CriClient.Pod pod = cri.runPod("wasmengines", false);
         Path data = Files.createTempDirectory("kuasar-wasm-data");
         try {
-            for (String engine : java.util.List.of("chicory", "wasmedge")) {
+            for (String engine : java.util.List.of("chicory", "wasmtime", "wasmedge")) {
                 // arguments, environment, stdout and stderr
                 String hello = cri.runContainer(pod, "hello-" + engine, opts("hello-" + engine + ".log")
                         .annotation(ENGINE, engine).env("GREETING", "hi"), "/hello-c.wasm", "a", "b c");
@@ -74,7 +74,7 @@ class WasmPodTest {
             assertThat(unknown).isNotNull();
             assertThat(unknown.getMessage()).contains("unknown wasm engine 'nope'");
             cri.stopAndRemovePod(pod.id());
-            assertThat(Host.pidsWithCmdline(env.wasmStateDir().resolve("cache").toString())).as("WasmEdge processes left")
+            assertThat(Host.pidsWithCmdline(env.wasmStateDir().resolve("cache").resolve("wasmedge").toString())).as("WasmEdge processes left")
                     .isEmpty();
         } finally {
             try (var files = Files.walk(data)) {
