@@ -107,4 +107,23 @@ final class Cri {
             throw new IllegalStateException(e);
         }
     }
+
+    /**
+     * Waits until containerd reaches a restarted sandboxer again: its gRPC connection to the old daemon backs off
+     * for a while (UNAVAILABLE meanwhile).
+     */
+    static void awaitControllerReachable(CriClient cri, String podId) {
+        long end = System.nanoTime() + Duration.ofSeconds(15).toNanos();
+        while (true) {
+            try {
+                cri.podStatus(podId, false);
+                return;
+            } catch (io.grpc.StatusRuntimeException e) {
+                if (e.getStatus().getCode() != io.grpc.Status.Code.UNAVAILABLE || System.nanoTime() > end) {
+                    throw e;
+                }
+                sleep(200);
+            }
+        }
+    }
 }

@@ -284,6 +284,11 @@ public final class E2eEnvironment implements AutoCloseable {
         return wasm.alive();
     }
 
+    /** kill -9 of wasm-sandboxer with whatever runs in it, then a new daemon on the same state. */
+    public void killAndRestartWasmSandboxer() {
+        wasm.killAndRestart();
+    }
+
     /** The pid of the Wasm sandboxer (its threads and fds are what a Wasm container costs). */
     public long wasmSandboxerPid() {
         return wasm.process.pid();
@@ -341,6 +346,20 @@ public final class E2eEnvironment implements AutoCloseable {
 
         boolean alive() {
             return process != null && process.isAlive();
+        }
+
+        /** kill -9 of the daemon, then a new one on the same socket and state dir. */
+        synchronized void killAndRestart() {
+            process.destroyForcibly();
+            try {
+                process.waitFor(10, TimeUnit.SECONDS);
+                Files.deleteIfExists(sock); // stale: the new daemon's socket is what we wait for
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            process = launch.apply(this);
         }
 
         /** Removes its pods and stops it; what survives is a problem of the run. */

@@ -43,7 +43,7 @@ class SandboxerRestartTest {
 
         env.killAndRestartSandboxer();
         assertThat(env.sandboxerPid()).isNotEqualTo(oldPid);
-        awaitControllerReachable(cri, netPod.id());
+        Cri.awaitControllerReachable(cri, netPod.id());
 
         assertThat(cri.podStatus(netPod.id(), false).getStatus().getState()).isEqualTo(PodSandboxState.SANDBOX_READY);
         assertThat(cri.podStatus(netPod.id(), false).getStatus().getNetwork().getIp()).isEqualTo(ip);
@@ -74,21 +74,6 @@ class SandboxerRestartTest {
     }
 
     /** containerd backs off up to 3 s after its connection to the sandboxer broke; its next dial succeeds. */
-    private static void awaitControllerReachable(CriClient cri, String podId) {
-        long end = System.nanoTime() + Duration.ofSeconds(15).toNanos();
-        while (true) {
-            try {
-                cri.podStatus(podId, false);
-                return;
-            } catch (io.grpc.StatusRuntimeException e) {
-                if (e.getStatus().getCode() != io.grpc.Status.Code.UNAVAILABLE || System.nanoTime() > end) {
-                    throw e;
-                }
-                Cri.sleep(200);
-            }
-        }
-    }
-
     private static int countTicks(CriClient.Pod pod) {
         return (int) Cri.awaitLog(pod, "talker", l -> true, T).lines().filter(l -> l.contains("tick-")).count();
     }

@@ -135,6 +135,47 @@ class WasmPodTest {
     }
 
     @Test
+    void aRestartedDaemonReportsTheModulesThatRanInTheOldOneExitedAndLeavesNothingOfThem(E2eEnvironment env)
+            throws Exception {
+        CriClient cri = env.wasmCri();
+        CriClient.Pod pod = cri.runPod("wasmrestart", false);
+        java.util.Map<String, String> spinning = new java.util.LinkedHashMap<>();
+        for (String engine : java.util.List.of("chicory", "wasmtime", "wasmedge")) {
+            spinning.put(engine, cri.runContainer(pod, "spin-" + engine, opts("spin-" + engine + ".log")
+                    .annotation(ENGINE, engine), "/spin.wasm"));
+        }
+        Thread.sleep(1000);
+        for (String id : spinning.values()) {
+            assertThat(cri.containerStatus(id).getState()).isEqualTo(ContainerState.CONTAINER_RUNNING);
+        }
+        assertThat(Host.pidsWithCmdline(env.wasmStateDir().resolve("cache").resolve("wasmedge").toString()))
+                .as("the WasmEdge process").hasSize(1);
+
+        env.killAndRestartWasmSandboxer();
+        Cri.awaitControllerReachable(cri, pod.id());
+
+        for (var e : spinning.entrySet()) {
+            ContainerStatus st = awaitExit(cri, e.getValue());
+            assertThat(st.getExitCode()).as(e.getKey()).isEqualTo(255);
+        }
+        assertThat(Host.pidsWithCmdline(env.wasmStateDir().resolve("cache").resolve("wasmedge").toString()))
+                .as("the WasmEdge process of the old daemon").isEmpty();
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (!Host.pidsWithCmdline("io.kuasar.wasm.wasmtime.WasmtimeHost").isEmpty() && System.nanoTime() < end) {
+            Thread.sleep(100);
+        }
+        assertThat(Host.pidsWithCmdline("io.kuasar.wasm.wasmtime.WasmtimeHost")).as("the old Wasmtime helper")
+                .isEmpty();
+        // the pod is still ready and takes new containers
+        assertThat(cri.podStatus(pod.id(), false).getStatus().getState())
+                .isEqualTo(io.kuasar.api.cri.v1.PodSandboxState.SANDBOX_READY);
+        String hello = cri.runContainer(pod, "hello-after", opts("hello-after.log"));
+        assertThat(awaitExit(cri, hello).getExitCode()).isZero();
+        cri.stopAndRemovePod(pod.id());
+        assertThat(Host.mountsMentioning(pod.id())).isEmpty();
+    }
+
+    @Test
     void fiftyContainersInAPodAndModulesThatAbuseMemoryOrOutputLeaveTheDaemonWell(E2eEnvironment env)
             throws Exception {
         CriClient cri = env.wasmCri();
