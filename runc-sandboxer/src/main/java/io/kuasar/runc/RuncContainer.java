@@ -1,5 +1,7 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.ProcessIo;
+import io.kuasar.sandbox.oci.OciRuntime;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.google.protobuf.Any;
@@ -35,7 +37,7 @@ final class RuncContainer implements Container {
     private final String id;
     private final String sandboxId;
     private final Path bundle;
-    private final Runc runc;
+    private final OciRuntime runc;
     private final ProcessReaper reaper;
     private final ObjectMapper json;
     private final CgroupStats cgroups;
@@ -49,7 +51,7 @@ final class RuncContainer implements Container {
     private CompletableFuture<ExitStatus> exit;
     private io.kuasar.sandbox.cgroup.OomMonitor oom;
 
-    RuncContainer(String id, String sandboxId, Path bundle, Runc runc, ProcessReaper reaper, ObjectMapper json,
+    RuncContainer(String id, String sandboxId, Path bundle, OciRuntime runc, ProcessReaper reaper, ObjectMapper json,
                   CgroupStats cgroups, boolean rootfsMounted, ProcessIo io, Path consoleDir, boolean terminal,
                   Path monitor) throws IOException {
         this.id = id;
@@ -73,7 +75,7 @@ final class RuncContainer implements Container {
     static final String FACT_PROCESS_FILE = "processFile";
 
     /** Re-attaches to a container recorded before a restart; its terminal, if any, cannot be re-attached. */
-    static RuncContainer recovered(TaskRecord r, Runc runc, ProcessReaper reaper, ObjectMapper json,
+    static RuncContainer recovered(TaskRecord r, OciRuntime runc, ProcessReaper reaper, ObjectMapper json,
                                    CgroupStats cgroups, Path consoleDir, Path monitor) throws IOException {
         RuncContainer c = new RuncContainer(r.id(), r.sandboxId(), Path.of(r.bundle()), runc, reaper, json, cgroups,
                 Boolean.parseBoolean(r.facts().get(FACT_ROOTFS)), new ProcessIo("container " + r.id(), r.stdin(),
@@ -108,7 +110,7 @@ final class RuncContainer implements Container {
     }
 
     /** runc for create/exec, under kuasar-monitor when it is installed (exit statuses then survive a restart). */
-    private Runc monitored(Path pidFile, Path exitFile) {
+    private OciRuntime monitored(Path pidFile, Path exitFile) {
         if (monitor == null || !Files.isExecutable(monitor)) {
             return runc;
         }
@@ -232,8 +234,8 @@ final class RuncContainer implements Container {
     void discardFailedCreate() {
         try {
             runc.run("runc delete of failed container " + id, log(), List.of("delete", "--force", id),
-                    Runc.Stdio.none(), null);
-        } catch (Runc.RuncException e) {
+                    OciRuntime.Stdio.none(), null);
+        } catch (OciRuntime.Failure e) {
             if (!e.reason().contains("does not exist")) {
                 LOG.warn("container {}: runc delete after a failed create: {}", id, e.reason());
             }
@@ -292,7 +294,7 @@ final class RuncContainer implements Container {
 
     @Override
     public void start() throws IOException {
-        runc.run("runc start of container " + id, log(), List.of("start", id), Runc.Stdio.none(), null);
+        runc.run("runc start of container " + id, log(), List.of("start", id), OciRuntime.Stdio.none(), null);
     }
 
     @Override
@@ -413,8 +415,8 @@ final class RuncContainer implements Container {
         args.add(id);
         args.add(Integer.toString(signal));
         try {
-            runc.run("runc kill of container " + id, log(), args, Runc.Stdio.none(), null);
-        } catch (Runc.RuncException e) {
+            runc.run("runc kill of container " + id, log(), args, OciRuntime.Stdio.none(), null);
+        } catch (OciRuntime.Failure e) {
             String r = e.reason();
             if (r.contains("not running") || r.contains("process already finished") || r.contains("does not exist")) {
                 throw Status.NOT_FOUND.withDescription("container " + id + ": process already finished")
@@ -427,9 +429,9 @@ final class RuncContainer implements Container {
     @Override
     public void delete() throws IOException {
         try {
-            runc.run("runc delete of container " + id, log(), List.of("delete", "--force", id), Runc.Stdio.none(),
+            runc.run("runc delete of container " + id, log(), List.of("delete", "--force", id), OciRuntime.Stdio.none(),
                     null);
-        } catch (Runc.RuncException e) {
+        } catch (OciRuntime.Failure e) {
             if (!e.reason().contains("does not exist")) {
                 throw e;
             }
@@ -454,8 +456,8 @@ final class RuncContainer implements Container {
 
     @Override
     public List<ProcessInfo> pids() throws IOException {
-        Runc.Result r = runc.run("runc ps of container " + id, log(), List.of("ps", "--format", "json", id),
-                Runc.Stdio.none(), null);
+        OciRuntime.Result r = runc.run("runc ps of container " + id, log(), List.of("ps", "--format", "json", id),
+                OciRuntime.Stdio.none(), null);
         JsonNode arr = json.readTree(r.output().isBlank() ? "[]" : r.output());
         Map<Integer, String> execByPid = new java.util.HashMap<>();
         execs.values().forEach(e -> execByPid.put(e.execPid, e.execId));
@@ -490,17 +492,17 @@ final class RuncContainer implements Container {
                     + ": resources must be OCI LinuxResources as JSON: " + e.getMessage()).asRuntimeException();
         }
         runc.run("runc update of container " + id, log(), List.of("update", "--resources", "-", id),
-                Runc.Stdio.none(), value);
+                OciRuntime.Stdio.none(), value);
     }
 
     @Override
     public void pause() throws IOException {
-        runc.run("runc pause of container " + id, log(), List.of("pause", id), Runc.Stdio.none(), null);
+        runc.run("runc pause of container " + id, log(), List.of("pause", id), OciRuntime.Stdio.none(), null);
     }
 
     @Override
     public void resume() throws IOException {
-        runc.run("runc resume of container " + id, log(), List.of("resume", id), Runc.Stdio.none(), null);
+        runc.run("runc resume of container " + id, log(), List.of("resume", id), OciRuntime.Stdio.none(), null);
     }
 
     @Override

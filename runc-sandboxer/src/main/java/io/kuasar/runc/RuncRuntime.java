@@ -1,11 +1,14 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.ProcessIo;
+import io.kuasar.sandbox.oci.OciRuntime;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.grpc.Status;
 import io.kuasar.api.runc.options.Options;
 import io.kuasar.api.task.v3.CreateTaskRequest;
 import io.kuasar.api.types.Mount;
+import io.kuasar.sandbox.pod.PodFiles;
 import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.mount.Mounts;
@@ -39,7 +42,7 @@ public final class RuncRuntime implements ContainerRuntime {
     /** CRI's annotation naming a container's pod. */
     public static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
 
-    private final Runc runc;
+    private final OciRuntime runc;
     private final ProcessReaper reaper;
     private static final Logger LOG = LoggerFactory.getLogger(RuncRuntime.class);
     private final ObjectMapper json = new ObjectMapper();
@@ -55,12 +58,12 @@ public final class RuncRuntime implements ContainerRuntime {
      * directory. {@code monitor} is the kuasar-monitor helper (null: exit statuses come from this process, as its
      * children).
      */
-    public RuncRuntime(Runc runc, ProcessReaper reaper, StateStore store, Path monitor) {
+    public RuncRuntime(OciRuntime runc, ProcessReaper reaper, StateStore store, Path monitor) {
         this(runc, reaper, store, monitor, null);
     }
 
     /** {@code oom}: where containers' OOM kills are watched (their memory cgroups); null reports none. */
-    public RuncRuntime(Runc runc, ProcessReaper reaper, StateStore store, Path monitor, OomMonitor oom) {
+    public RuncRuntime(OciRuntime runc, ProcessReaper reaper, StateStore store, Path monitor, OomMonitor oom) {
         this.oom = oom;
         this.runc = runc;
         this.reaper = reaper;
@@ -71,7 +74,7 @@ public final class RuncRuntime implements ContainerRuntime {
 
     @Override
     public Container recover(TaskRecord r) throws IOException {
-        Runc rr = runc.withBinary(r.facts().getOrDefault(RuncContainer.FACT_RUNC, runc.binary()))
+        OciRuntime rr = runc.withBinary(r.facts().getOrDefault(RuncContainer.FACT_RUNC, runc.binary()))
                 .withRoot(Path.of(r.facts().getOrDefault(RuncContainer.FACT_ROOT, runc.root().toString())));
         return RuncContainer.recovered(r, rr, reaper, json, cgroups, consoleDir, monitor).withOom(oom);
     }
@@ -87,7 +90,7 @@ public final class RuncRuntime implements ContainerRuntime {
                 && PodFiles.inject((ObjectNode) spec, store.sandboxDir(sandboxId))) {
             AtomicFiles.write(bundle.resolve("config.json"), json.writeValueAsBytes(spec));
         }
-        Runc r = runcFor(id, req);
+        OciRuntime r = runcFor(id, req);
         long t1 = System.nanoTime();
         boolean mounted = Mounts.mountRootfs(id, bundle, req.getRootfsList());
         long t2 = System.nanoTime();
@@ -111,8 +114,8 @@ public final class RuncRuntime implements ContainerRuntime {
     }
 
     /** containerd passes runc options (binary name, state root) when the runtime has them. */
-    private Runc runcFor(String id, CreateTaskRequest req) {
-        Runc r = runc;
+    private OciRuntime runcFor(String id, CreateTaskRequest req) {
+        OciRuntime r = runc;
         if (req.hasOptions() && req.getOptions().getTypeUrl().endsWith("containerd.runc.v1.Options")) {
             try {
                 Options o = Options.parseFrom(req.getOptions().getValue());

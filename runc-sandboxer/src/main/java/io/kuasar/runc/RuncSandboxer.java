@@ -6,6 +6,7 @@ import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.types.Metric;
 import io.kuasar.sandbox.controller.Sandboxer;
+import io.kuasar.sandbox.pod.PodFiles;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.process.ProcessRef;
@@ -59,7 +60,7 @@ public final class RuncSandboxer implements Sandboxer {
 
     @Override
     public void create(SandboxRecord r) {
-        podConfig(r); // reject a config we cannot read now, not at start
+        PodFiles.config(r); // reject a config we cannot read now, not at start
         if (!r.netnsPath().isEmpty() && !Files.exists(Path.of(r.netnsPath()))) {
             throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id() + ": network namespace "
                     + r.netnsPath() + " does not exist").asRuntimeException();
@@ -68,7 +69,7 @@ public final class RuncSandboxer implements Sandboxer {
 
     @Override
     public Started start(SandboxRecord r, Instant deadline) throws IOException {
-        PodSandboxConfig cfg = podConfig(r);
+        PodSandboxConfig cfg = PodFiles.config(r);
         var nsOptions = cfg == null ? null : cfg.getLinux().getSecurityContext().getNamespaceOptions();
         boolean sharedPid = nsOptions != null && nsOptions.getPid() == NamespaceMode.POD;
         boolean hostNetwork = nsOptions != null ? nsOptions.getNetwork() == NamespaceMode.NODE : r.netnsPath().isEmpty();
@@ -188,17 +189,5 @@ public final class RuncSandboxer implements Sandboxer {
     @Override
     public Metric metrics(SandboxRecord r) {
         return tasks.metricsOf(r.id());
-    }
-
-    static PodSandboxConfig podConfig(SandboxRecord r) {
-        if (r.podConfig() == null || r.podConfigType() == null || !r.podConfigType().endsWith("PodSandboxConfig")) {
-            return null;
-        }
-        try {
-            return PodSandboxConfig.parseFrom(r.podConfig());
-        } catch (InvalidProtocolBufferException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
-                    + ": options is not a valid PodSandboxConfig").asRuntimeException();
-        }
     }
 }

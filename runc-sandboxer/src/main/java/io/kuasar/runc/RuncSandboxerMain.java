@@ -1,5 +1,6 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.OciRuntime;
 import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
@@ -36,7 +37,7 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
         OomMonitor oom = new OomMonitor(ctx.poller());
-        TaskService tasks = new TaskService(new RuncRuntime(new Runc(runcBinary, runcRoot), ctx.reaper(),
+        TaskService tasks = new TaskService(new RuncRuntime(new OciRuntime(runcBinary, runcRoot), ctx.reaper(),
                 ctx.store(), libexec().resolve("kuasar-monitor"), oom), events, new TaskStore(ctx.store()));
         tasks.recover();
         RuncSandboxer sandboxer = new RuncSandboxer(ctx.store(), new HolderLauncher(helper), ctx.reaper(), tasks,

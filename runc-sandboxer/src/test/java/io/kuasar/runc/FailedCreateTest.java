@@ -1,5 +1,6 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.OciRuntime;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.kuasar.api.task.v3.CreateTaskRequest;
@@ -84,7 +85,7 @@ class FailedCreateTest {
                 .build();
         CallContext ctx = new CallContext("containerd.task.v3.Task", "Create", Map.of(), null);
 
-        RuncRuntime wedged = new RuncRuntime(new Runc(hanging.toString(), runcRoot).withTimeout(Duration.ofSeconds(3)),
+        RuncRuntime wedged = new RuncRuntime(new OciRuntime(hanging.toString(), runcRoot).withTimeout(Duration.ofSeconds(3)),
                 reaper, store, monitor);
         assertThatThrownBy(() -> wedged.create(ctx, req)).isInstanceOfSatisfying(StatusRuntimeException.class,
                 e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
@@ -96,7 +97,7 @@ class FailedCreateTest {
                         .contains(bundle.toString()) || isZombie(h.pid())).toList()).isEmpty());
 
         // the same id can be created again, for real this time
-        RuncRuntime healthy = new RuncRuntime(new Runc("runc", runcRoot), reaper, store, monitor);
+        RuncRuntime healthy = new RuncRuntime(new OciRuntime("runc", runcRoot), reaper, store, monitor);
         Container c = healthy.create(ctx, req);
         try {
             assertThat(c.initPid()).isPositive();

@@ -1,5 +1,6 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.OciRuntime;
 import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.sys.Linux;
 import org.junit.jupiter.api.AfterEach;
@@ -20,7 +21,7 @@ class RootfsMountTest {
     @TempDir
     Path dir;
 
-    private final RuncRuntime runtime = new RuncRuntime(new Runc("runc", Path.of("/tmp/unused")), null, null, null);
+    private final RuncRuntime runtime = new RuncRuntime(new OciRuntime("runc", Path.of("/tmp/unused")), null, null, null);
 
     private Path bundle() throws IOException {
         return Files.createDirectories(dir.resolve("bundle"));

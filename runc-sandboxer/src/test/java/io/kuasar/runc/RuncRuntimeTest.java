@@ -1,5 +1,6 @@
 package io.kuasar.runc;
 
+import io.kuasar.sandbox.oci.OciRuntime;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -20,12 +21,12 @@ class RuncRuntimeTest {
         Files.writeString(log, "{\"level\":\"info\",\"msg\":\"starting\"}\n"
                 + "{\"level\":\"error\",\"msg\":\"container_linux.go: starting container process caused: exec: \\\"nope\\\": executable file not found in $PATH\"}\n"
                 + "{\"level\":\"info\",\"msg\":\"cleanup\"}\n{\"level\":");
-        assertThat(new Runc("runc", bundle).lastLoggedError(log)).contains("executable file not found");
+        assertThat(new OciRuntime("runc", bundle).lastLoggedError(log)).contains("executable file not found");
         // A real failing runc call: the message names what failed and why.
-        Runc runc = new Runc("runc", bundle.resolve("root"));
+        OciRuntime runc = new OciRuntime("runc", bundle.resolve("root"));
         assertThatThrownBy(() -> runc.run("runc start of container ghost", bundle.resolve("log2.json"),
-                java.util.List.of("start", "ghost"), Runc.Stdio.none(), null))
-                .isInstanceOf(Runc.RuncException.class).hasMessageContaining("runc start of container ghost failed")
+                java.util.List.of("start", "ghost"), OciRuntime.Stdio.none(), null))
+                .isInstanceOf(OciRuntime.Failure.class).hasMessageContaining("runc start of container ghost failed")
                 .hasMessageContaining("ghost");
     }
 }

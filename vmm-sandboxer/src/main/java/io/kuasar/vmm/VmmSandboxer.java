@@ -2,14 +2,13 @@ package io.kuasar.vmm;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
-import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.util.JsonFormat;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.types.Metric;
 import io.kuasar.api.vmm.SetupSandboxRequest;
-import io.kuasar.runc.PodFiles;
+import io.kuasar.sandbox.pod.PodFiles;
 import io.kuasar.sandbox.cgroup.SandboxCgroup;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.mount.Mounts;
@@ -99,7 +98,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
 
     @Override
     public void create(SandboxRecord r) throws IOException {
-        PodSandboxConfig cfg = podConfig(r);
+        PodSandboxConfig cfg = PodFiles.config(r);
         if (!r.netnsPath().isEmpty() && !Files.exists(Path.of(r.netnsPath()))) {
             throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id() + ": network namespace "
                     + r.netnsPath() + " does not exist").asRuntimeException();
@@ -117,7 +116,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
 
     @Override
     public Started start(SandboxRecord r, Instant callerDeadline) throws Exception {
-        PodSandboxConfig cfg = podConfig(r);
+        PodSandboxConfig cfg = PodFiles.config(r);
         Instant deadline = Instant.now().plusSeconds(config.agentTimeoutSecs());
         if (callerDeadline != null && callerDeadline.isBefore(deadline)) {
             deadline = callerDeadline;
@@ -380,17 +379,5 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     @Override
     public Metric metrics(SandboxRecord r) {
         return tasks != null ? tasks.metricsOf(r.id()) : Metric.newBuilder().setId(r.id()).build();
-    }
-
-    static PodSandboxConfig podConfig(SandboxRecord r) {
-        if (r.podConfig() == null || r.podConfigType() == null || !r.podConfigType().endsWith("PodSandboxConfig")) {
-            return null;
-        }
-        try {
-            return PodSandboxConfig.parseFrom(r.podConfig());
-        } catch (InvalidProtocolBufferException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
-                    + ": options is not a valid PodSandboxConfig").asRuntimeException();
-        }
     }
 }

@@ -175,6 +175,57 @@ public final class ProcessReaper implements AutoCloseable {
         return poller.size();
     }
 
+    private final java.util.Set<Integer> adopted = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * Watches (and so reaps) the children of this daemon that another program left to it, as a child subreaper,
+     * and that nobody else watches: those whose {@code argv[0]} {@code orphan} accepts. An OCI runtime that
+     * daemonizes helpers (gVisor's gofers and exec helpers) leaves them here; unreaped, they stay zombies, and the
+     * runtime, polling for them to vanish, times out. Children this JVM started through {@link Process} are never
+     * touched: their argv[0] is the binary's path, and only the JDK reaps them.
+     */
+    public void adoptOrphans(java.util.function.Predicate<String> orphan) {
+        int self = Linux.getpid();
+        java.nio.file.Path tasks = java.nio.file.Path.of("/proc/" + self + "/task");
+        java.util.Set<Integer> children = new java.util.HashSet<>();
+        try (var ts = java.nio.file.Files.list(tasks)) {
+            for (java.nio.file.Path t : (Iterable<java.nio.file.Path>) ts::iterator) {
+                try {
+                    for (String c : java.nio.file.Files.readString(t.resolve("children")).trim().split("\\s+")) {
+                        if (!c.isEmpty()) {
+                            children.add(Integer.parseInt(c));
+                        }
+                    }
+                } catch (java.io.IOException | NumberFormatException gone) {
+                    // the thread ended meanwhile
+                }
+            }
+        } catch (java.io.IOException e) {
+            LOG.debug("cannot list the children of {}: {}", self, e.getMessage());
+            return;
+        }
+        for (int pid : children) {
+            if (adopted.contains(pid) || !orphan.test(argv0(pid))) {
+                continue;
+            }
+            adopted.add(pid);
+            watch(pid).whenComplete((st, t) -> adopted.remove(pid));
+        }
+    }
+
+    private static String argv0(int pid) {
+        try {
+            byte[] cmdline = java.nio.file.Files.readAllBytes(java.nio.file.Path.of("/proc/" + pid + "/cmdline"));
+            int end = 0;
+            while (end < cmdline.length && cmdline[end] != 0) {
+                end++;
+            }
+            return new String(cmdline, 0, end, java.nio.charset.StandardCharsets.UTF_8);
+        } catch (java.io.IOException e) {
+            return "";
+        }
+    }
+
     private void reap(int pid, int pidfd, CompletableFuture<ExitStatus> exit) {
         ExitStatus status;
         try {

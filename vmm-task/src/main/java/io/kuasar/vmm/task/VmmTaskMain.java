@@ -2,7 +2,7 @@ package io.kuasar.vmm.task;
 
 import ch.qos.logback.classic.Level;
 import io.kuasar.runc.HolderLauncher;
-import io.kuasar.runc.Runc;
+import io.kuasar.sandbox.oci.OciRuntime;
 import io.kuasar.runc.RuncRuntime;
 import io.kuasar.sandbox.cgroup.OomMonitor;
 import io.kuasar.sandbox.process.ProcessReaper;
@@ -98,7 +98,7 @@ public final class VmmTaskMain {
         StreamingService streaming = new StreamingService();
         GuestEvents events = new GuestEvents();
         Path monitor = LIBEXEC.resolve("kuasar-monitor");
-        RuncRuntime runc = new RuncRuntime(new Runc("runc", Path.of("/run/containerd/runc/k8s.io")), reaper,
+        RuncRuntime runc = new RuncRuntime(new OciRuntime("runc", Path.of("/run/containerd/runc/k8s.io")), reaper,
                 new StateStore(stateDir), Files.isExecutable(monitor) ? monitor : null, new OomMonitor(poller));
         TaskService tasks = new TaskService(new StreamedRuntime(runc, streaming, StreamedRuntime.IO_DIR), events);
         SandboxService sandbox = new SandboxService(new HolderLauncher(LIBEXEC.resolve("kuasar-holder")),

@@ -1,4 +1,4 @@
-package io.kuasar.runc;
+package io.kuasar.sandbox.oci;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -18,39 +18,56 @@ import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Runs the runc binary. Every call names the runc state root and writes runc's own log as JSON into the bundle,
- * so a failure is reported with runc's real error message instead of a bare exit code.
+ * Runs an OCI runtime's CLI (runc, crun, runsc: they share {@code --root}, {@code --log} and {@code --log-format}).
+ * Every call names the runtime's state root and writes the runtime's own log as JSON into the bundle, so a failure is
+ * reported with the runtime's real error message instead of a bare exit code. Global flags a runtime needs on every
+ * call (runsc's {@code --platform}, {@code --network}) are given once.
  */
-public final class Runc {
-    private static final Logger LOG = LoggerFactory.getLogger(Runc.class);
+public final class OciRuntime {
+    private static final Logger LOG = LoggerFactory.getLogger(OciRuntime.class);
     private static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(60);
 
     private final String binary;
     private final Path root;
     private final List<String> wrapper;
+    private final List<String> globalFlags;
+    private final String installHint;
     private final Duration timeout;
     private final ObjectMapper json = new ObjectMapper();
     private static final Duration KILL_WAIT = Duration.ofSeconds(5);
 
-    public Runc(String binary, Path root) {
-        this(binary, root, List.of(), DEFAULT_TIMEOUT);
+    public OciRuntime(String binary, Path root) {
+        this(binary, root, List.of(), List.of(), "install runc or pass --runc", DEFAULT_TIMEOUT);
     }
 
-    /** {@code wrapper}: a command that runs runc for create/exec, e.g. kuasar-monitor and its flags, then "--". */
-    private Runc(String binary, Path root, List<String> wrapper, Duration timeout) {
+    /** {@code wrapper}: a command that runs the runtime for create/exec, e.g. kuasar-monitor and its flags, then "--". */
+    private OciRuntime(String binary, Path root, List<String> wrapper, List<String> globalFlags, String installHint,
+                       Duration timeout) {
         this.binary = binary;
         this.root = root;
         this.wrapper = wrapper;
+        this.globalFlags = globalFlags;
+        this.installHint = installHint;
         this.timeout = timeout;
     }
 
-    public Runc monitoredBy(List<String> wrapperCommand) {
-        return new Runc(binary, root, List.copyOf(wrapperCommand), timeout);
+    public OciRuntime monitoredBy(List<String> wrapperCommand) {
+        return new OciRuntime(binary, root, List.copyOf(wrapperCommand), globalFlags, installHint, timeout);
     }
 
-    /** How long one runc call may take before it (and everything it started) is killed. */
-    public Runc withTimeout(Duration other) {
-        return new Runc(binary, root, wrapper, other);
+    /** Flags given on every call, after {@code --root} and {@code --log}. */
+    public OciRuntime withGlobalFlags(List<String> flags) {
+        return new OciRuntime(binary, root, wrapper, List.copyOf(flags), installHint, timeout);
+    }
+
+    /** What a "cannot run the binary" error tells the operator to do. */
+    public OciRuntime withInstallHint(String hint) {
+        return new OciRuntime(binary, root, wrapper, globalFlags, hint, timeout);
+    }
+
+    /** How long one call may take before it (and everything it started) is killed. */
+    public OciRuntime withTimeout(Duration other) {
+        return new OciRuntime(binary, root, wrapper, globalFlags, installHint, other);
     }
 
     public String binary() {
@@ -61,12 +78,32 @@ public final class Runc {
         return root;
     }
 
-    public Runc withBinary(String other) {
-        return new Runc(other, root, wrapper, timeout);
+    public OciRuntime withBinary(String other) {
+        return new OciRuntime(other, root, wrapper, globalFlags, installHint, timeout);
     }
 
-    public Runc withRoot(Path other) {
-        return new Runc(binary, other, wrapper, timeout);
+    public OciRuntime withRoot(Path other) {
+        return new OciRuntime(binary, other, wrapper, globalFlags, installHint, timeout);
+    }
+
+    /**
+     * The full command line of one call, for callers that run a long-lived call themselves ({@code wait}, an attached
+     * {@code exec}); no wrapper.
+     */
+    public List<String> command(Path logFile, List<String> args) {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(binary);
+        cmd.add("--root");
+        cmd.add(root.toString());
+        if (logFile != null) {
+            cmd.add("--log");
+            cmd.add(logFile.toString());
+            cmd.add("--log-format");
+            cmd.add("json");
+        }
+        cmd.addAll(globalFlags);
+        cmd.addAll(args);
+        return cmd;
     }
 
     /** Standard streams for a runc invocation whose child inherits them (create, exec). */
@@ -86,16 +123,7 @@ public final class Runc {
      */
     public Result run(String what, Path logFile, List<String> args, Stdio stdio, byte[] input) throws IOException {
         List<String> cmd = new ArrayList<>(wrapper);
-        cmd.add(binary);
-        cmd.add("--root");
-        cmd.add(root.toString());
-        if (logFile != null) {
-            cmd.add("--log");
-            cmd.add(logFile.toString());
-            cmd.add("--log-format");
-            cmd.add("json");
-        }
-        cmd.addAll(args);
+        cmd.addAll(command(logFile, args));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         Path errFile = null;
         if (stdio.in() != null) {
@@ -125,7 +153,7 @@ public final class Runc {
                 p = pb.start();
             } catch (IOException e) {
                 throw Status.FAILED_PRECONDITION.withDescription("cannot run " + binary + ": " + e.getMessage()
-                        + " (install runc or pass --runc)").asRuntimeException();
+                        + " (" + installHint + ")").asRuntimeException();
             }
             if (input != null) {
                 try (var os = p.getOutputStream()) {
@@ -136,13 +164,13 @@ public final class Runc {
             try {
                 done = p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS);
             } catch (InterruptedException e) {
-                ProcessReaper.killTree(p, KILL_WAIT); // runc, `runc init` and a monitor must not run on
+                ProcessReaper.killTree(p, KILL_WAIT); // the runtime, `runc init` and a monitor must not run on
                 Thread.currentThread().interrupt();
                 throw Status.CANCELLED.withDescription(what + " interrupted").asRuntimeException();
             }
             if (!done) {
                 ProcessReaper.killTree(p, KILL_WAIT);
-                throw Status.DEADLINE_EXCEEDED.withDescription(what + ": runc did not finish within "
+                throw Status.DEADLINE_EXCEEDED.withDescription(what + ": " + binary + " did not finish within "
                         + timeout.toMillis() + " ms; it was killed").asRuntimeException();
             }
             String out = captureOut ? Files.readString(outFile, StandardCharsets.UTF_8) : "";
@@ -153,7 +181,7 @@ public final class Runc {
                     reason = err.isEmpty() ? "exit status " + p.exitValue() : err;
                 }
                 LOG.debug("{} failed: {}", what, reason);
-                throw new RuncException(what, p.exitValue(), reason);
+                throw new Failure(what, p.exitValue(), reason);
             }
             return new Result(0, out, err);
         } finally {
@@ -166,8 +194,8 @@ public final class Runc {
         }
     }
 
-    /** runc's JSON log: one object per line; the last "error" level message is the cause of a failure. */
-    String lastLoggedError(Path logFile) {
+    /** The runtime's JSON log: one object per line; the last "error" level message is the cause of a failure. */
+    public String lastLoggedError(Path logFile) {
         if (logFile == null || !Files.exists(logFile)) {
             return null;
         }
@@ -193,12 +221,12 @@ public final class Runc {
         return null;
     }
 
-    /** runc exited non-zero. */
-    public static final class RuncException extends IOException {
+    /** The runtime exited non-zero. */
+    public static final class Failure extends IOException {
         private final int exitCode;
         private final String reason;
 
-        RuncException(String what, int exitCode, String reason) {
+        Failure(String what, int exitCode, String reason) {
             super(what + " failed: " + reason);
             this.exitCode = exitCode;
             this.reason = reason;

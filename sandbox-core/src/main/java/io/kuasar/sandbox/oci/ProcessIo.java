@@ -1,4 +1,4 @@
-package io.kuasar.runc;
+package io.kuasar.sandbox.oci;
 
 import io.grpc.Status;
 import org.slf4j.Logger;
@@ -17,38 +17,38 @@ import java.util.List;
  * runs, we hold each output FIFO open read-write: that keeps a writer from dying of SIGPIPE while containerd is
  * restarting and has no reader on it (containerd's runc shim does the same).
  */
-final class ProcessIo implements AutoCloseable {
+public final class ProcessIo implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessIo.class);
     private static final File DEV_NULL = new File("/dev/null");
-    /** runc's own stdio when the process has a terminal (the process talks to the pty instead). */
-    static final Runc.Stdio NULL_STDIO = new Runc.Stdio(DEV_NULL, DEV_NULL, DEV_NULL);
+    /** The runtime's own stdio when the process has a terminal (the process talks to the pty instead). */
+    public static final OciRuntime.Stdio NULL_STDIO = new OciRuntime.Stdio(DEV_NULL, DEV_NULL, DEV_NULL);
 
     private final File stdin;
     private final File stdout;
     private final File stderr;
     private final List<RandomAccessFile> keepAlive = new ArrayList<>();
 
-    ProcessIo(String owner, String stdin, String stdout, String stderr) {
+    public ProcessIo(String owner, String stdin, String stdout, String stderr) {
         this.stdin = resolve(owner, "stdin", stdin);
         this.stdout = resolve(owner, "stdout", stdout);
         this.stderr = resolve(owner, "stderr", stderr);
     }
 
-    File stdinFile() {
+    public File stdinFile() {
         return stdin;
     }
 
-    File stdoutFile() {
+    public File stdoutFile() {
         return stdout;
     }
 
-    Runc.Stdio stdio() {
-        return new Runc.Stdio(stdin == null ? DEV_NULL : stdin, stdout == null ? DEV_NULL : stdout,
+    public OciRuntime.Stdio stdio() {
+        return new OciRuntime.Stdio(stdin == null ? DEV_NULL : stdin, stdout == null ? DEV_NULL : stdout,
                 stderr == null ? DEV_NULL : stderr);
     }
 
     /** Holds the output FIFOs open (see the class comment); call once the process exists. */
-    void holdOutputs() {
+    public void holdOutputs() {
         for (File f : new File[]{stdout, stderr}) {
             if (f != null && isFifo(f)) {
                 try {

@@ -1,4 +1,4 @@
-package io.kuasar.runc;
+package io.kuasar.sandbox.pod;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -7,6 +7,7 @@ import io.kuasar.api.cri.v1.DNSConfig;
 import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.sys.Linux;
 
 import java.io.IOException;
@@ -28,14 +29,14 @@ public final class PodFiles {
     public static final String HOSTNAME = "hostname";
     public static final String HOSTS = "hosts";
     public static final String RESOLV = "resolv.conf";
-    static final String SHM = "shm";
+    public static final String SHM = "shm";
     private static final long SHM_SIZE = 64L << 20;
 
     private PodFiles() {
     }
 
     /** Writes the pod's files and mounts its shm (a tmpfs; IPC=NODE pods use the host's /dev/shm instead). */
-    static void prepare(Path dir, PodSandboxConfig cfg, String hostname) throws IOException {
+    public static void prepare(Path dir, PodSandboxConfig cfg, String hostname) throws IOException {
         String name = hostname != null ? hostname : hostHostname();
         AtomicFiles.write(dir.resolve(HOSTNAME), (name + "\n").getBytes(StandardCharsets.UTF_8));
         AtomicFiles.write(dir.resolve(HOSTS), hosts(name));
@@ -52,14 +53,14 @@ public final class PodFiles {
     }
 
     /** Unmounts the pod's shm; harmless if it is not mounted. */
-    static void release(Path dir) {
+    public static void release(Path dir) {
         Linux.umount(dir.resolve(SHM).toString(), Linux.MNT_DETACH);
     }
 
     /**
      * Adds the pod's files to a container spec (in place). Returns false if the spec needed nothing.
      */
-    static boolean inject(ObjectNode spec, Path dir) {
+    public static boolean inject(ObjectNode spec, Path dir) {
         if (!Files.exists(dir.resolve(HOSTNAME))) {
             return false;
         }
@@ -94,6 +95,19 @@ public final class PodFiles {
         return changed;
     }
 
+    /** The PodSandboxConfig containerd sent with the sandbox (its options); null if it sent none. */
+    public static PodSandboxConfig config(SandboxRecord r) {
+        if (r.podConfig() == null || r.podConfigType() == null || !r.podConfigType().endsWith("PodSandboxConfig")) {
+            return null;
+        }
+        try {
+            return PodSandboxConfig.parseFrom(r.podConfig());
+        } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+            throw io.grpc.Status.INVALID_ARGUMENT.withDescription("sandbox " + r.id()
+                    + ": options is not a valid PodSandboxConfig").asRuntimeException();
+        }
+    }
+
     public static byte[] hosts(String hostname) {
         String s = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                 + "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
@@ -124,7 +138,7 @@ public final class PodFiles {
         return Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
     }
 
-    static boolean isMountPoint(Path p) {
+    public static boolean isMountPoint(Path p) {
         try {
             String target = p.toAbsolutePath().toString();
             for (String line : Files.readAllLines(Path.of("/proc/self/mounts"))) {
