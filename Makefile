@@ -12,6 +12,8 @@
 #                            VMM_IMAGE_ARGS=--force rebuilds; docs/vmm-image.md)
 #   make wasm-engines        fetch trixie's WasmEdge into /var/lib/kuasar/wasmedge for wasm-sandboxer's wasmedge
 #                            engine (root; a private root, nothing installed; docs/wasm.md)
+#   make runsc               fetch trixie's gVisor runsc into /var/lib/kuasar/runsc for quark-sandboxer's gvisor
+#                            backend (root; a static binary, nothing installed; docs/quark.md)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 JAVA_HOME ?= /usr/lib/jvm/temurin-25-jdk-amd64
@@ -35,7 +37,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
 # room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
 WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
 
-.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image wasm-engines clean check-jdk
+.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image wasm-engines runsc clean check-jdk
 
 all: build
 
@@ -73,11 +75,20 @@ install: build
 	    -e 's|@MAIN@|io.kuasar.wasm.WasmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/wasm-sandboxer
 	chmod 0755 $(BIN)/wasm-sandboxer
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-wasm.service > $(UNITDIR)/kuasar-wasm.service
+	install -d $(LIBDIR)/quark-sandboxer
+	rm -f $(LIBDIR)/quark-sandboxer/*.jar
+	install -m 0644 quark-sandboxer/target/lib/*.jar quark-sandboxer/target/quark-sandboxer-*[0-9T].jar $(LIBDIR)/quark-sandboxer/
+	install -m 0755 quark-sandboxer/target/libexec/kuasar-pause $(LIBEXEC)/
+	sed -e 's|@NAME@|quark-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
+	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/quark-sandboxer|' \
+	    -e 's|@MAIN@|io.kuasar.quark.QuarkSandboxerMain|' packaging/bin/launcher.in > $(BIN)/quark-sandboxer
+	chmod 0755 $(BIN)/quark-sandboxer
+	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-quark.service > $(UNITDIR)/kuasar-quark.service
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
 
-test: check-jdk wasm-engines
+test: check-jdk wasm-engines runsc
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=
 
 e2e: build
@@ -97,6 +108,9 @@ quickstart:
 
 wasm-engines:
 	./wasm-sandboxer/packaging/fetch-wasmedge.sh
+
+runsc:
+	./quark-sandboxer/packaging/fetch-runsc.sh
 
 vmm-image:
 	./vmm-task/image/build-image.sh $(VMM_IMAGE_ARGS)

@@ -382,6 +382,12 @@ state = '$wd/state'
         io_type = 'fifo'
         container_annotations = ['io.kuasar.wasm.*']   # the engine a container asks for
 
+      # Kuasar Quark sandboxer with its gVisor backend: one gVisor sandbox per pod (\$KUASAR_E2E_QUARK_SOCKET).
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-quark]
+        runtime_type = 'io.containerd.kuasar-quark.v1'
+        sandboxer = 'quark'
+        io_type = 'fifo'
+
       # The same, on a second vmm-sandboxer whose share_fs is VirtioFS (\$KUASAR_E2E_VMMFS_SOCKET).
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-vmm-virtiofs]
         runtime_type = 'io.containerd.kuasar-vmm.v1'
@@ -403,6 +409,9 @@ state = '$wd/state'
   [proxy_plugins.wasm]
     type = 'sandbox'
     address = '${KUASAR_E2E_WASM_SOCKET:-$wd/wasm-sandboxer.sock}'
+  [proxy_plugins.quark]
+    type = 'sandbox'
+    address = '${KUASAR_E2E_QUARK_SOCKET:-$wd/quark-sandboxer.sock}'
   [proxy_plugins.vmmfs]
     type = 'sandbox'
     address = '${KUASAR_E2E_VMMFS_SOCKET:-$wd/vmmfs-sandboxer.sock}'

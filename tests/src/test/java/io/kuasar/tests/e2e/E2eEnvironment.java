@@ -64,6 +64,8 @@ public final class E2eEnvironment implements AutoCloseable {
     private final VmmDaemon vmmfs;
     /** The Wasm sandboxer, started by the first test that asks for it ({@link #wasmCri()}). */
     private final VmmDaemon wasm;
+    /** quark-sandboxer with its gVisor backend, started by the first test that asks for it ({@link #quarkCri()}). */
+    private final VmmDaemon quark;
     private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
 
     private E2eEnvironment() throws IOException {
@@ -89,6 +91,13 @@ public final class E2eEnvironment implements AutoCloseable {
                     wasmEngines();
                     return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of());
                 });
+        // Not below the workdir: console sockets live in <dir>/console/ and must fit into sun_path.
+        quark = new VmmDaemon("kuasar-quark", workdir.resolve("quark.sock"), Path.of("/run/kq-" + n),
+                workdir.resolve("quark-sandboxer.log"), d -> {
+                    log("make runsc");
+                    Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "runsc");
+                    return launchDaemon("quark-sandboxer", d.sock, d.dir, d.log, List.of("--backend", "gvisor"));
+                });
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -98,6 +107,7 @@ public final class E2eEnvironment implements AutoCloseable {
         childEnv.put("KUASAR_E2E_VMM_SOCKET", vmm.sock.toString());
         childEnv.put("KUASAR_E2E_VMMFS_SOCKET", vmmfs.sock.toString());
         childEnv.put("KUASAR_E2E_WASM_SOCKET", wasm.sock.toString());
+        childEnv.put("KUASAR_E2E_QUARK_SOCKET", quark.sock.toString());
     }
 
     private static String envOr(String name, String dflt) {
@@ -282,6 +292,24 @@ public final class E2eEnvironment implements AutoCloseable {
 
     public boolean wasmSandboxerAlive() {
         return wasm.alive();
+    }
+
+    /** A CRI client for the {@code kuasar-quark} handler (gVisor); the first call starts quark-sandboxer. */
+    public CriClient quarkCri() {
+        return quark.cri();
+    }
+
+    public Path quarkStateDir() {
+        return quark.dir;
+    }
+
+    public boolean quarkSandboxerAlive() {
+        return quark.alive();
+    }
+
+    /** kill -9 of quark-sandboxer (its gVisor sandboxes live on), then a new daemon on the same state. */
+    public void killAndRestartQuarkSandboxer() {
+        quark.killAndRestart();
     }
 
     /** kill -9 of wasm-sandboxer with whatever runs in it, then a new daemon on the same state. */
@@ -638,6 +666,8 @@ public final class E2eEnvironment implements AutoCloseable {
                 + Host.tail(vmmfs.log, 80) + "\n" : "")
                 + (Files.exists(wasm.log) ? "---- wasm-sandboxer log (" + wasm.log + ") ----\n"
                 + Host.tail(wasm.log, 80) + "\n" : "")
+                + (Files.exists(quark.log) ? "---- quark-sandboxer log (" + quark.log + ") ----\n"
+                + Host.tail(quark.log, 80) + "\n" : "")
                 + "---- runc-sandboxer log (" + sandboxerLog + ") ----\n" + Host.tail(sandboxerLog, 60)
                 + "\n---- containerd log (" + containerdLog() + ") ----\n" + Host.tail(containerdLog(), 60);
     }
@@ -679,6 +709,7 @@ public final class E2eEnvironment implements AutoCloseable {
         vmm.stop(problems);
         vmmfs.stop(problems);
         wasm.stop(problems);
+        quark.stop(problems);
         if (cri != null) {
             if (sandboxer != null && sandboxer.isAlive()) {
                 problems.addAll(cri.cleanupAll());
@@ -692,6 +723,7 @@ public final class E2eEnvironment implements AutoCloseable {
         unmountLeftovers(problems);
         vmm.removeDir();
         vmmfs.removeDir();
+        quark.removeDir();
         try {
             Path log = ctrdDir.resolve("containerd.log");
             if (Files.exists(log)) {

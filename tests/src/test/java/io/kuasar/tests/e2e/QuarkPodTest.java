@@ -1,0 +1,164 @@
+package io.kuasar.tests.e2e;
+
+import io.kuasar.api.cri.v1.ContainerState;
+import io.kuasar.api.cri.v1.PodSandboxState;
+import io.kuasar.tests.cri.CriClient;
+import io.kuasar.tests.cri.StreamClient;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * App-kernel pods on the {@code kuasar-quark} handler with quark-sandboxer's gVisor backend: real runsc (trixie's,
+ * systrap platform, gVisor's own network stack), one gVisor sandbox per pod, driven by containerd's CRI.
+ */
+@Tag("e2e")
+@ExtendWith(E2eExtension.class)
+class QuarkPodTest {
+    private static final Duration STREAM = Duration.ofSeconds(30);
+
+    @Test
+    void aPodIsAGvisorSandboxWithExecLogsNetworkAndSharedNamespacesAndLeavesNothingBehind(E2eEnvironment env)
+            throws Exception {
+        CriClient cri = env.quarkCri();
+        long t0 = System.nanoTime();
+        CriClient.Pod pod = cri.runPod("gvpod", false);
+        E2eEnvironment.log("kuasar-quark (gVisor) RunPodSandbox took " + (System.nanoTime() - t0) / 1_000_000 + " ms");
+        String c1 = cri.runContainer(pod, "web", CriClient.ContainerOptions.defaults().logPath("web.log"), "sh", "-c",
+                "dmesg | head -n 3; mkdir -p /www; echo hello-from-gvisor > /www/index.html; "
+                        + "exec httpd -f -p 8080 -h /www");
+
+        // The container runs on gVisor's kernel: its dmesg is the sentry's, in the container's log.
+        Path log = pod.logDirectory().resolve("web.log");
+        awaitContains(log, "Starting gVisor", Duration.ofSeconds(30));
+
+        // Exec: both streams and the real exit code.
+        CriClient.ExecResult r = cri.execSync(c1, "sh", "-c", "echo out; echo err >&2; exit 7");
+        assertThat(r.exitCode()).isEqualTo(7);
+        assertThat(r.stdout()).isEqualTo("out\n");
+        assertThat(r.stderr()).isEqualTo("err\n");
+
+        // Network: the pod IP answers from the host, served by the container through gVisor's network stack.
+        String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
+        assertThat(ip).startsWith(env.subnet().substring(0, env.subnet().lastIndexOf('.')));
+        assertThat(httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30))).isEqualTo("hello-from-gvisor\n");
+
+        // A second container joins the same sandbox: same IPC, UTS and network namespaces, the pod's hostname, and
+        // the first one's server on 127.0.0.1.
+        String c2 = cri.runContainer(pod, "side", "sleep", "1000");
+        String ns1 = cri.execSync(c1, "sh", "-c", "readlink /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/net; "
+                + "hostname").stdout();
+        String ns2 = cri.execSync(c2, "sh", "-c", "readlink /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/net; "
+                + "hostname").stdout();
+        assertThat(ns2).isEqualTo(ns1).contains("gvpod");
+        CriClient.ExecResult local = cri.execSync(c2, "wget", "-qO-", "http://127.0.0.1:8080/");
+        assertThat(local.stdout()).isEqualTo("hello-from-gvisor\n");
+
+        // Exec with a terminal, resized from the client. (gVisor's `tty` answers "not a tty" for its ptys, a quirk of
+        // its ttyname: test -t asks the kernel instead.)
+        try (StreamClient.Session s = StreamClient.open(cri.execUrl(c2, true, true, "sh"), STREAM)) {
+            s.resize(100, 30);
+            s.sendStdin("i=0; while [ \"$(stty size 2>&1)\" != '30 100' ] && [ $i -lt 100 ]; do i=$((i+1)); "
+                    + "sleep 0.1; done; test -t 0 && echo on-a-terminal; stty size; exit 4\n");
+            StreamClient.Result tty = s.await(STREAM);
+            assertThat(tty.stdout()).contains("\non-a-terminal").contains("\n30 100");
+            assertThat(tty.exitCode()).as(tty.status()).isEqualTo(4);
+        }
+
+        // Stats from gVisor's accounting; a container that exits reports its real code.
+        var stats = cri.containerStats(c1);
+        assertThat(stats.getMemory().getWorkingSetBytes().getValue()).isPositive();
+        String quitter = cri.runContainer(pod, "quitter", "sh", "-c", "exit 3");
+        assertThat(awaitExit(cri, quitter).getExitCode()).isEqualTo(3);
+
+        // Stop and remove: no runsc process, mount, cgroup or file of the pod is left.
+        Path sandboxDir = env.quarkStateDir().resolve("sandboxes").resolve(pod.id());
+        assertThat(Host.pidsWithCmdline(pod.id())).as("gVisor processes of the pod while it runs").isNotEmpty();
+        cri.stopAndRemovePod(pod.id());
+        assertThat(Host.pidsWithCmdline(pod.id())).as("gVisor processes of the pod").isEmpty();
+        assertThat(Host.mountsMentioning(pod.id())).isEmpty();
+        assertThat(sandboxDir).doesNotExist();
+        try (var hierarchies = Files.list(Path.of("/sys/fs/cgroup"))) {
+            assertThat(hierarchies.map(h -> h.resolve("kuasar-quark").resolve(pod.id())).filter(Files::exists)
+                    .toList()).as("cgroups of the pod").isEmpty();
+        }
+        assertThat(env.quarkSandboxerAlive()).isTrue();
+    }
+
+    @Test
+    void anAppKernelKilledUnderARunningPodMakesItNotReadyAndItCanStillBeRemoved(E2eEnvironment env)
+            throws Exception {
+        CriClient cri = env.quarkCri();
+        CriClient.Pod pod = cri.runPod("gvkill", false);
+        String c = cri.runContainer(pod, "c", "sleep", "1000");
+        List<Long> sentry = Host.pidsWithCmdline("runsc-sandbox").stream()
+                .filter(p -> Host.read(Path.of("/proc/" + p + "/cmdline")).contains(pod.id())).toList();
+        assertThat(sentry).hasSize(1);
+        ProcessHandle.of(sentry.getFirst()).orElseThrow().destroyForcibly();
+
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (cri.podStatus(pod.id(), false).getStatus().getState() != PodSandboxState.SANDBOX_NOTREADY
+                || cri.containerStatus(c).getState() != ContainerState.CONTAINER_EXITED) {
+            assertThat(System.nanoTime()).as("pod NOTREADY and container EXITED within 30 s").isLessThan(end);
+            Thread.sleep(200);
+        }
+        assertThat(cri.containerStatus(c).getExitCode()).isEqualTo(137);
+        cri.stopAndRemovePod(pod.id());
+        assertThat(Host.pidsWithCmdline(pod.id())).as("gVisor processes of the pod").isEmpty();
+        assertThat(Host.mountsMentioning(pod.id())).isEmpty();
+        assertThat(env.quarkSandboxerAlive()).isTrue();
+    }
+
+    private static io.kuasar.api.cri.v1.ContainerStatus awaitExit(CriClient cri, String id) throws Exception {
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (true) {
+            var st = cri.containerStatus(id);
+            if (st.getState() == ContainerState.CONTAINER_EXITED) {
+                return st;
+            }
+            assertThat(System.nanoTime()).as("container %s exits within 30 s", id).isLessThan(end);
+            Thread.sleep(100);
+        }
+    }
+
+    private static void awaitContains(Path file, String text, Duration max) throws Exception {
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            String content = Files.exists(file) ? Files.readString(file) : "";
+            if (content.contains(text)) {
+                return;
+            }
+            assertThat(System.nanoTime()).as(file + " should contain '" + text + "', has: " + content).isLessThan(end);
+            Thread.sleep(200);
+        }
+    }
+
+    private static String httpGet(String url, Duration max) throws Exception {
+        HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            try {
+                HttpResponse<String> resp = http.send(HttpRequest.newBuilder(URI.create(url))
+                        .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
+                return resp.body();
+            } catch (IOException e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(500);
+            }
+        }
+    }
+}
