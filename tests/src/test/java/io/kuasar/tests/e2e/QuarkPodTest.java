@@ -121,6 +121,34 @@ class QuarkPodTest {
         assertThat(env.quarkSandboxerAlive()).isTrue();
     }
 
+    @Test
+    void podsSurviveAKillOfTheDaemonAndAreManagedByTheNextOne(E2eEnvironment env) throws Exception {
+        CriClient cri = env.quarkCri();
+        CriClient.Pod pod = cri.runPod("gvrestart", false);
+        String talker = cri.runContainer(pod, "talker", CriClient.ContainerOptions.defaults().logPath("talker.log"),
+                "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done");
+        String quitter = cri.runContainer(pod, "quitter", "sh", "-c", "sleep 4; exit 5");
+        Path log = pod.logDirectory().resolve("talker.log");
+        awaitContains(log, "tick-3", Duration.ofSeconds(20));
+
+        env.killAndRestartQuarkSandboxer();
+        Cri.awaitControllerReachable(cri, pod.id());
+
+        assertThat(cri.podStatus(pod.id(), false).getStatus().getState()).isEqualTo(PodSandboxState.SANDBOX_READY);
+        assertThat(cri.containerStatus(talker).getState()).isEqualTo(ContainerState.CONTAINER_RUNNING);
+        // its output kept flowing (the sandbox holds containerd's FIFOs), exec works, a real exit code arrives
+        int ticks = (int) Files.readString(log).lines().filter(l -> l.contains("tick-")).count();
+        awaitContains(log, "tick-" + (ticks + 5), Duration.ofSeconds(20));
+        CriClient.ExecResult r = cri.execSync(talker, "sh", "-c", "echo after-restart; exit 3");
+        assertThat(r.stdout()).isEqualTo("after-restart\n");
+        assertThat(r.exitCode()).isEqualTo(3);
+        assertThat(awaitExit(cri, quitter).getExitCode()).isEqualTo(5);
+
+        cri.stopAndRemovePod(pod.id());
+        assertThat(Host.pidsWithCmdline(pod.id())).as("gVisor processes of the pod").isEmpty();
+        assertThat(Host.mountsMentioning(pod.id())).isEmpty();
+    }
+
     private static io.kuasar.api.cri.v1.ContainerStatus awaitExit(CriClient cri, String id) throws Exception {
         long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
         while (true) {
