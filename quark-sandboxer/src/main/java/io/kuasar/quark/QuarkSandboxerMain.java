@@ -3,6 +3,7 @@ package io.kuasar.quark;
 import io.kuasar.quark.gvisor.GvisorRuntime;
 import io.kuasar.quark.gvisor.GvisorSandboxer;
 import io.kuasar.quark.gvisor.Runsc;
+import io.kuasar.quark.quark.QuarkSandboxer;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.task.TaskService;
@@ -12,6 +13,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -44,6 +46,10 @@ public final class QuarkSandboxerMain extends SandboxerDaemon {
     @Option(names = "--quark", description = "Quark's binary for the quark backend (default: ${DEFAULT-VALUE}, from PATH)")
     String quarkBinary = "quark";
 
+    @Option(names = "--quark-config", description = "Quark's own config, which must have \"Sandboxed\": true and "
+            + "\"ShimMode\": false (default: ${DEFAULT-VALUE})")
+    Path quarkConfig = Path.of("/etc/quark/config.json");
+
     public QuarkSandboxerMain() {
         listen = Path.of("/run/quark-sandboxer.sock");
         dir = Path.of("/run/kuasar-quark");
@@ -75,9 +81,11 @@ public final class QuarkSandboxerMain extends SandboxerDaemon {
         return new Parts(sandboxer, tasks.services(), tasks, List.of(events, sweeper::shutdownNow));
     }
 
+    /** Quark serves the Task API itself (its task socket): this daemon serves none. */
     private Parts quark(Context ctx) {
-        throw new CommandLine.ParameterException(new CommandLine(this), "the quark backend is not built yet; use "
-                + "--backend gvisor");
+        QuarkSandboxer sandboxer = new QuarkSandboxer(quarkBinary, quarkConfig, ctx.store(), ctx.reaper(),
+                Duration.ofSeconds(30));
+        return new Parts(sandboxer, List.of(), null, List.of());
     }
 
     public static void main(String[] args) {

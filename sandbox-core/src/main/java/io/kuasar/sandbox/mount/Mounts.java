@@ -84,6 +84,37 @@ public final class Mounts {
         return true;
     }
 
+    /**
+     * Unmounts (lazily) every mount at or below {@code dir}, deepest first, as Kuasar's cleanup_mounts; returns how
+     * many there were.
+     */
+    public static int unmountBelow(Path dir) {
+        String prefix = dir.toAbsolutePath().normalize().toString();
+        List<String> targets = new ArrayList<>();
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/self/mounts"))) {
+                String[] f = line.split(" ");
+                if (f.length > 1) {
+                    String t = f[1].replace("\\040", " ");
+                    if (t.equals(prefix) || t.startsWith(prefix + "/")) {
+                        targets.add(t);
+                    }
+                }
+            }
+        } catch (IOException e) {
+            LOG.warn("cannot read /proc/self/mounts: {}", e.getMessage());
+            return 0;
+        }
+        targets.sort(java.util.Comparator.comparingInt(String::length).reversed());
+        int n = 0;
+        for (String t : targets) {
+            if (Linux.umount(t, Linux.MNT_DETACH)) {
+                n++;
+            }
+        }
+        return n;
+    }
+
     /** Unmounts (lazily) everything stacked on {@code target}; returns how many mounts there were. */
     public static int unmountAll(Path target) {
         int n = 0;

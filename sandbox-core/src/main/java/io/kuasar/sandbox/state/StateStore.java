@@ -24,6 +24,7 @@ import java.util.stream.Stream;
  *   &lt;dir&gt;/sandboxes/&lt;id&gt;/sandbox.json   one per sandbox, written atomically (plus the sandboxer's files)
  *   &lt;dir&gt;/tasks/&lt;container&gt;.json         the Task API's container records
  *   &lt;dir&gt;/tty/                             console sockets (short paths: sockets are limited to 108 bytes)
+ *   &lt;dir&gt;/sock/                            sockets a sandbox's own programs listen on (Quark's task socket)
  *   &lt;dir&gt;/broken/                          records that could not be read, moved aside and kept for inspection
  *   &lt;dir&gt;/failed/                          what explains the last few failed starts (e.g. a VM's console log)
  * </pre>
@@ -37,11 +38,12 @@ public final class StateStore {
     static final String SANDBOXES = "sandboxes";
     static final String TASKS = "tasks";
     static final String TTY = "tty";
+    static final String SOCK = "sock";
     static final String BROKEN = "broken";
     static final String FAILED = "failed";
     /** How many diagnostics of failed starts are kept: enough to compare, never a growing pile. */
     static final int FAILED_KEPT = 8;
-    private static final Set<String> RESERVED = Set.of(SANDBOXES, TASKS, TTY, BROKEN, FAILED);
+    private static final Set<String> RESERVED = Set.of(SANDBOXES, TASKS, TTY, SOCK, BROKEN, FAILED);
 
     private final Path root;
     private final Path sandboxes;
@@ -72,6 +74,11 @@ public final class StateStore {
     /** Where console sockets are created. */
     public Path consoleDir() {
         return root.resolve(TTY);
+    }
+
+    /** Where a sandbox's own programs listen (a short path, as {@link #consoleDir()}). */
+    public Path socketDir() {
+        return root.resolve(SOCK);
     }
 
     public void save(SandboxRecord record) throws IOException {
