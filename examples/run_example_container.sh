@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Kuasar's example, self-contained: build Kuasar (Java), start a private containerd 2.x and the sandboxer of the
 # chosen runtime handler, run one pod whose busybox container prints a greeting (on kuasar-vmm: from inside its VM,
-# with the guest's kernel), show it, and clean everything up. Run as root on Debian 12.
+# with the guest's kernel; on kuasar-quark: on gVisor's app kernel), show it, and clean everything up. Run as root on
+# Debian 12.
 #
-#   examples/run_example_container.sh [kuasar-runc|kuasar-vmm|kuasar-wasm]   (default kuasar-runc; `make quickstart`)
+#   examples/run_example_container.sh [kuasar-runc|kuasar-vmm|kuasar-wasm|kuasar-quark]
+#                                     (default kuasar-runc; `make quickstart`)
 #
 # Unlike Kuasar's script it needs no crictl (Debian 12 has none) and no node-wide containerd: the pod is driven
 # through containerd's CRI by the project's Java CRI client, and everything it starts is private and removed.
@@ -14,8 +16,8 @@ case "$HANDLER" in
     kuasar-runc) SBX=runc-sandboxer ;;
     kuasar-vmm) SBX=vmm-sandboxer ;;
     kuasar-wasm) SBX=wasm-sandboxer ;;
-    kuasar-quark) echo "$HANDLER: not built yet (see the README's status table)" >&2; exit 2 ;;
-    *) echo "usage: $0 [kuasar-runc|kuasar-vmm|kuasar-wasm]" >&2; exit 2 ;;
+    kuasar-quark) SBX=quark-sandboxer ;;
+    *) echo "usage: $0 [kuasar-runc|kuasar-vmm|kuasar-wasm|kuasar-quark]" >&2; exit 2 ;;
 esac
 WORK="${KUASAR_QUICKSTART_DIR:-/tmp/kuasar-example-${HANDLER#kuasar-}}"
 # The sandboxer's --dir: short, since a VM's sockets live in <dir>/sandboxes/<64-hex id>/ and a socket path has
@@ -42,6 +44,7 @@ on_error() {
         *build*) echo "  fix: see the Maven output above; the build needs JDK 25 in JAVA_HOME and Maven Central" >&2 ;;
         *containerd*) echo "  fix: see $WORK/ctrd/containerd.log" >&2 ;;
         *image*) echo "  fix: see $WORK/vmm-image.log (docs/vmm-image.md)" >&2 ;;
+        *runsc*) echo "  fix: see $WORK/runsc.log (make runsc; docs/quark.md)" >&2 ;;
         *sandboxer*|*pod*) echo "  fix: see $WORK/$SBX.log and $WORK/ctrd/containerd.log" >&2 ;;
     esac
 }
@@ -57,6 +60,7 @@ trap cleanup EXIT
 
 STEPS=7
 [ "$HANDLER" = kuasar-vmm ] && STEPS=8
+[ "$HANDLER" = kuasar-quark ] && STEPS=8
 step 1/$STEPS "checking prerequisites"
 [ "$(id -u)" = 0 ] || { echo "run as root: containers need it"; exit 1; }
 "$REPO/packaging/check-jdk.sh" "$JAVA_HOME" || exit 1
@@ -88,6 +92,11 @@ if [ "$HANDLER" = kuasar-vmm ]; then
     make -C "$REPO" --no-print-directory vmm-image >"$WORK/vmm-image.log" 2>&1 || { tail -20 "$WORK/vmm-image.log" >&2; false; }
     ls -l /var/lib/kuasar/vmlinux.bin /var/lib/kuasar/kuasar.initrd | awk '{print "    " $NF ": " $5 " bytes"}'
 fi
+if [ "$HANDLER" = kuasar-quark ]; then
+    step 4/$STEPS "gVisor: trixie's runsc into /var/lib/kuasar/runsc (cached)"
+    make -C "$REPO" --no-print-directory runsc >"$WORK/runsc.log" 2>&1 || { tail -20 "$WORK/runsc.log" >&2; false; }
+    echo "    $(/var/lib/kuasar/runsc/runsc --version | head -1)"
+fi
 N=$((STEPS - 3))
 step $N/$STEPS "preparing containerd 2.x and the busybox image (private cache)"
 "$REPO/tests/e2e/env.sh" setup >/dev/null
@@ -98,6 +107,7 @@ SOCK="$WORK/$SBX.sock"
 args=(--listen "$SOCK" --dir "$STATE" --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc")
 # The shipped QEMU config (make install keeps an edited /var/lib/kuasar/config.toml; this example uses its own).
 [ "$HANDLER" = kuasar-vmm ] && args+=(--config "$REPO/vmm-sandboxer/config_qemu_x86_64.toml")
+[ "$HANDLER" = kuasar-quark ] && args+=(--backend gvisor)
 "$PREFIX/bin/$SBX" "${args[@]}" > "$WORK/$SBX.log" 2>&1 &
 SBX_PID=$!
 for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
@@ -107,7 +117,7 @@ echo "    pid $SBX_PID, Sandbox API on $SOCK"
 step $((N + 2))/$STEPS "starting containerd (private state in $WORK/ctrd)"
 RUNC_SOCK="$SOCK"; [ "$HANDLER" != kuasar-runc ] && RUNC_SOCK="$WORK/runc-sandboxer.sock" # its plugin stays unused
 KUASAR_E2E_VMM_SOCKET="$WORK/vmm-sandboxer.sock" KUASAR_E2E_WASM_SOCKET="$WORK/wasm-sandboxer.sock" \
-    KUASAR_SHIM_DIR="$PREFIX/bin" \
+    KUASAR_E2E_QUARK_SOCKET="$WORK/quark-sandboxer.sock" KUASAR_SHIM_DIR="$PREFIX/bin" \
     "$REPO/tests/e2e/env.sh" start-containerd "$WORK/ctrd" "$RUNC_SOCK" 2>/dev/null | tail -1 | sed 's/^/    /'
 
 step $((N + 3))/$STEPS "running a pod on the $HANDLER handler"
