@@ -6,6 +6,7 @@
 #   make bench               benchmark against containerd's stock runc shim (root)
 #   make bench-vmm           microVM pods on kuasar-vmm against a bare-QEMU boot floor (root; docs/benchmark.md)
 #   make bench-wasm          Wasm: engine runs/s, CRI containers against kuasar-runc and runc, daemon memory (root)
+#   make bench-quark         gVisor pods on kuasar-quark against runsc behind the stock runc shim and runc (root)
 #   make quickstart          run one pod on runc-sandboxer under a private containerd, show its output, clean up
 #   make vmm-image           build the microVM guest kernel + initramfs into /var/lib/kuasar, and fetch trixie's
 #                            virtiofsd into /var/lib/kuasar/virtiofsd (root; after make build;
@@ -37,7 +38,7 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
 # room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
 WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
 
-.PHONY: all build install test e2e bench bench-vmm bench-wasm quickstart vmm-image wasm-engines runsc clean check-jdk
+.PHONY: all build install test e2e bench bench-vmm bench-wasm bench-quark quickstart vmm-image wasm-engines runsc clean check-jdk
 
 all: build
 
@@ -102,6 +103,9 @@ bench-vmm: build
 
 bench-wasm: build
 	./tests/benchmark/run.sh --wasm $(BENCH_ARGS)
+
+bench-quark: build
+	./tests/benchmark/run.sh --quark $(BENCH_ARGS)
 
 quickstart:
 	./examples/quickstart.sh

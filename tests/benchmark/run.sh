@@ -7,6 +7,8 @@
 #                                                      (make bench-vmm; io.kuasar.tests.benchmark.VmmBenchmark)
 #   tests/benchmark/run.sh --wasm [--containers N]     Wasm: the engine, CRI containers on kuasar-wasm against
 #                                                      kuasar-runc and runc, daemon memory (make bench-wasm)
+#   tests/benchmark/run.sh --quark [--pods N]          gVisor pods on kuasar-quark against runsc behind the stock
+#                                                      runc shim and stock runc (make bench-quark)
 #
 # Steps: tests/e2e/env.sh setup; `make install` of this tree's build into a private prefix (the production launcher
 # <prefix>/bin/runc-sandboxer, i.e. the Makefile's JVM_OPTS); runc-sandboxer and containerd started in a private
@@ -45,7 +47,7 @@ die() {
 }
 
 KIND=runc
-if [[ ${1:-} == --vmm || ${1:-} == --wasm ]]; then
+if [[ ${1:-} == --vmm || ${1:-} == --wasm || ${1:-} == --quark ]]; then
   KIND=${1#--}
   shift
 fi
@@ -175,6 +177,17 @@ SBX_SOCK=$WORK/$KIND.sock
 [[ $KIND == wasm ]] && SBX_SOCK=$WORK/runc.sock
 # A VM's sockets live in <dir>/sandboxes/<64-hex id>/: its --dir must be short (sun_path holds 107 bytes).
 SBX_DIR=$WORK/state
+if [[ $KIND == quark ]]; then
+  log "gVisor's runsc (make runsc; cached)"
+  make -C "$REPO" --no-print-directory runsc >&2
+  # the console and runsc sockets below --dir must fit into sun_path
+  SBX_DIR=/run/kbench-${WORK##*-}
+  # gVisor behind containerd's stock runc shim: runsc with host networking (the shim cannot apply the netstack
+  # workaround this kernel needs), compared with kuasar-quark configured the same way
+  printf '#!/bin/sh\nexec /var/lib/kuasar/runsc/runsc --network=host "$@"\n' >"$WORK/runsc-stock"
+  chmod 0755 "$WORK/runsc-stock"
+  export KUASAR_E2E_STOCK_RUNSC=$WORK/runsc-stock
+fi
 if [[ $KIND == vmm ]]; then
   log "guest image (make vmm-image; cached)"
   make -C "$REPO" --no-print-directory vmm-image >&2
@@ -187,6 +200,7 @@ mkdir -p "$WORK/logs"
 sbx_args=()
 if [[ ${KUASAR_BENCH_METRICS:-} == 1 ]]; then sbx_args+=(--metrics-listen "unix:$WORK/metrics.sock"); fi
 if [[ $KIND == vmm ]]; then sbx_args+=(--config "$VMM_CONFIG"); fi
+if [[ $KIND == quark ]]; then sbx_args+=(--backend gvisor --network host); fi
 setsid "$PREFIX/bin/$SBX" --listen "$SBX_SOCK" --dir "$SBX_DIR" \
   --containerd-ttrpc-address "$WORK/ctrd/containerd.sock.ttrpc" "${sbx_args[@]}" </dev/null >"$WORK/sandboxer.log" 2>&1 &
 SBX_PID=$!
@@ -209,8 +223,8 @@ if [[ $KIND == wasm ]]; then
 fi
 
 log "start containerd"
-KUASAR_E2E_VMM_SOCKET=$WORK/vmm.sock KUASAR_E2E_WASM_SOCKET=$WORK/wasm.sock KUASAR_SHIM_DIR=$PREFIX/bin \
-  "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
+KUASAR_E2E_VMM_SOCKET=$WORK/vmm.sock KUASAR_E2E_WASM_SOCKET=$WORK/wasm.sock KUASAR_E2E_QUARK_SOCKET=$WORK/quark.sock \
+  KUASAR_SHIM_DIR=$PREFIX/bin "$ENV_SH" start-containerd "$WORK/ctrd" "$WORK/runc.sock" >&2
 CTRD_PID=$(cat "$WORK/ctrd/containerd.pid")
 
 if [[ $KIND == wasm ]]; then
@@ -225,6 +239,18 @@ if [[ $KIND == wasm ]]; then
   wait "$CLIENT_PID"
   CLIENT_PID=""
   cp -f "$WORK/wasm-sandboxer.log" "$OUT/wasm-sandboxer.log" 2>/dev/null
+  exit 0
+fi
+
+if [[ $KIND == quark ]]; then
+  log "run the app-kernel benchmark"
+  mkdir -p "$OUT"
+  timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
+    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.QuarkBenchmark \
+    --containerd-sock "$WORK/ctrd/containerd.sock" --sandboxer-pid "$SBX_PID" --logs "$WORK/logs" --out "$OUT" "$@" &
+  CLIENT_PID=$!
+  wait "$CLIENT_PID"
+  CLIENT_PID=""
   exit 0
 fi
 
