@@ -182,11 +182,9 @@ if [[ $KIND == quark ]]; then
   make -C "$REPO" --no-print-directory runsc >&2
   # the console and runsc sockets below --dir must fit into sun_path
   SBX_DIR=/run/kbench-${WORK##*-}
-  # gVisor behind containerd's stock runc shim: runsc with host networking (the shim cannot apply the netstack
-  # workaround this kernel needs), compared with kuasar-quark configured the same way
-  printf '#!/bin/sh\nexec /var/lib/kuasar/runsc/runsc --network=host "$@"\n' >"$WORK/runsc-stock"
-  chmod 0755 "$WORK/runsc-stock"
-  export KUASAR_E2E_STOCK_RUNSC=$WORK/runsc-stock
+  # gVisor behind containerd's stock runc shim (runsc-stock.sh says how and why it adapts runsc to that shim),
+  # with host networking, as kuasar-quark is configured here
+  export KUASAR_E2E_STOCK_RUNSC=$REPO/tests/benchmark/runsc-stock.sh
 fi
 if [[ $KIND == vmm ]]; then
   log "guest image (make vmm-image; cached)"

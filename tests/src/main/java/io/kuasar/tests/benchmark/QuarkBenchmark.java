@@ -16,9 +16,10 @@ import java.util.Set;
 /**
  * {@code make bench-quark}: N pods with one container each, through CRI, one after another, on three handlers of one
  * containerd: {@code kuasar-quark} (quark-sandboxer's gVisor backend: one daemon, one gVisor sandbox per pod),
- * {@code runsc} (gVisor the way users without a sandboxer run it: containerd's stock runc shim with runsc as its
- * binary, a pause container and a shim per pod) and the stock {@code runc} handler. Both gVisor handlers use the same
- * runsc with {@code --network=host} (the stock shim cannot apply the netstack workaround this kernel needs).
+ * {@code runsc} (gVisor without a sandboxer: containerd's stock runc shim with runsc as its binary, a shim per pod and
+ * a gVisor sandbox per container, pause included; tests/benchmark/runsc-stock.sh) and the stock {@code runc} handler.
+ * Both gVisor handlers use the same runsc with {@code --network=host} (the stock shim cannot apply the netstack
+ * workaround this kernel needs).
  * <ul>
  *   <li>pod + container start: RunPodSandbox + CreateContainer + StartContainer, per pod (median, mean, max);</li>
  *   <li>management memory with N pods up (PSS): kuasar-quark: the sandboxer JVM and its {@code runsc wait}
