@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Sourced by the scripts that download packages of another Debian suite (containerd from sid for the tests,
-# virtiofsd from trixie for the microVM image) into a private cache, never installing them.
+# Sourced by the scripts that download packages of another Debian suite (containerd from sid for the tests; from
+# trixie virtiofsd for the microVM image, WasmEdge for the Wasm sandboxer, runsc for gVisor) into a private cache,
+# never installing them.
 #
 # mirror_uri: the Debian mirror URI of the system's own suite, read through apt so that both deb822 and one-line
 # formats work; KUASAR_APT_MIRROR (or the older KUASAR_E2E_APT_MIRROR) overrides it.
@@ -35,4 +36,28 @@ private_apt_opts() {
     -o "Acquire::Languages=none"
     -o "APT::Sandbox::User=root"   # the cache dir is root-owned; avoids the '_apt cannot access' warning
   )
+}
+
+# trixie_download CACHE [--closure] PKG...: puts the .debs of PKG (with --closure: PKG and everything it depends on,
+# as if nothing were installed) from Debian trixie into CACHE/debs, through a private apt state in CACHE/apt. Needs
+# log and die from the caller; uses the caller's script name in messages.
+trixie_download() {
+  local cache=$1 closure=""
+  shift
+  if [[ ${1:-} == --closure ]]; then
+    closure=1
+    shift
+  fi
+  mkdir -p "$cache/debs"
+  private_apt_opts "$cache/apt" trixie || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
+  log "apt-get update (private trixie index)"
+  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of trixie failed: check the mirror"
+  log "downloading ${closure:+the closure of }$*"
+  if [[ -n $closure ]]; then
+    : >"$cache/apt/status" # an empty private dpkg status: apt resolves every dependency
+    apt-get "${APT_OPTS[@]}" -q -y -o "Dir::State::status=$cache/apt/status" -o "Dir::Cache::archives=$cache/debs" \
+      --no-install-recommends --download-only install "$@" >/dev/null || die "apt-get download of $* failed"
+  else
+    (cd "$cache/debs" && apt-get "${APT_OPTS[@]}" -q download "$@" >/dev/null) || die "apt-get download of $* failed"
+  fi
 }

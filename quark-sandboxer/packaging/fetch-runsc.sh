@@ -25,13 +25,9 @@ fi
 
 mkdir -p "$CACHE/debs"
 if ! compgen -G "$CACHE/debs/runsc_*.deb" >/dev/null; then
-  private_apt_opts "$CACHE/apt" trixie || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
-  log "apt-get update (private trixie index)"
-  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of trixie failed: check the mirror"
   want=runsc
   [[ -n ${KUASAR_RUNSC_VERSION:-} ]] && want="runsc=$KUASAR_RUNSC_VERSION"
-  log "downloading $want"
-  (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -q download "$want" >/dev/null) || die "apt-get download $want failed"
+  trixie_download "$CACHE" "$want"
 fi
 
 rm -rf "$DEST.tmp"

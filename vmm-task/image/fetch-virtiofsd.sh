@@ -27,13 +27,9 @@ fi
 mkdir -p "$CACHE/debs"
 have_debs() { for p in "${PKGS[@]}"; do compgen -G "$CACHE/debs/${p}_*.deb" >/dev/null || return 1; done; }
 if ! have_debs; then
-  private_apt_opts "$CACHE/apt" trixie || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
-  log "apt-get update (private trixie index)"
-  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of trixie failed: check the mirror"
   want=("${PKGS[@]}")
   [[ -n ${KUASAR_VIRTIOFSD_VERSION:-} ]] && want[0]="virtiofsd=$KUASAR_VIRTIOFSD_VERSION"
-  log "downloading ${want[*]}"
-  (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -q download "${want[@]}" >/dev/null) || die "apt-get download failed"
+  trixie_download "$CACHE" "${want[@]}"
 fi
 
 rm -rf "$DEST.tmp"

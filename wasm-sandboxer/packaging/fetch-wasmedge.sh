@@ -27,16 +27,9 @@ fi
 
 mkdir -p "$CACHE/debs"
 if ! compgen -G "$CACHE/debs/wasmedge_*.deb" >/dev/null || [[ ! -e $CACHE/debs/.complete ]]; then
-  private_apt_opts "$CACHE/apt" trixie || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
-  log "apt-get update (private trixie index)"
-  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of trixie failed: check the mirror"
   want=wasmedge
   [[ -n ${KUASAR_WASMEDGE_VERSION:-} ]] && want="wasmedge=$KUASAR_WASMEDGE_VERSION"
-  # The whole closure, as if nothing were installed: an empty private dpkg status makes apt resolve every dependency.
-  : >"$CACHE/apt/status"
-  log "downloading the closure of $want"
-  apt-get "${APT_OPTS[@]}" -q -y -o "Dir::State::status=$CACHE/apt/status" -o "Dir::Cache::archives=$CACHE/debs" \
-    --no-install-recommends --download-only install "$want" >/dev/null || die "apt-get download of $want failed"
+  trixie_download "$CACHE" --closure "$want"
   touch "$CACHE/debs/.complete"
 fi
 

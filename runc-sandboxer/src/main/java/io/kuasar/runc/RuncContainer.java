@@ -158,8 +158,7 @@ final class RuncContainer implements Container {
 
     /** Console sockets live in a short directory of ours: bundle paths exceed the 108-byte socket path limit. */
     static Console openConsole(Path dir) throws IOException {
-        Files.createDirectories(dir);
-        return Console.listen(dir.resolve(java.util.UUID.randomUUID().toString().substring(0, 13) + ".sock"));
+        return Console.listenIn(dir);
     }
 
     /** runc args for a terminal, or none. */

@@ -128,10 +128,7 @@ public final class WasmRuntime implements ContainerRuntime {
         Map<String, Path> preopens = new LinkedHashMap<>();
         preopens.put("/", rootfs);
         for (JsonNode m : spec.path("mounts")) {
-            boolean bind = m.path("type").asText().equals("bind");
-            for (JsonNode o : m.path("options")) {
-                bind |= o.asText().equals("bind") || o.asText().equals("rbind");
-            }
+            boolean bind = OciSpec.isBindMount(m);
             String dest = m.path("destination").asText();
             String source = m.path("source").asText();
             if (bind && dest.startsWith("/") && !dest.equals("/") && Files.isDirectory(Path.of(source))) {

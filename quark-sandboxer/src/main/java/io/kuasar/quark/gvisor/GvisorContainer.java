@@ -30,7 +30,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 
@@ -77,12 +76,6 @@ final class GvisorContainer implements Container {
 
     static Path log(Path bundle) {
         return bundle.resolve("runsc.log");
-    }
-
-    /** Console sockets live in a short directory of ours: bundle paths exceed the 108-byte socket path limit. */
-    static Console openConsole(Path dir) throws IOException {
-        Files.createDirectories(dir);
-        return Console.listen(dir.resolve(UUID.randomUUID().toString().substring(0, 13) + ".sock"));
     }
 
     static GvisorContainer recovered(TaskRecord r, Path bundle, Runsc runsc, ProcessReaper reaper, ObjectMapper json,
@@ -350,7 +343,7 @@ final class GvisorContainer implements Container {
             }
             // A terminal needs --detach: runsc sends the pty master to our console socket; the runsc-exec helper it
             // leaves (re-parented to us) waits for the process and exits with its status.
-            Console c = openConsole(consoleDir);
+            Console c = Console.listenIn(consoleDir);
             console = c;
             Path pidFile = bundle.resolve("exec-" + execId + ".pid");
             try {

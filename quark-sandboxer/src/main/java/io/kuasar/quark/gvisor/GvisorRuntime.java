@@ -78,7 +78,7 @@ public final class GvisorRuntime implements ContainerRuntime {
         ProcessIo io = new ProcessIo("container " + id, req.getStdin(), req.getStdout(), req.getStderr());
         Console console = null;
         try {
-            console = req.getTerminal() ? GvisorContainer.openConsole(store.consoleDir()) : null;
+            console = req.getTerminal() ? Console.listenIn(store.consoleDir()) : null;
             Path pidFile = bundle.resolve("init.pid");
             List<String> args = new java.util.ArrayList<>(List.of("create", "--bundle", bundle.toString(),
                     "--pid-file", pidFile.toString()));

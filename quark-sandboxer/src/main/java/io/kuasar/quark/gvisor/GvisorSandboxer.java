@@ -249,13 +249,7 @@ public final class GvisorSandboxer implements Sandboxer {
     }
 
     static ProcessRef sandboxOf(SandboxRecord r) {
-        try {
-            String pid = r.backend().get(FACT_PID);
-            String start = r.backend().get(FACT_START_TIME);
-            return pid == null || start == null ? null : new ProcessRef(Integer.parseInt(pid), Long.parseLong(start));
-        } catch (NumberFormatException e) {
-            return null;
-        }
+        return ProcessRef.parse(r.backend().get(FACT_PID), r.backend().get(FACT_START_TIME));
     }
 
     @Override

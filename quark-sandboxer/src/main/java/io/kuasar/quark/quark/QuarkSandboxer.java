@@ -269,13 +269,7 @@ public final class QuarkSandboxer implements Sandboxer {
     }
 
     static ProcessRef quarkOf(SandboxRecord r) {
-        try {
-            String pid = r.backend().get(FACT_PID);
-            String start = r.backend().get(FACT_START_TIME);
-            return pid == null || start == null ? null : new ProcessRef(Integer.parseInt(pid), Long.parseLong(start));
-        } catch (NumberFormatException e) {
-            return null;
-        }
+        return ProcessRef.parse(r.backend().get(FACT_PID), r.backend().get(FACT_START_TIME));
     }
 
     /** Quark serves the pod's Task API (and its stats) itself. */
@@ -331,7 +325,7 @@ public final class QuarkSandboxer implements Sandboxer {
                     : json.createObjectNode();
             ArrayNode kept = json.createArrayNode();
             for (JsonNode m : spec.path("mounts")) {
-                if (!isBind(m)) {
+                if (!io.kuasar.sandbox.task.OciSpec.isBindMount(m)) {
                     kept.add(m);
                     continue;
                 }
@@ -383,18 +377,6 @@ public final class QuarkSandboxer implements Sandboxer {
         Path bundle = sandbox.resolve(Ids.require("container", rawId));
         Mounts.unmountBelow(bundle);
         deleteTree(bundle);
-    }
-
-    private static boolean isBind(JsonNode m) {
-        if (m.path("type").asText().equals("bind")) {
-            return true;
-        }
-        for (JsonNode o : m.path("options")) {
-            if (o.asText().equals("bind") || o.asText().equals("rbind")) {
-                return true;
-            }
-        }
-        return false;
     }
 
     /** {@code dest} inside {@code root}; it may not leave it. */

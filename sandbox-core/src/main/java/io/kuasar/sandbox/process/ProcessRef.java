@@ -15,6 +15,16 @@ public record ProcessRef(int pid, long startTime) {
         return new ProcessRef(pid, Procfs.startTime(pid));
     }
 
+    /** A process recorded as two strings (a daemon's state facts); null if either is missing or not a number. */
+    public static ProcessRef parse(String pid, String startTime) {
+        try {
+            return pid == null || startTime == null ? null
+                    : new ProcessRef(Integer.parseInt(pid), Long.parseLong(startTime));
+        } catch (NumberFormatException e) {
+            return null;
+        }
+    }
+
     /** True while the very process recorded is alive (a zombie counts until it is reaped). */
     public boolean isAlive() {
         return Procfs.isSameProcess(pid, startTime);

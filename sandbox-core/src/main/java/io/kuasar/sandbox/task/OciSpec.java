@@ -79,4 +79,17 @@ public final class OciSpec {
         }
         return (ObjectNode) spec;
     }
+
+    /** Whether a spec mount is a bind mount: its type says so, or its options do (containerd writes both forms). */
+    public static boolean isBindMount(JsonNode m) {
+        if (m.path("type").asText().equals("bind")) {
+            return true;
+        }
+        for (JsonNode o : m.path("options")) {
+            if (o.asText().equals("bind") || o.asText().equals("rbind")) {
+                return true;
+            }
+        }
+        return false;
+    }
 }

@@ -49,6 +49,15 @@ public final class Console implements AutoCloseable {
     }
 
     /** Listens on {@code socketPath} for runc to send the pty master. */
+    /**
+     * Listens on a new socket with a short random name in {@code dir} (made if missing): a bundle's path would not fit
+     * the 108 bytes of a socket path.
+     */
+    public static Console listenIn(Path dir) throws IOException {
+        Files.createDirectories(dir);
+        return listen(dir.resolve(java.util.UUID.randomUUID().toString().substring(0, 13) + ".sock"));
+    }
+
     public static Console listen(Path socketPath) throws IOException {
         Files.deleteIfExists(socketPath);
         return new Console(socketPath, UnixSockets.listen(socketPath.toString()));

@@ -126,4 +126,35 @@ final class Cri {
             }
         }
     }
+
+    /** Polls a file until it contains {@code text}. */
+    static void awaitFileContains(Path file, String text, Duration max) throws Exception {
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            String content = Files.exists(file) ? Files.readString(file) : "";
+            if (content.contains(text)) {
+                return;
+            }
+            org.assertj.core.api.Assertions.assertThat(System.nanoTime()).as(file + " should contain '" + text + "', has: " + content).isLessThan(end);
+            Thread.sleep(200);
+        }
+    }
+
+    /** GET of a URL, retried until it answers or {@code max} passed (a pod's server may still be starting). */
+    static String httpGet(String url, Duration max) throws Exception {
+        java.net.http.HttpClient http = java.net.http.HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+        long end = System.nanoTime() + max.toNanos();
+        while (true) {
+            try {
+                java.net.http.HttpResponse<String> resp = http.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create(url))
+                        .timeout(Duration.ofSeconds(5)).build(), java.net.http.HttpResponse.BodyHandlers.ofString());
+                return resp.body();
+            } catch (java.io.IOException e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(500);
+            }
+        }
+    }
 }

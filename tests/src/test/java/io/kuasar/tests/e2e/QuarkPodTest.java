@@ -8,11 +8,6 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
-import java.io.IOException;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -42,7 +37,7 @@ class QuarkPodTest {
 
         // The container runs on gVisor's kernel: its dmesg is the sentry's, in the container's log.
         Path log = pod.logDirectory().resolve("web.log");
-        awaitContains(log, "Starting gVisor", Duration.ofSeconds(30));
+        Cri.awaitFileContains(log, "Starting gVisor", Duration.ofSeconds(30));
 
         // Exec: both streams and the real exit code.
         CriClient.ExecResult r = cri.execSync(c1, "sh", "-c", "echo out; echo err >&2; exit 7");
@@ -53,7 +48,7 @@ class QuarkPodTest {
         // Network: the pod IP answers from the host, served by the container through gVisor's network stack.
         String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
         assertThat(ip).startsWith(env.subnet().substring(0, env.subnet().lastIndexOf('.')));
-        assertThat(httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30))).isEqualTo("hello-from-gvisor\n");
+        assertThat(Cri.httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30))).isEqualTo("hello-from-gvisor\n");
 
         // A second container joins the same sandbox: same IPC, UTS and network namespaces, the pod's hostname, and
         // the first one's server on 127.0.0.1.
@@ -81,7 +76,7 @@ class QuarkPodTest {
         var stats = cri.containerStats(c1);
         assertThat(stats.getMemory().getWorkingSetBytes().getValue()).isPositive();
         String quitter = cri.runContainer(pod, "quitter", "sh", "-c", "exit 3");
-        assertThat(awaitExit(cri, quitter).getExitCode()).isEqualTo(3);
+        assertThat(Cri.awaitState(cri, quitter, ContainerState.CONTAINER_EXITED, Duration.ofSeconds(30)).getExitCode()).isEqualTo(3);
 
         // Stop and remove: no runsc process, mount, cgroup or file of the pod is left.
         Path sandboxDir = env.quarkStateDir().resolve("sandboxes").resolve(pod.id());
@@ -129,7 +124,7 @@ class QuarkPodTest {
                 "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done");
         String quitter = cri.runContainer(pod, "quitter", "sh", "-c", "sleep 4; exit 5");
         Path log = pod.logDirectory().resolve("talker.log");
-        awaitContains(log, "tick-3", Duration.ofSeconds(20));
+        Cri.awaitFileContains(log, "tick-3", Duration.ofSeconds(20));
 
         env.killAndRestartQuarkSandboxer();
         Cri.awaitControllerReachable(cri, pod.id());
@@ -138,55 +133,14 @@ class QuarkPodTest {
         assertThat(cri.containerStatus(talker).getState()).isEqualTo(ContainerState.CONTAINER_RUNNING);
         // its output kept flowing (the sandbox holds containerd's FIFOs), exec works, a real exit code arrives
         int ticks = (int) Files.readString(log).lines().filter(l -> l.contains("tick-")).count();
-        awaitContains(log, "tick-" + (ticks + 5), Duration.ofSeconds(20));
+        Cri.awaitFileContains(log, "tick-" + (ticks + 5), Duration.ofSeconds(20));
         CriClient.ExecResult r = cri.execSync(talker, "sh", "-c", "echo after-restart; exit 3");
         assertThat(r.stdout()).isEqualTo("after-restart\n");
         assertThat(r.exitCode()).isEqualTo(3);
-        assertThat(awaitExit(cri, quitter).getExitCode()).isEqualTo(5);
+        assertThat(Cri.awaitState(cri, quitter, ContainerState.CONTAINER_EXITED, Duration.ofSeconds(30)).getExitCode()).isEqualTo(5);
 
         cri.stopAndRemovePod(pod.id());
         assertThat(Host.pidsWithCmdline(pod.id())).as("gVisor processes of the pod").isEmpty();
         assertThat(Host.mountsMentioning(pod.id())).isEmpty();
-    }
-
-    private static io.kuasar.api.cri.v1.ContainerStatus awaitExit(CriClient cri, String id) throws Exception {
-        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        while (true) {
-            var st = cri.containerStatus(id);
-            if (st.getState() == ContainerState.CONTAINER_EXITED) {
-                return st;
-            }
-            assertThat(System.nanoTime()).as("container %s exits within 30 s", id).isLessThan(end);
-            Thread.sleep(100);
-        }
-    }
-
-    private static void awaitContains(Path file, String text, Duration max) throws Exception {
-        long end = System.nanoTime() + max.toNanos();
-        while (true) {
-            String content = Files.exists(file) ? Files.readString(file) : "";
-            if (content.contains(text)) {
-                return;
-            }
-            assertThat(System.nanoTime()).as(file + " should contain '" + text + "', has: " + content).isLessThan(end);
-            Thread.sleep(200);
-        }
-    }
-
-    private static String httpGet(String url, Duration max) throws Exception {
-        HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
-        long end = System.nanoTime() + max.toNanos();
-        while (true) {
-            try {
-                HttpResponse<String> resp = http.send(HttpRequest.newBuilder(URI.create(url))
-                        .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
-                return resp.body();
-            } catch (IOException e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(500);
-            }
-        }
     }
 }

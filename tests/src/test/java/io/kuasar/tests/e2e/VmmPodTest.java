@@ -8,11 +8,6 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
-import java.io.IOException;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -55,12 +50,12 @@ class VmmPodTest {
 
         // Logs: the container's stdout reaches CRI's log file.
         Path log = pod.logDirectory().resolve("web.log");
-        awaitContains(log, "started on " + uname.stdout().trim(), Duration.ofSeconds(20));
+        Cri.awaitFileContains(log, "started on " + uname.stdout().trim(), Duration.ofSeconds(20));
 
         // Network: the pod IP answers from the host, served by the container inside the VM.
         String ip = cri.podStatus(pod.id(), false).getStatus().getNetwork().getIp();
         assertThat(ip).startsWith(env.subnet().substring(0, env.subnet().lastIndexOf('.')));
-        String body = httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30));
+        String body = Cri.httpGet("http://" + ip + ":8080/", Duration.ofSeconds(30));
         assertThat(body).isEqualTo("hello-from-the-vm\n");
 
         // A second container shares the pod's IPC and UTS namespaces (pinned in the guest at SetupSandbox).
@@ -128,34 +123,5 @@ class VmmPodTest {
         assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
         assertThat(Path.of("/sys/fs/cgroup/memory/kuasar-vmm", pod.id())).doesNotExist();
         assertThat(env.vmmSandboxerAlive()).isTrue();
-    }
-
-    private static void awaitContains(Path file, String text, Duration max) throws Exception {
-        long end = System.nanoTime() + max.toNanos();
-        while (true) {
-            String content = Files.exists(file) ? Files.readString(file) : "";
-            if (content.contains(text)) {
-                return;
-            }
-            assertThat(System.nanoTime()).as(file + " should contain '" + text + "', has: " + content).isLessThan(end);
-            Thread.sleep(200);
-        }
-    }
-
-    private static String httpGet(String url, Duration max) throws Exception {
-        HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
-        long end = System.nanoTime() + max.toNanos();
-        while (true) {
-            try {
-                HttpResponse<String> resp = http.send(HttpRequest.newBuilder(URI.create(url))
-                        .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
-                return resp.body();
-            } catch (IOException e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(500);
-            }
-        }
     }
 }

@@ -244,15 +244,7 @@ class WasmPodTest {
         }
     }
 
-    private static ContainerStatus awaitExit(CriClient cri, String id) throws Exception {
-        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        while (true) {
-            ContainerStatus st = cri.containerStatus(id);
-            if (st.getState() == ContainerState.CONTAINER_EXITED) {
-                return st;
-            }
-            assertThat(System.nanoTime()).as("container %s exits within 30 s", id).isLessThan(end);
-            Thread.sleep(100);
-        }
+    private static ContainerStatus awaitExit(CriClient cri, String id) {
+        return Cri.awaitState(cri, id, ContainerState.CONTAINER_EXITED, Duration.ofSeconds(30));
     }
 }

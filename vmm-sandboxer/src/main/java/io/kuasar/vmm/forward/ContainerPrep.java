@@ -83,7 +83,7 @@ final class ContainerPrep {
                 om.set("options", om.arrayNode().add("rbind").add("nosuid").add("nodev").add("noexec"));
                 continue;
             }
-            if (!isBind(om)) {
+            if (!io.kuasar.sandbox.task.OciSpec.isBindMount(om)) {
                 continue; // proc, sysfs, tmpfs, devpts, mqueue...: made by runc in the guest
             }
             Path source = Path.of(om.path("source").asText());
@@ -101,18 +101,6 @@ final class ContainerPrep {
             Linux.mount(source.toString(), target.toString(), "", Linux.MS_BIND | Linux.MS_REC, null);
             om.put("source", GUEST_STATE + "/" + id + "/" + name);
         }
-    }
-
-    private static boolean isBind(JsonNode m) {
-        if (m.path("type").asText().equals("bind")) {
-            return true;
-        }
-        for (JsonNode o : m.path("options")) {
-            if (o.asText().equals("bind") || o.asText().equals("rbind")) {
-                return true;
-            }
-        }
-        return false;
     }
 
     /**

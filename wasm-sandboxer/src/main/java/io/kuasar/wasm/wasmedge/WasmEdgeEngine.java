@@ -197,13 +197,9 @@ public final class WasmEdgeEngine implements WasmEngine {
     /** A WasmEdge left running by the previous daemon has nobody to report to: it is ended. */
     @Override
     public void reclaim(String containerId, Map<String, String> facts) {
-        String pid = facts.get(FACT_PID);
-        String start = facts.get(FACT_START);
-        if (pid != null && start != null) {
-            ProcessRef ref = new ProcessRef(Integer.parseInt(pid), Long.parseLong(start));
-            if (ref.signal(9)) {
-                LOG.info("container {}: killed wasmedge {} left by the previous daemon", containerId, pid);
-            }
+        ProcessRef ref = ProcessRef.parse(facts.get(FACT_PID), facts.get(FACT_START));
+        if (ref != null && ref.signal(9)) {
+            LOG.info("container {}: killed wasmedge {} left by the previous daemon", containerId, ref.pid());
         }
     }
 
