@@ -64,6 +64,8 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
     /** containerd 2.1+ dials the sandbox's task address only for version >= 3. */
     public static final int TASK_API_VERSION = 3;
     private static final String POD_CONFIG_TYPE = "runtime.v1.PodSandboxConfig";
+    /** What an untyped options Any is recorded as: iSulad's PodSandboxConfig, as older iSulad builds typed it. */
+    static final String ISULAD_POD_CONFIG_TYPE = "type.googleapis.com/" + POD_CONFIG_TYPE;
     private static final Duration STOP_WAIT = Duration.ofSeconds(10);
 
     private final Sandboxer sandboxer;
@@ -150,6 +152,10 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
             String podConfigType = "";
             if (req.hasOptions() && !req.getOptions().getValue().isEmpty()) {
                 podConfigType = req.getOptions().getTypeUrl();
+                if (podConfigType.isEmpty()) {
+                    // iSulad (since 2024) sends the serialized PodSandboxConfig in an Any without a type URL
+                    podConfigType = ISULAD_POD_CONFIG_TYPE;
+                }
                 podConfig = req.getOptions().getValue().toByteArray();
                 if (podConfigType.endsWith(POD_CONFIG_TYPE)) {
                     try {

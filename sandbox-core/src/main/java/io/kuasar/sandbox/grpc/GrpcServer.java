@@ -61,6 +61,7 @@ public final class GrpcServer implements AutoCloseable {
                     .maxInboundMessageSize(MAX_MESSAGE_BYTES)
                     .maxInboundMetadataSize(64 << 10);
             services.forEach(s -> b.addService(io.grpc.ServerInterceptors.intercept(s, interceptors)));
+            b.fallbackHandlerRegistry(new RetiredMethods());
             server = b.build().start();
         });
         LOG.info("Sandbox API (gRPC) listening on {}", socket);

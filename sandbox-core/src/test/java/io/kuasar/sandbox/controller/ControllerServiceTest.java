@@ -202,6 +202,80 @@ class ControllerServiceTest {
                 .isEqualTo("SANDBOX_NOTREADY");
     }
 
+    /** iSulad's sandboxer client, as its sources (isula-rust-extensions) send each call. */
+    @Test
+    void iSuladsSequenceWorks() throws Exception {
+        PodSandboxConfig cfg = PodSandboxConfig.newBuilder().setHostname("isula-pod")
+                .setMetadata(PodSandboxMetadata.newBuilder().setName("p").setNamespace("default").setUid("u")).build();
+        // options: the serialized PodSandboxConfig in an Any without a type URL; no sandbox, rootfs or annotations
+        stub.create(ControllerCreateRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1").setNetnsPath("")
+                .setOptions(Any.newBuilder().setValue(cfg.toByteString())).build());
+        io.kuasar.sandbox.state.SandboxRecord saved = store.loadAll().records().stream()
+                .filter(r -> r.id().equals("isula1")).findFirst().orElseThrow();
+        assertThat(io.kuasar.sandbox.pod.PodFiles.config(saved).getHostname()).isEqualTo("isula-pod");
+
+        stub.start(ControllerStartRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1").build());
+        CompletableFuture<ControllerWaitResponse> waiting = CompletableFuture.supplyAsync(() -> stub.wait(
+                ControllerWaitRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1").build()));
+        assertThat(stub.status(ControllerStatusRequest.newBuilder().setSandboxId("isula1").setVerbose(false).build())
+                .getState()).isEqualTo("SANDBOX_READY");
+        for (String tasks : List.of("{\"tasks\":[{\"task_id\":\"c1\"}]}", "{\"tasks\":[]}")) {
+            stub.update(ControllerUpdateRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1")
+                    .addFields("extensions.tasks").setSandbox(Sandbox.newBuilder().setSandboxId("isula1")
+                            .putLabels("name", "p").putExtensions("tasks", Any.newBuilder()
+                                    .setTypeUrl("github.com/containerd/containerd/Tasks")
+                                    .setValue(ByteString.copyFrom(tasks, StandardCharsets.UTF_8)).build())).build());
+        }
+        assertThat(fake.lastDiff.removedTasks()).containsExactly("c1");
+        stub.stop(ControllerStopRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1").setTimeoutSecs(10)
+                .build());
+        assertThat(waiting.get(10, TimeUnit.SECONDS).hasExitedAt()).isTrue();
+        stub.shutdown(ControllerShutdownRequest.newBuilder().setSandboxer("vmm").setSandboxId("isula1").build());
+    }
+
+    @Test
+    void theMethodsOfOldISuladBuildsAreUnimplementedWithTheVersionToRun() {
+        for (String m : List.of("Prepare", "Purge", "UpdateResources")) {
+            io.grpc.MethodDescriptor<byte[], byte[]> method = io.grpc.MethodDescriptor.<byte[], byte[]>newBuilder()
+                    .setType(io.grpc.MethodDescriptor.MethodType.UNARY)
+                    .setFullMethodName("containerd.services.sandbox.v1.Controller/" + m)
+                    .setRequestMarshaller(RawBytes.INSTANCE).setResponseMarshaller(RawBytes.INSTANCE).build();
+            StatusRuntimeException e = org.assertj.core.api.Assertions.catchThrowableOfType(
+                    StatusRuntimeException.class, () -> io.grpc.stub.ClientCalls.blockingUnaryCall(channel, method,
+                            io.grpc.CallOptions.DEFAULT.withDeadlineAfter(10, TimeUnit.SECONDS), new byte[0]));
+            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNIMPLEMENTED);
+            assertThat(e.getStatus().getDescription()).contains(m).contains("iSulad builds before 2024-09")
+                    .contains("upgrade iSulad");
+        }
+        // a method nobody ever had stays gRPC's own answer
+        io.grpc.MethodDescriptor<byte[], byte[]> bogus = io.grpc.MethodDescriptor.<byte[], byte[]>newBuilder()
+                .setType(io.grpc.MethodDescriptor.MethodType.UNARY)
+                .setFullMethodName("containerd.services.sandbox.v1.Controller/Bogus")
+                .setRequestMarshaller(RawBytes.INSTANCE).setResponseMarshaller(RawBytes.INSTANCE).build();
+        assertThat(codeOf(() -> io.grpc.stub.ClientCalls.blockingUnaryCall(channel, bogus,
+                io.grpc.CallOptions.DEFAULT.withDeadlineAfter(10, TimeUnit.SECONDS), new byte[0])))
+                .isEqualTo(Status.Code.UNIMPLEMENTED);
+    }
+
+    /** Request and response bytes as they are. */
+    enum RawBytes implements io.grpc.MethodDescriptor.Marshaller<byte[]> {
+        INSTANCE;
+
+        @Override
+        public java.io.InputStream stream(byte[] value) {
+            return new java.io.ByteArrayInputStream(value);
+        }
+
+        @Override
+        public byte[] parse(java.io.InputStream stream) {
+            try {
+                return stream.readAllBytes();
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }
+    }
+
     @Test
     void updateKeepsLabelsAndDiffsKuasarTaskLists() throws Exception {
         stub.create(create("u1"));
