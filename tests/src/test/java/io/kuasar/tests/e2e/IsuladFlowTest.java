@@ -1,0 +1,151 @@
+package io.kuasar.tests.e2e;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.google.protobuf.Any;
+import com.google.protobuf.ByteString;
+import io.grpc.ManagedChannel;
+import io.grpc.netty.NettyChannelBuilder;
+import io.kuasar.api.cri.v1.PodSandboxConfig;
+import io.kuasar.api.cri.v1.PodSandboxMetadata;
+import io.kuasar.api.sandbox.v1.ControllerCreateRequest;
+import io.kuasar.api.sandbox.v1.ControllerGrpc;
+import io.kuasar.api.sandbox.v1.ControllerShutdownRequest;
+import io.kuasar.api.sandbox.v1.ControllerStartRequest;
+import io.kuasar.api.sandbox.v1.ControllerStartResponse;
+import io.kuasar.api.sandbox.v1.ControllerStatusRequest;
+import io.kuasar.api.sandbox.v1.ControllerStopRequest;
+import io.kuasar.api.sandbox.v1.ControllerUpdateRequest;
+import io.kuasar.api.sandbox.v1.ControllerWaitRequest;
+import io.kuasar.api.sandbox.v1.ControllerWaitResponse;
+import io.kuasar.api.task.v3.CreateTaskRequest;
+import io.kuasar.api.task.v3.CreateTaskResponse;
+import io.kuasar.api.task.v3.DeleteRequest;
+import io.kuasar.api.task.v3.StartRequest;
+import io.kuasar.api.task.v3.StartResponse;
+import io.kuasar.api.task.v3.WaitRequest;
+import io.kuasar.api.task.v3.WaitResponse;
+import io.kuasar.api.types.Sandbox;
+import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.unix.DomainSocketAddress;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * iSulad's way of driving a sandboxer, end to end into a running container on runc-sandboxer: the Sandbox API as
+ * iSulad's client sends it (options an untyped Any holding the PodSandboxConfig, Start and Wait with only ids, Wait in
+ * the background, Update with {@code github.com/containerd/containerd/Tasks} before the Task calls, Stop with a
+ * 10 s timeout), then the Task API at the address Start returned, with a bundle iSulad would have prepared.
+ */
+@Tag("e2e")
+@ExtendWith(E2eExtension.class)
+class IsuladFlowTest {
+    private static final String TASK = "containerd.task.v3.Task";
+    private static final Duration T = Duration.ofSeconds(30);
+    private final ObjectMapper json = new ObjectMapper();
+
+    @Test
+    void anISuladShapedSequenceRunsAContainerOnRuncSandboxer(E2eEnvironment env) throws Exception {
+        env.cri(); // the environment (containerd for the events the Task API publishes, runc-sandboxer) is up
+        String id = "isula" + Long.toHexString(System.nanoTime());
+        String cid = id + "-c1";
+        Path work = Files.createDirectories(env.workdir().resolve("isula"));
+        Path bundle = bundle(work.resolve(cid), id);
+        Path out = work.resolve("c1.out");
+        var loop = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
+        ManagedChannel ch = NettyChannelBuilder.forAddress(new DomainSocketAddress(env.workdir().resolve("runc.sock")
+                .toString())).channelType(EpollDomainSocketChannel.class).eventLoopGroup(loop).usePlaintext().build();
+        try {
+            var stub = ControllerGrpc.newBlockingStub(ch);
+            PodSandboxConfig cfg = PodSandboxConfig.newBuilder().setHostname("isula-pod")
+                    .setMetadata(PodSandboxMetadata.newBuilder().setName("isula").setNamespace("default").setUid("u"))
+                    .build();
+            stub.withDeadlineAfter(30, TimeUnit.SECONDS).create(ControllerCreateRequest.newBuilder().setSandboxer("runc")
+                    .setSandboxId(id).setNetnsPath("").setOptions(Any.newBuilder().setValue(cfg.toByteString()))
+                    .build());
+            ControllerStartResponse started = stub.withDeadlineAfter(60, TimeUnit.SECONDS).start(
+                    ControllerStartRequest.newBuilder().setSandboxer("runc").setSandboxId(id).build());
+            CompletableFuture<ControllerWaitResponse> waiting = CompletableFuture.supplyAsync(() -> stub.wait(
+                    ControllerWaitRequest.newBuilder().setSandboxer("runc").setSandboxId(id).build()));
+            assertThat(stub.withDeadlineAfter(30, TimeUnit.SECONDS).status(ControllerStatusRequest.newBuilder()
+                    .setSandboxId(id).setVerbose(false).build()).getState()).isEqualTo("SANDBOX_READY");
+
+            // iSulad's "prepare container": the task list, then the Task API calls
+            update(stub, id, "{\"tasks\":[{\"task_id\":\"" + cid + "\",\"spec\":" + Files.readString(
+                    bundle.resolve("config.json")) + ",\"stdout\":\"file://" + out + "\"}]}");
+            try (TtrpcClient task = TtrpcClient.connect(started.getAddress())) {
+                CreateTaskResponse created = task.call(TASK, "Create", CreateTaskRequest.newBuilder().setId(cid)
+                        .setBundle(bundle.toString()).setStdout("file://" + out).build(), CreateTaskResponse.parser(), T);
+                assertThat(created.getPid()).isPositive();
+                task.call(TASK, "Start", StartRequest.newBuilder().setId(cid).build(), StartResponse.parser(), T);
+                WaitResponse w = task.call(TASK, "Wait", WaitRequest.newBuilder().setId(cid).build(),
+                        WaitResponse.parser(), T);
+                assertThat(w.getExitStatus()).isEqualTo(4);
+                // the pod's files come from the untyped PodSandboxConfig
+                assertThat(Files.readString(out)).isEqualTo("hello-from-isula\nisula-pod\n");
+                task.call(TASK, "Delete", DeleteRequest.newBuilder().setId(cid).build(),
+                        io.kuasar.api.task.v3.DeleteResponse.parser(), T);
+            }
+            // iSulad's "purge container": the last removal sends an empty list
+            update(stub, id, "{\"tasks\":[]}");
+            stub.withDeadlineAfter(30, TimeUnit.SECONDS).stop(ControllerStopRequest.newBuilder().setSandboxer("runc")
+                    .setSandboxId(id).setTimeoutSecs(10).build());
+            assertThat(waiting.get(30, TimeUnit.SECONDS).hasExitedAt()).isTrue();
+            stub.withDeadlineAfter(30, TimeUnit.SECONDS).shutdown(ControllerShutdownRequest.newBuilder()
+                    .setSandboxer("runc").setSandboxId(id).build());
+            assertThat(env.stateDir().resolve("sandboxes").resolve(id)).doesNotExist();
+            assertThat(Host.mountsMentioning(id)).isEmpty();
+        } finally {
+            ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        }
+    }
+
+    private static void update(ControllerGrpc.ControllerBlockingStub stub, String id, String tasks) {
+        stub.withDeadlineAfter(30, TimeUnit.SECONDS).update(ControllerUpdateRequest.newBuilder().setSandboxer("runc")
+                .setSandboxId(id).addFields("extensions.tasks").setSandbox(Sandbox.newBuilder().setSandboxId(id)
+                        .putLabels("name", "isula").putExtensions("tasks", Any.newBuilder()
+                                .setTypeUrl("github.com/containerd/containerd/Tasks")
+                                .setValue(ByteString.copyFrom(tasks, StandardCharsets.UTF_8)).build())).build());
+    }
+
+    /** The bundle iSulad would have prepared: the e2e busybox image's layer, and a spec of its own. */
+    private Path bundle(Path dir, String sandboxId) throws Exception {
+        Path image = Files.createDirectories(dir.resolve("image"));
+        Path rootfs = Files.createDirectories(dir.resolve("rootfs"));
+        Host.check(Duration.ofSeconds(60), Map.of(), image, "tar", "-xf", "/var/cache/kuasar-e2e/images/busybox-oci.tar");
+        JsonNode index = json.readTree(image.resolve("index.json").toFile());
+        JsonNode manifest = json.readTree(blob(image, index.path("manifests").get(0).path("digest").asText()).toFile());
+        Host.check(Duration.ofSeconds(60), Map.of(), rootfs, "tar", "-xf",
+                blob(image, manifest.path("layers").get(0).path("digest").asText()).toString());
+        Host.check(Duration.ofSeconds(30), Map.of(), dir, "runc", "spec");
+        ObjectNode spec = (ObjectNode) json.readTree(dir.resolve("config.json").toFile());
+        ObjectNode process = spec.with("process").put("terminal", false);
+        ArrayNode args = process.putArray("args");
+        args.add("sh").add("-c").add("echo hello-from-isula; cat /etc/hostname; exit 4");
+        spec.with("annotations").put("io.kubernetes.cri.sandbox-id", sandboxId)
+                .put("io.kubernetes.cri.container-type", "container");
+        Files.writeString(dir.resolve("config.json"), json.writeValueAsString(spec));
+        return dir;
+    }
+
+    private static Path blob(Path image, String digest) {
+        return image.resolve("blobs").resolve("sha256").resolve(digest.substring("sha256:".length()));
+    }
+}
