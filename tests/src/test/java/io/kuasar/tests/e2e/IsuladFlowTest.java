@@ -49,8 +49,8 @@ import java.util.concurrent.TimeUnit;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * iSulad's way of driving a sandboxer, end to end into a running container on each sandboxer of the host (runc, Wasm,
- * gVisor; the microVM one boots too slowly under TCG for this suite, issue 11 covers it): the Sandbox API as
+ * iSulad's way of driving a sandboxer, end to end into a running container on each sandboxer (runc, Wasm, gVisor, and
+ * a real microVM): the Sandbox API as
  * iSulad's client sends it (options an untyped Any holding the PodSandboxConfig, Start and Wait with only ids, Wait in
  * the background, Update with {@code github.com/containerd/containerd/Tasks} before the Task calls, Stop with a
  * 10 s timeout), then the Task API at the address Start returned, with a bundle iSulad would have prepared.
@@ -81,6 +81,11 @@ class IsuladFlowTest {
                         java.util.List.of("/hello-c.wasm", "from-isula"), 0,
                         "hello from C: argc=2 [from-isula] GREETING=(unset)\n");
             }
+            case "vmm" -> {
+                env.vmmCri();
+                yield new Case("vmm", env.workdir().resolve("vmm.sock"), "busybox-oci.tar",
+                        java.util.List.of("sh", "-c", shell), 4, "hello-from-isula\nisula-pod\n");
+            }
             case "quark" -> {
                 env.quarkCri();
                 yield new Case("quark", env.workdir().resolve("quark.sock"), "busybox-oci.tar",
@@ -91,7 +96,7 @@ class IsuladFlowTest {
     }
 
     @ParameterizedTest(name = "{0}")
-    @ValueSource(strings = {"runc", "wasm", "quark"})
+    @ValueSource(strings = {"runc", "wasm", "quark", "vmm"})
     void anISuladShapedSequenceRunsAContainer(String sandboxer, E2eEnvironment env) throws Exception {
         Case c = caseOf(env, sandboxer);
         String id = "isula" + Long.toHexString(System.nanoTime());
