@@ -88,6 +88,8 @@ install: build
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
+	# Kuasar's Cloud Hypervisor config beside it (needs hardware KVM; vmm-sandboxer --config selects it)
+	install -m 0644 vmm-sandboxer/config_clh.toml $(DESTDIR)/var/lib/kuasar/config_clh.toml
 
 test: check-jdk wasm-engines runsc
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=

@@ -18,10 +18,10 @@ import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.task.TaskService;
 import io.kuasar.vmm.agent.Agent;
-import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.forward.GuestPods;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmSizing;
 import io.kuasar.vmm.hypervisor.VmSpec;
 import io.kuasar.vmm.network.PodNetwork;
 import org.slf4j.Logger;
@@ -53,7 +53,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
 
     private final StateStore store;
     private final Hypervisor hypervisor;
-    private final QemuConfig config;
+    private final VmSizing config;
     private final String taskAddress;
     private final SandboxCgroup.Hierarchies cgroups;
     private final Map<String, PodVm> pods = new ConcurrentHashMap<>();
@@ -63,7 +63,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared, SandboxCgroup cgroup) {
     }
 
-    public VmmSandboxer(StateStore store, Hypervisor hypervisor, QemuConfig config, String taskAddress,
+    public VmmSandboxer(StateStore store, Hypervisor hypervisor, VmSizing config, String taskAddress,
                         SandboxCgroup.Hierarchies cgroups) {
         this.store = store;
         this.hypervisor = hypervisor;
@@ -358,6 +358,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     private static void killLeftover(SandboxRecord r) {
         killLeftover(r, "virtiofsdPid", "virtiofsdStartTime");
         killLeftover(r, "qemuPid", "qemuStartTime");
+        killLeftover(r, "vmmPid", "vmmStartTime"); // Cloud Hypervisor's
     }
 
     private static void killLeftover(SandboxRecord r, String pidFact, String startFact) {

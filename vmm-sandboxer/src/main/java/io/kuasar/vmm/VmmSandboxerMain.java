@@ -4,7 +4,12 @@ import io.kuasar.sandbox.cgroup.SandboxCgroup;
 import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.task.TaskService;
+import com.fasterxml.jackson.databind.JsonNode;
+import io.kuasar.vmm.clh.ClhHypervisor;
+import io.kuasar.vmm.config.ClhConfig;
 import io.kuasar.vmm.config.QemuConfig;
+import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.VmSizing;
 import io.kuasar.vmm.forward.GuestRuntime;
 import io.kuasar.vmm.qemu.QemuHypervisor;
 import org.slf4j.Logger;
@@ -17,8 +22,11 @@ import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.List;
 
-/** {@code vmm-sandboxer}: Kuasar's microVM sandboxer (QEMU), with Kuasar's flags, defaults and config file. */
-@Command(name = "vmm-sandboxer", version = "vmm-sandboxer 0.1.0 (Kuasar Java, QEMU)",
+/**
+ * {@code vmm-sandboxer}: Kuasar's microVM sandboxer, with Kuasar's flags, defaults and config files: QEMU
+ * ({@code config_qemu_x86_64.toml}) or Cloud Hypervisor ({@code config_clh.toml}), told apart by their keys.
+ */
+@Command(name = "vmm-sandboxer", version = "vmm-sandboxer 0.1.0 (Kuasar Java, QEMU and Cloud Hypervisor)",
         description = "Serves containerd's Sandbox API for pods that are microVMs, and their Task API over ttrpc.")
 public final class VmmSandboxerMain extends SandboxerDaemon {
     private static final Logger LOG = LoggerFactory.getLogger(VmmSandboxerMain.class);
@@ -36,8 +44,18 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
     @Override
     protected Parts assemble(Context ctx) {
         String source = sandboxerConfig.file() == null ? "the built-in defaults" : sandboxerConfig.file().toString();
-        QemuConfig qemu = QemuConfig.from(sandboxerConfig.section("hypervisor"), source);
-        QemuHypervisor hypervisor = new QemuHypervisor(qemu);
+        JsonNode h = sandboxerConfig.section("hypervisor");
+        Hypervisor hypervisor;
+        VmSizing sizing;
+        if (ClhConfig.isClh(h)) {
+            ClhConfig clh = ClhConfig.from(h, source);
+            hypervisor = new ClhHypervisor(clh);
+            sizing = new VmSizing(clh.vcpus(), clh.memoryInMb(), clh.agentTimeoutSecs());
+        } else {
+            QemuConfig qemu = QemuConfig.from(h, source);
+            hypervisor = new QemuHypervisor(qemu);
+            sizing = new VmSizing(qemu.vcpus(), qemu.memoryInMb(), qemu.agentTimeoutSecs());
+        }
         try {
             hypervisor.check();
         } catch (RuntimeException e) {
@@ -45,7 +63,7 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
             LOG.warn("pods cannot start yet: {}", e.getMessage());
         }
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
-        VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, qemu, ctx.taskAddress(),
+        VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, sizing, ctx.taskAddress(),
                 cgroupHierarchies());
         TaskService tasks = new TaskService(new GuestRuntime(sandboxer), events);
         sandboxer.tasks(tasks);

@@ -53,6 +53,14 @@ public final class TtrpcClient implements AutoCloseable {
         return new TtrpcClient(new FrameChannel(ch, Frame.MAX_DATA_LENGTH));
     }
 
+    /**
+     * A client on a stream that is already connected, e.g. one a hybrid vsock handshake (Cloud Hypervisor's
+     * {@code CONNECT <port>}) turned into a byte stream to the guest.
+     */
+    public static TtrpcClient over(SocketChannel connected) {
+        return new TtrpcClient(new FrameChannel(connected, Frame.MAX_DATA_LENGTH));
+    }
+
     /** Accepts {@code ttrpc+unix:///path}, {@code unix:///path} or a bare absolute path. */
     public static TtrpcClient connect(String address) throws IOException {
         String a = address;

@@ -127,12 +127,12 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         return false;
     }
 
-    private static String text(JsonNode h, String key, String dflt) {
+    static String text(JsonNode h, String key, String dflt) {
         JsonNode v = h.path(key);
         return v.isMissingNode() || v.isNull() ? dflt : v.asText();
     }
 
-    private static int integer(JsonNode h, String key, int dflt, String source) {
+    static int integer(JsonNode h, String key, int dflt, String source) {
         JsonNode v = h.path(key);
         if (v.isMissingNode() || v.isNull()) {
             return dflt;
@@ -143,7 +143,7 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         return v.asInt();
     }
 
-    private static boolean bool(JsonNode h, String key, boolean dflt, String source) {
+    static boolean bool(JsonNode h, String key, boolean dflt, String source) {
         JsonNode v = h.path(key);
         if (v.isMissingNode() || v.isNull()) {
             return dflt;
@@ -154,7 +154,7 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         return v.asBoolean();
     }
 
-    private static IllegalArgumentException bad(String source, String key, String value, String why) {
+    static IllegalArgumentException bad(String source, String key, String value, String why) {
         return new IllegalArgumentException(source + ": [hypervisor]." + key + " = \"" + value + "\": " + why);
     }
 }

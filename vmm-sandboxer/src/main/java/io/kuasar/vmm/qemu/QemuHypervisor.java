@@ -6,6 +6,7 @@ import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.VmmProcesses;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSpec;
 import org.slf4j.Logger;
@@ -22,8 +23,6 @@ import java.util.concurrent.CompletableFuture;
 /** QEMU as the hypervisor. The VMM runs inside the pod's network namespace (as Kuasar's), so its taps are local. */
 public final class QemuHypervisor implements Hypervisor {
     private static final Logger LOG = LoggerFactory.getLogger(QemuHypervisor.class);
-    /** The longest a Unix socket path can be (sun_path). */
-    private static final int MAX_SOCKET_PATH = 107;
     private final QemuConfig config;
     private final String accelerator;
 
@@ -71,20 +70,14 @@ public final class QemuHypervisor implements Hypervisor {
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {
         check();
-        for (String s : List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET)) {
-            Path p = spec.dir().resolve(s);
-            if (p.toString().length() > MAX_SOCKET_PATH) {
-                throw Status.FAILED_PRECONDITION.withDescription("sandbox " + spec.sandboxId() + ": socket path " + p
-                        + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter --dir").asRuntimeException();
-            }
-            Files.deleteIfExists(p);
-        }
+        VmmProcesses.freshSockets(spec, List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET));
         List<String> cmd = new ArrayList<>();
         if (!spec.netnsPath().isEmpty()) {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
         }
         cmd.addAll(QemuCommand.build(config, accelerator, spec));
-        Process virtiofsd = config.virtiofs() ? startVirtiofsd(spec, deadline) : null;
+        Process virtiofsd = config.virtiofs() ? VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
+                spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline) : null;
         try {
             return startQemu(spec, cmd, deadline, virtiofsd);
         } catch (RuntimeException | IOException e) {
@@ -104,75 +97,8 @@ public final class QemuHypervisor implements Hypervisor {
         CompletableFuture<ExitStatus> exit = p.onExit().thenApply(x -> ExitStatus.of(x.exitValue()));
         ProcessRef ref = ProcessRef.of((int) p.pid());
         // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
-        awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log, deadline);
+        VmmProcesses.awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log,
+                deadline);
         return new QemuVm(spec, p, ref, exit, virtiofsd);
-    }
-
-    /**
-     * One virtiofsd per VM, serving the shared directory (it exits when its VM disconnects). It runs in a mount
-     * namespace of its own made at start, so the shared directory is first made a shared mount: the containers'
-     * rootfs and volumes, bind-mounted there later, then propagate into virtiofsd's view.
-     */
-    private Process startVirtiofsd(VmSpec spec, Instant deadline) throws IOException {
-        QemuConfig.Virtiofsd v = config.virtiofsd(); // its path was checked by check(), as every launch does
-        Path shared = spec.sharedDir();
-        if (!isMountPoint(shared)) {
-            Linux.mount(shared.toString(), shared.toString(), null, Linux.MS_BIND, null);
-        }
-        Linux.mount(null, shared.toString(), null, Linux.MS_SHARED, null);
-        Path sock = spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET);
-        Files.deleteIfExists(sock);
-        List<String> cmd = new ArrayList<>(List.of(v.path(), "--socket-path=" + sock, "--shared-dir=" + shared,
-                "--cache=" + v.cache(), "--log-level=" + v.logLevel(), "--announce-submounts"));
-        if (v.threadPoolSize() > 0) {
-            cmd.add("--thread-pool-size=" + v.threadPoolSize());
-        }
-        Path log = spec.dir().resolve("virtiofsd.log");
-        LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
-                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
-        awaitSocket(spec.sandboxId(), "virtiofsd", p, sock, log, deadline);
-        return p;
-    }
-
-    /** Waits until a starting process has made its socket; kills it if it exits first or the deadline passes. */
-    private static void awaitSocket(String sandboxId, String what, Process p, Path sock, Path log, Instant deadline) {
-        while (!Files.exists(sock)) {
-            boolean alive = p.isAlive();
-            if (!alive || Instant.now().isAfter(deadline)) {
-                p.destroyForcibly();
-                throw Status.INTERNAL.withDescription("sandbox " + sandboxId + ": " + what + " "
-                        + (alive ? "did not listen before the deadline" : "exited at start") + ": " + tail(log))
-                        .asRuntimeException();
-            }
-            try {
-                Thread.sleep(5);
-            } catch (InterruptedException e) {
-                p.destroyForcibly();
-                Thread.currentThread().interrupt();
-                throw Status.CANCELLED.withDescription("sandbox " + sandboxId + ": start cancelled")
-                        .asRuntimeException();
-            }
-        }
-    }
-
-    static boolean isMountPoint(Path dir) throws IOException {
-        String target = dir.toAbsolutePath().normalize().toString();
-        for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
-            String[] f = line.split(" ");
-            if (f.length > 4 && f[4].replace("\\040", " ").equals(target)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    static String tail(Path log) {
-        try {
-            List<String> lines = Files.readAllLines(log);
-            return String.join(" | ", lines.subList(Math.max(0, lines.size() - 5), lines.size()));
-        } catch (IOException e) {
-            return "(no output: " + e.getMessage() + ")";
-        }
     }
 }

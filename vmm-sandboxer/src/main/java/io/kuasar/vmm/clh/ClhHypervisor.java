@@ -1,0 +1,101 @@
+package io.kuasar.vmm.clh;
+
+import io.grpc.Status;
+import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.vmm.config.ClhConfig;
+import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmSpec;
+import io.kuasar.vmm.hypervisor.VmmProcesses;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.File;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * Cloud Hypervisor as the hypervisor (Kuasar's default): virtiofsd for the share, then {@code cloud-hypervisor} in
+ * the pod's network namespace with the command line of {@link ClhCommand}, ready once its REST API answers
+ * {@code vmm.ping}. The guest agent is reached through hybrid vsock on port 1024.
+ * <p>
+ * Cloud Hypervisor is not packaged for Debian and needs hardware KVM, so it has never booted a guest on the machines
+ * this project is tested on; its API client and hybrid vsock are tested against Cloud Hypervisor's published API
+ * (docs/vmm.md says what exactly).
+ */
+public final class ClhHypervisor implements Hypervisor {
+    private static final Logger LOG = LoggerFactory.getLogger(ClhHypervisor.class);
+    private static final Duration API_TIMEOUT = Duration.ofSeconds(10);
+    private final ClhConfig config;
+
+    public ClhHypervisor(ClhConfig config) {
+        this.config = config;
+    }
+
+    @Override
+    public String name() {
+        return "cloud-hypervisor";
+    }
+
+    @Override
+    public void check() {
+        require(config.path(), "path", "install Cloud Hypervisor (not packaged for Debian: its static release "
+                + "binary), or use the QEMU config");
+        require(config.kernelPath(), "kernel_path", "make vmm-image");
+        if (!config.imagePath().isEmpty()) {
+            require(config.imagePath(), "image_path", "a rootfs image for the guest");
+        }
+        if (!config.initrdPath().isEmpty()) {
+            require(config.initrdPath(), "initrd_path", "make vmm-image");
+        }
+        require(config.virtiofsd().path(), "virtiofsd.path", "make vmm-image installs trixie's virtiofsd");
+        if (!Files.isWritable(Path.of("/dev/kvm"))) {
+            throw Status.FAILED_PRECONDITION.withDescription("Cloud Hypervisor needs /dev/kvm (hardware "
+                    + "virtualisation); it is missing or not writable here: use QEMU (config_qemu_x86_64.toml, "
+                    + "accelerator tcg)").asRuntimeException();
+        }
+    }
+
+    private static void require(String path, String key, String remedy) {
+        if (path.isEmpty() || !Files.exists(Path.of(path))) {
+            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor]." + key + " " + path + " does not exist ("
+                    + remedy + ")").asRuntimeException();
+        }
+    }
+
+    @Override
+    public Vm launch(VmSpec spec, Instant deadline) throws IOException {
+        check();
+        VmmProcesses.freshSockets(spec, List.of(ClhCommand.API_SOCKET, ClhCommand.VSOCK_SOCKET,
+                ClhCommand.VIRTIOFS_SOCKET));
+        Process virtiofsd = VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
+                spec.dir().resolve(ClhCommand.VIRTIOFS_SOCKET), deadline);
+        try {
+            List<String> cmd = new ArrayList<>();
+            if (!spec.netnsPath().isEmpty()) {
+                cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
+            }
+            cmd.addAll(ClhCommand.build(config, spec));
+            Path log = spec.dir().resolve("cloud-hypervisor.log");
+            LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
+            Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
+                    .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null"))).start();
+            CompletableFuture<ExitStatus> exit = p.onExit().thenApply(x -> ExitStatus.of(x.exitValue()));
+            Path api = spec.dir().resolve(ClhCommand.API_SOCKET);
+            VmmProcesses.awaitSocket(spec.sandboxId(), "cloud-hypervisor", p, api, log, deadline);
+            ClhApi client = new ClhApi(api, API_TIMEOUT);
+            LOG.info("sandbox {}: Cloud Hypervisor {} up", spec.sandboxId(), client.ping().path("version").asText());
+            return new ClhVm(spec, p, ProcessRef.of((int) p.pid()), exit, virtiofsd, client);
+        } catch (IOException | RuntimeException e) {
+            virtiofsd.destroyForcibly();
+            throw e;
+        }
+    }
+}
