@@ -92,6 +92,53 @@ class QuarkPodTest {
         assertThat(env.quarkSandboxerAlive()).isTrue();
     }
 
+    /** Pause and Resume are Task API calls CRI never makes: sent here as containerd's task client would. */
+    @Test
+    void aContainerIsPausedAndResumedThroughTheTaskApi(E2eEnvironment env) throws Exception {
+        CriClient cri = env.quarkCri();
+        CriClient.Pod pod = cri.runPod("gvpause", false);
+        String c = cri.runContainer(pod, "ticker", CriClient.ContainerOptions.defaults().logPath("ticker.log"), "sh",
+                "-c", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done");
+        Path log = pod.logDirectory().resolve("ticker.log");
+        Cri.awaitFileContains(log, "tick-3", Duration.ofSeconds(20));
+        var loop = new io.netty.channel.MultiThreadIoEventLoopGroup(1, io.netty.channel.epoll.EpollIoHandler.newFactory());
+        io.grpc.ManagedChannel ch = io.grpc.netty.NettyChannelBuilder.forAddress(new io.netty.channel.unix
+                        .DomainSocketAddress(env.workdir().resolve("quark.sock").toString()))
+                .channelType(io.netty.channel.epoll.EpollDomainSocketChannel.class).eventLoopGroup(loop)
+                .usePlaintext().build();
+        try (var task = io.kuasar.sandbox.ttrpc.TtrpcClient.connect(io.kuasar.api.sandbox.v1.ControllerGrpc
+                .newBlockingStub(ch).withDeadlineAfter(30, java.util.concurrent.TimeUnit.SECONDS)
+                .status(io.kuasar.api.sandbox.v1.ControllerStatusRequest.newBuilder().setSandboxId(pod.id()).build())
+                .getAddress())) {
+            Duration t = Duration.ofSeconds(30);
+            task.call("containerd.task.v3.Task", "Pause", io.kuasar.api.task.v3.PauseRequest.newBuilder().setId(c)
+                    .build(), com.google.protobuf.Empty.parser(), t);
+            assertThat(runscState(env, c)).isEqualTo("paused");
+            Thread.sleep(300); // nothing runs while paused: the log stops growing
+            long paused = Files.size(log);
+            Thread.sleep(1000);
+            assertThat(Files.size(log)).as("log while paused").isEqualTo(paused);
+            task.call("containerd.task.v3.Task", "Resume", io.kuasar.api.task.v3.ResumeRequest.newBuilder().setId(c)
+                    .build(), com.google.protobuf.Empty.parser(), t);
+            assertThat(runscState(env, c)).isEqualTo("running");
+            long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+            while (Files.size(log) == paused && System.nanoTime() < end) {
+                Thread.sleep(100);
+            }
+            assertThat(Files.size(log)).as("log after resume").isGreaterThan(paused);
+        } finally {
+            ch.shutdownNow();
+            loop.shutdownGracefully(0, 1, java.util.concurrent.TimeUnit.SECONDS);
+        }
+        cri.stopAndRemovePod(pod.id());
+    }
+
+    private static String runscState(E2eEnvironment env, String id) throws Exception {
+        String out = Host.check(Duration.ofSeconds(20), java.util.Map.of("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), null,
+                "/var/lib/kuasar/runsc/runsc", "--root", env.quarkStateDir().resolve("runsc").toString(), "state", id);
+        return new com.fasterxml.jackson.databind.ObjectMapper().readTree(out).path("status").asText();
+    }
+
     @Test
     void anAppKernelKilledUnderARunningPodMakesItNotReadyAndItCanStillBeRemoved(E2eEnvironment env)
             throws Exception {
