@@ -133,6 +133,25 @@ class QuarkPodTest {
         cri.stopAndRemovePod(pod.id());
     }
 
+    /** Attach through containerd's streaming server: stdin and stdout are the FIFOs the sandbox holds. */
+    @Test
+    void attachReachesAGvisorContainersStdioAndStdinOnceEndsIt(E2eEnvironment env) throws Exception {
+        CriClient cri = env.quarkCri();
+        CriClient.Pod pod = cri.runPod("gvattach", false);
+        String script = "echo attach-ready; while read l; do echo \"echo:$l\"; done; echo stdin-closed";
+        String c = cri.runContainer(pod, "echoer", CriClient.ContainerOptions.defaults().stdin(true)
+                .stdinOnce(true).logPath("echoer.log"), "sh", "-c", script);
+        Cri.awaitFileContains(pod.logDirectory().resolve("echoer.log"), "attach-ready", Duration.ofSeconds(20));
+        try (StreamClient.Session s = StreamClient.open(cri.attachUrl(c, false, true), STREAM)) {
+            s.sendStdin("ping\n");
+            assertThat(s.awaitStdout(out -> out.contains("echo:ping"), STREAM)).as("stdout: %s", s.stdout()).isTrue();
+        }
+        // stdin_once: the end of the attach closes the container's stdin; read sees EOF and the shell exits 0
+        assertThat(Cri.awaitState(cri, c, ContainerState.CONTAINER_EXITED, STREAM).getExitCode()).isZero();
+        Cri.awaitFileContains(pod.logDirectory().resolve("echoer.log"), "stdin-closed", Duration.ofSeconds(10));
+        cri.stopAndRemovePod(pod.id());
+    }
+
     private static String runscState(E2eEnvironment env, String id) throws Exception {
         String out = Host.check(Duration.ofSeconds(20), java.util.Map.of("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), null,
                 "/var/lib/kuasar/runsc/runsc", "--root", env.quarkStateDir().resolve("runsc").toString(), "state", id);
