@@ -121,6 +121,7 @@ runsc:
 vmm-image:
 	./vmm-task/image/build-image.sh $(VMM_IMAGE_ARGS)
 	./vmm-task/image/fetch-virtiofsd.sh
+	./vmm-task/image/fetch-vhost-device-vsock.sh
 
 clean:
 	$(MVN) $(MVN_FLAGS) clean

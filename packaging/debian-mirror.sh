@@ -40,18 +40,23 @@ private_apt_opts() {
 
 # trixie_download CACHE [--closure] PKG...: puts the .debs of PKG (with --closure: PKG and everything it depends on,
 # as if nothing were installed) from Debian trixie into CACHE/debs, through a private apt state in CACHE/apt. Needs
-# log and die from the caller; uses the caller's script name in messages.
+# log and die from the caller; uses the caller's script name in messages. suite_download SUITE CACHE ... does the
+# same from another suite (sid).
 trixie_download() {
-  local cache=$1 closure=""
-  shift
+  suite_download trixie "$@"
+}
+
+suite_download() {
+  local suite=$1 cache=$2 closure=""
+  shift 2
   if [[ ${1:-} == --closure ]]; then
     closure=1
     shift
   fi
   mkdir -p "$cache/debs"
-  private_apt_opts "$cache/apt" trixie || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
-  log "apt-get update (private trixie index)"
-  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of trixie failed: check the mirror"
+  private_apt_opts "$cache/apt" "$suite" || die "could not derive the Debian mirror URI from the system's apt sources (set KUASAR_APT_MIRROR)"
+  log "apt-get update (private $suite index)"
+  apt-get "${APT_OPTS[@]}" -q update >/dev/null || die "apt-get update of $suite failed: check the mirror"
   log "downloading ${closure:+the closure of }$*"
   if [[ -n $closure ]]; then
     : >"$cache/apt/status" # an empty private dpkg status: apt resolves every dependency

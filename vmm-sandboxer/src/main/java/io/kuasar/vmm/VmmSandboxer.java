@@ -359,6 +359,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
         killLeftover(r, "virtiofsdPid", "virtiofsdStartTime");
         killLeftover(r, "qemuPid", "qemuStartTime");
         killLeftover(r, "vmmPid", "vmmStartTime"); // Cloud Hypervisor's
+        killLeftover(r, "vsockPid", "vsockStartTime"); // vhost-device-vsock
     }
 
     private static void killLeftover(SandboxRecord r, String pidFact, String startFact) {

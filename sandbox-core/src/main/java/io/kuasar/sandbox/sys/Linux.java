@@ -87,8 +87,46 @@ public final class Linux {
     private static final Downcall MKFIFO = new Downcall("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), -1);
     private static final Downcall CLOCK_SETTIME = new Downcall("clock_settime",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS), -1);
+    private static final Downcall SOCKET = new Downcall("socket",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall BIND = new Downcall("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT), -1);
+    private static final Downcall LISTEN = new Downcall("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT), -1);
+    private static final Downcall ACCEPT4 = new Downcall("accept4",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT), -1);
+    public static final int AF_VSOCK = 40;
+    private static final int SOCK_STREAM = 1;
+    private static final int SOCK_CLOEXEC = 0x80000;
+    /** VMADDR_CID_ANY: listen on the guest's own CID, whatever it is. */
+    private static final int VMADDR_CID_ANY = -1;
 
     private Linux() {
+    }
+
+    /**
+     * A vsock socket listening on {@code port} of this machine (a VM guest's agent: the JDK has no AF_VSOCK). The
+     * descriptor is closed on exec; accept connections with {@link #accept}.
+     */
+    public static int vsockListen(int port) {
+        int fd = (int) invoke("socket(AF_VSOCK)", SOCKET.mh(), AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        try (Arena arena = Arena.ofConfined()) {
+            // struct sockaddr_vm { sa_family_t family; unsigned short reserved1; unsigned int port; unsigned int cid;
+            //                      unsigned char zero[4]; }
+            MemorySegment addr = arena.allocate(16);
+            addr.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 0, (short) AF_VSOCK);
+            addr.set(JAVA_INT, 4, port);
+            addr.set(JAVA_INT, 8, VMADDR_CID_ANY);
+            invoke("bind(vsock port " + port + ")", BIND.mh(), fd, addr, 16);
+            invoke("listen(vsock port " + port + ")", LISTEN.mh(), fd, 16);
+            return fd;
+        } catch (RuntimeException e) {
+            close(fd);
+            throw e;
+        }
+    }
+
+    /** accept4(2) of a listening socket; the connection's descriptor is closed on exec. */
+    public static int accept(int listening) {
+        return (int) invoke("accept", ACCEPT4.mh(), listening, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC);
     }
 
     /** Exit status of a reaped child, in the shell's convention: a signal death is 128 + signal. */

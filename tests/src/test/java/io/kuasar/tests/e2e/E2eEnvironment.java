@@ -85,7 +85,8 @@ public final class E2eEnvironment implements AutoCloseable {
                 workdir.resolve("vmm-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log, UnaryOperator.identity()));
         vmmfs = new VmmDaemon("kuasar-vmm-virtiofs", workdir.resolve("vmmfs.sock"), Path.of("/run/kvfs-" + n),
                 workdir.resolve("vmmfs-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log,
-                c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")));
+                c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")
+                        .replace("use_vsock = false", "use_vsock = true")));
         wasm = new VmmDaemon("kuasar-wasm", workdir.resolve("wasm.sock"), workdir.resolve("wasm-state"),
                 workdir.resolve("wasm-sandboxer.log"), d -> {
                     wasmEngines();

@@ -12,8 +12,10 @@ import java.util.List;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * microVM pods whose shared directory reaches the guest through virtiofs (share_fs = "VirtioFS"): a second
- * vmm-sandboxer, handler {@code kuasar-vmm-virtiofs}, one virtiofsd per VM (trixie's, run through its own loader).
+ * microVM pods whose shared directory reaches the guest through virtiofs (share_fs = "VirtioFS") and whose agent
+ * channel is Kuasar's vsock port 1024 (use_vsock = true): a second vmm-sandboxer, handler
+ * {@code kuasar-vmm-virtiofs}, one virtiofsd per VM (trixie's, run through its own loader) and one vhost-device-vsock
+ * per VM (sid's: this machine kind has no vhost-vsock), reached through hybrid vsock.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -50,9 +52,16 @@ class VmmVirtiofsTest {
         for (long p : virtiofsd) {
             assertThat(Host.read(Path.of("/proc/" + p + "/cgroup"))).contains("/kuasar-vmm/" + pod.id() + "\n");
         }
+        // The agent answered over vsock: no virtio-serial chardev, a vhost-device-vsock in the pod's cgroup.
+        assertThat(sandboxDir.resolve("agent.sock")).doesNotExist();
+        List<Long> vsock = Host.pidsWithCmdline("--uds-path " + sandboxDir + "/vsock.uds");
+        assertThat(vsock).as("vhost-device-vsock of the pod").hasSize(1);
+        assertThat(Host.read(Path.of("/proc/" + vsock.getFirst() + "/cgroup"))).contains("/kuasar-vmm/" + pod.id()
+                + "\n");
 
         cri.stopAndRemovePod(pod.id());
-        assertThat(Host.pidsWithCmdline(sandboxDir.toString())).as("QEMU and virtiofsd of the pod").isEmpty();
+        assertThat(Host.pidsWithCmdline(sandboxDir.toString())).as("QEMU, virtiofsd and vhost-device-vsock of the pod")
+                .isEmpty();
         assertThat(Host.mountsMentioning(sandboxDir.toString())).isEmpty();
         assertThat(sandboxDir).doesNotExist();
         assertThat(Path.of("/sys/fs/cgroup/memory/kuasar-vmm", pod.id())).doesNotExist();

@@ -3,6 +3,7 @@ package io.kuasar.vmm.clh;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import io.kuasar.vmm.hypervisor.HybridVsock;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSpec;
 import org.slf4j.Logger;

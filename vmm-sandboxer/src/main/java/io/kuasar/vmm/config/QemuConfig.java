@@ -11,15 +11,18 @@ import java.util.Locale;
  * The {@code [hypervisor]} table of Kuasar's {@code config_qemu_x86_64.toml}, with Kuasar's keys and meanings
  * (unknown keys are ignored, as Kuasar does), plus what this implementation adds:
  * {@code accelerator} ({@code kvm}, {@code tcg} or {@code auto}: TCG when the CPU has no vmx/svm, as on machines
- * whose /dev/kvm is PVM), {@code agent_timeout_secs} (how long a booting guest has to answer) and
- * {@code console_log} (keep the guest console in the sandbox directory). A bad value is rejected at start with the
+ * whose /dev/kvm is PVM), {@code agent_timeout_secs} (how long a booting guest has to answer),
+ * {@code console_log} (keep the guest console in the sandbox directory) and {@code vhost_user_vsock_path}: with
+ * {@code use_vsock = true} the guest's vsock is a vhost-user-vsock device served by that daemon (sid's
+ * vhost-device-vsock, one per VM), since these machines have no vhost-vsock; the agent is on vsock port 1024, as
+ * Kuasar's. A bad value is rejected at start with the
  * key and the reason.
  */
 public record QemuConfig(String qemuPath, String machineType, String accelerator, String cpuModel,
                          String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
                          String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
-                         String virtio9pMultidevs, boolean useVsock, int agentTimeoutSecs, boolean debug,
-                         boolean freePageReporting, Virtiofsd virtiofsd) {
+                         String virtio9pMultidevs, boolean useVsock, String vhostUserVsockPath,
+                         int agentTimeoutSecs, boolean debug, boolean freePageReporting, Virtiofsd virtiofsd) {
     public static final String SHARE_9P = "Virtio9P";
     public static final String SHARE_VIRTIOFS = "VirtioFS";
 
@@ -44,6 +47,7 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                 text(h, "entropy_source", "/dev/urandom"),
                 text(h, "virtio_9p_multidevs", "remap"),
                 bool(h, "use_vsock", false, source),
+                text(h, "vhost_user_vsock_path", "/var/lib/kuasar/vhost-device-vsock/vhost-device-vsock"),
                 integer(h, "agent_timeout_secs", 45, source),
                 bool(h, "debug", false, source),
                 bool(h, "free_page_reporting", true, source),
@@ -69,10 +73,6 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         }
         if (!shareFs.equals(SHARE_9P) && !shareFs.equals(SHARE_VIRTIOFS)) {
             throw bad(source, "share_fs", shareFs, "use Virtio9P or VirtioFS");
-        }
-        if (useVsock) {
-            throw bad(source, "use_vsock", "true", "this machine has no vhost-vsock; the agent channel is "
-                    + "virtio-serial (set use_vsock = false)");
         }
         if (agentTimeoutSecs < 1) {
             throw bad(source, "agent_timeout_secs", Integer.toString(agentTimeoutSecs), "must be positive");

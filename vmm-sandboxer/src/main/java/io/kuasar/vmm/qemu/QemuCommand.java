@@ -23,6 +23,12 @@ public final class QemuCommand {
     static final String QMP_SOCKET = "qmp.sock";
     static final String CONSOLE_LOG = "console.log";
     static final String VIRTIOFS_SOCKET = "virtiofs.sock";
+    /** vhost-device-vsock's control socket (QEMU connects to it) and its hybrid vsock socket (ours). */
+    static final String VHOST_VSOCK_SOCKET = "vhu-vsock.sock";
+    static final String VSOCK_UDS = "vsock.uds";
+    /** The guest's vsock CID and the agent's port: Kuasar's. */
+    static final int GUEST_CID = 3;
+    static final int AGENT_VSOCK_PORT = 1024;
     /** The guest kernel parameters every pod needs; the config's kernel_params come after them. */
     static final String BASE_PARAMS = "console=ttyS0 panic=-1 reboot=t tsc=reliable no_timer_check lpj=1000000 "
             + "net.ifnames=0";
@@ -56,16 +62,27 @@ public final class QemuCommand {
                 "-append", kernelParams(c),
                 "-smp", "cpus=" + spec.vcpus() + ",cores=" + spec.vcpus() + ",threads=1",
                 "-m", spec.memoryInMb() + "M",
-                "-device", "virtio-serial-pci,id=serial0",
-                "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
-                "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT,
                 "-object", "rng-random,id=rng0,filename=" + c.entropySource(),
                 "-device", "virtio-rng-pci,rng=rng0"));
-        if (c.virtiofs()) {
-            // vhost-user-fs: virtiofsd maps guest RAM, so the RAM is a shared memfd (one NUMA node holding it all)
+        if (c.useVsock()) {
+            // the agent on vsock port 1024; vhost-device-vsock serves the device (and maps guest RAM)
+            a.addAll(List.of(
+                    "-chardev", "socket,id=vhuv,path=" + dir.resolve(VHOST_VSOCK_SOCKET),
+                    "-device", "vhost-user-vsock-pci,chardev=vhuv"));
+        } else {
+            a.addAll(List.of(
+                    "-device", "virtio-serial-pci,id=serial0",
+                    "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
+                    "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT));
+        }
+        if (c.virtiofs() || c.useVsock()) {
+            // vhost-user devices map guest RAM, so the RAM is a shared memfd (one NUMA node holding it all)
             a.addAll(List.of(
                     "-object", "memory-backend-memfd,id=mem0,size=" + spec.memoryInMb() + "M,share=on",
-                    "-numa", "node,memdev=mem0",
+                    "-numa", "node,memdev=mem0"));
+        }
+        if (c.virtiofs()) {
+            a.addAll(List.of(
                     "-chardev", "socket,id=vfs0,path=" + dir.resolve(VIRTIOFS_SOCKET),
                     "-device", "vhost-user-fs-pci,chardev=vfs0,tag=" + SHARE_TAG));
         } else {
@@ -89,6 +106,7 @@ public final class QemuCommand {
 
     static String kernelParams(QemuConfig c) {
         String p = BASE_PARAMS + " task.sharefs_type=" + (c.virtiofs() ? "virtiofs" : "9p")
+                + (c.useVsock() ? " task.agent_vsock=" + AGENT_VSOCK_PORT : "")
                 + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim());
         return c.debug() ? p + " task.log_level=debug" : p + " quiet";
     }

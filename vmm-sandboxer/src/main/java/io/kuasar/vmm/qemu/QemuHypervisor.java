@@ -51,6 +51,11 @@ public final class QemuHypervisor implements Hypervisor {
                     + " is not executable (make vmm-image installs trixie's virtiofsd; or use share_fs = \"Virtio9P\")")
                     .asRuntimeException();
         }
+        if (config.useVsock() && !Files.isExecutable(Path.of(config.vhostUserVsockPath()))) {
+            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor].vhost_user_vsock_path "
+                    + config.vhostUserVsockPath() + " is not executable (use_vsock = true needs sid's "
+                    + "vhost-device-vsock: make vmm-image fetches it; or set use_vsock = false)").asRuntimeException();
+        }
         if (!config.firmwarePath().isEmpty()) {
             require(config.firmwarePath(), "firmware_path", "apt-get install qemu-system-x86 (qboot.rom)");
         }
@@ -70,25 +75,48 @@ public final class QemuHypervisor implements Hypervisor {
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {
         check();
-        VmmProcesses.freshSockets(spec, List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET));
+        VmmProcesses.freshSockets(spec, List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET,
+                QemuCommand.VHOST_VSOCK_SOCKET, QemuCommand.VSOCK_UDS));
         List<String> cmd = new ArrayList<>();
         if (!spec.netnsPath().isEmpty()) {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
         }
         cmd.addAll(QemuCommand.build(config, accelerator, spec));
-        Process virtiofsd = config.virtiofs() ? VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
-                spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline) : null;
+        Process virtiofsd = null;
+        Process vsock = null;
         try {
-            return startQemu(spec, cmd, deadline, virtiofsd);
+            virtiofsd = config.virtiofs() ? VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
+                    spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline) : null;
+            vsock = config.useVsock() ? startVhostVsock(spec, deadline) : null;
+            return startQemu(spec, cmd, deadline, virtiofsd, vsock);
         } catch (RuntimeException | IOException e) {
-            if (virtiofsd != null) {
-                virtiofsd.destroyForcibly();
+            for (Process p : new Process[]{virtiofsd, vsock}) {
+                if (p != null) {
+                    p.destroyForcibly();
+                }
             }
             throw e;
         }
     }
 
-    private Vm startQemu(VmSpec spec, List<String> cmd, Instant deadline, Process virtiofsd) throws IOException {
+    /**
+     * The VM's vhost-user-vsock device, served by vhost-device-vsock: QEMU connects to its control socket; the
+     * sandboxer reaches guest ports through its hybrid vsock socket. It outlives QEMU, so the VM stops it.
+     */
+    private Process startVhostVsock(VmSpec spec, Instant deadline) throws IOException {
+        Path control = spec.dir().resolve(QemuCommand.VHOST_VSOCK_SOCKET);
+        List<String> cmd = List.of(config.vhostUserVsockPath(), "--guest-cid", Integer.toString(QemuCommand.GUEST_CID),
+                "--socket", control.toString(), "--uds-path", spec.dir().resolve(QemuCommand.VSOCK_UDS).toString());
+        Path log = spec.dir().resolve("vhost-device-vsock.log");
+        LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        VmmProcesses.awaitSocket(spec.sandboxId(), "vhost-device-vsock", p, control, log, deadline);
+        return p;
+    }
+
+    private Vm startQemu(VmSpec spec, List<String> cmd, Instant deadline, Process virtiofsd, Process vsock)
+            throws IOException {
         Path log = spec.dir().resolve("qemu.log");
         Files.deleteIfExists(spec.dir().resolve(QemuCommand.CONSOLE_LOG));
         LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
@@ -99,6 +127,6 @@ public final class QemuHypervisor implements Hypervisor {
         // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
         VmmProcesses.awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log,
                 deadline);
-        return new QemuVm(spec, p, ref, exit, virtiofsd);
+        return new QemuVm(spec, p, ref, exit, virtiofsd, vsock);
     }
 }

@@ -15,7 +15,10 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
-/** One QEMU process. Its agent channel is the virtio-serial port's chardev socket. */
+/**
+ * One QEMU process. Its agent channel is the virtio-serial port's chardev socket, or with {@code use_vsock} the
+ * guest's vsock port 1024 through vhost-device-vsock's hybrid vsock socket.
+ */
 final class QemuVm implements Vm {
     private static final Logger LOG = LoggerFactory.getLogger(QemuVm.class);
     static final String FACT_PID = "qemuPid";
@@ -26,22 +29,33 @@ final class QemuVm implements Vm {
     private final Process process;
     private final ProcessRef ref;
     private final CompletableFuture<ExitStatus> exit;
+    static final String FACT_VSOCK_PID = "vsockPid";
+    static final String FACT_VSOCK_START_TIME = "vsockStartTime";
     private final Process virtiofsd; // null with 9p
+    private final Process vsock; // null with virtio-serial
 
-    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit, Process virtiofsd) {
+    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit, Process virtiofsd,
+           Process vsock) {
         this.spec = spec;
         this.process = process;
         this.ref = ref;
         this.exit = exit;
         this.virtiofsd = virtiofsd;
+        this.vsock = vsock;
     }
 
     @Override
     public java.util.List<Long> affiliatedPids() {
-        // virtiofsd forks its sandboxed worker at start: both go into the pod's cgroup
-        return virtiofsd == null ? java.util.List.of() : java.util.stream.Stream.concat(
-                java.util.stream.Stream.of(virtiofsd.toHandle()), virtiofsd.descendants())
-                .map(ProcessHandle::pid).toList();
+        // virtiofsd forks its sandboxed worker at start: both go into the pod's cgroup, with vhost-device-vsock
+        java.util.List<Long> pids = new java.util.ArrayList<>();
+        if (virtiofsd != null) {
+            java.util.stream.Stream.concat(java.util.stream.Stream.of(virtiofsd.toHandle()), virtiofsd.descendants())
+                    .forEach(h -> pids.add(h.pid()));
+        }
+        if (vsock != null) {
+            pids.add(vsock.pid());
+        }
+        return pids;
     }
 
     @Override
@@ -56,6 +70,10 @@ final class QemuVm implements Vm {
 
     @Override
     public TtrpcClient connectAgent() throws IOException {
+        if (vsock != null) {
+            return TtrpcClient.over(io.kuasar.vmm.hypervisor.HybridVsock.connect(
+                    spec.dir().resolve(QemuCommand.VSOCK_UDS), QemuCommand.AGENT_VSOCK_PORT));
+        }
         return TtrpcClient.connect(spec.dir().resolve(QemuCommand.AGENT_SOCKET));
     }
 
@@ -86,6 +104,18 @@ final class QemuVm implements Vm {
                 LOG.error("sandbox {}: QEMU {} survived SIGKILL for 10 s", spec.sandboxId(), ref.pid());
             }
         }
+        if (vsock != null) {
+            // vhost-device-vsock does not exit with its VM
+            vsock.destroy();
+            try {
+                if (!vsock.waitFor(2, TimeUnit.SECONDS)) {
+                    vsock.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                vsock.destroyForcibly();
+                Thread.currentThread().interrupt();
+            }
+        }
         if (virtiofsd != null) {
             // it exits by itself once its VM has disconnected; make sure
             try {
@@ -101,12 +131,18 @@ final class QemuVm implements Vm {
 
     @Override
     public Map<String, String> facts() {
+        Map<String, String> f = new java.util.HashMap<>(Map.of(FACT_PID, Integer.toString(ref.pid()),
+                FACT_START_TIME, Long.toString(ref.startTime())));
         if (virtiofsd != null) {
             ProcessRef v = ProcessRef.of((int) virtiofsd.pid());
-            return Map.of(FACT_PID, Integer.toString(ref.pid()), FACT_START_TIME, Long.toString(ref.startTime()),
-                    FACT_VIRTIOFSD_PID, Integer.toString(v.pid()), FACT_VIRTIOFSD_START_TIME,
-                    Long.toString(v.startTime()));
+            f.put(FACT_VIRTIOFSD_PID, Integer.toString(v.pid()));
+            f.put(FACT_VIRTIOFSD_START_TIME, Long.toString(v.startTime()));
         }
-        return Map.of(FACT_PID, Integer.toString(ref.pid()), FACT_START_TIME, Long.toString(ref.startTime()));
+        if (vsock != null) {
+            ProcessRef v = ProcessRef.of((int) vsock.pid());
+            f.put(FACT_VSOCK_PID, Integer.toString(v.pid()));
+            f.put(FACT_VSOCK_START_TIME, Long.toString(v.startTime()));
+        }
+        return f;
     }
 }

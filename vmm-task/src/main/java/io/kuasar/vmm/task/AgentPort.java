@@ -67,6 +67,93 @@ final class AgentPort {
     }
 
     /**
+     * Serves every connection accepted on a listening vsock socket, each on a thread of its own, until the JVM ends:
+     * the host reconnects after a restart of its sandboxer, and may hold more than one connection.
+     */
+    static void serveVsock(TtrpcServer server, int listening, int port) throws InterruptedException {
+        LOG.info("serving ttrpc on vsock port {}", port);
+        while (true) {
+            int fd;
+            try {
+                fd = io.kuasar.sandbox.sys.Linux.accept(listening);
+            } catch (RuntimeException e) {
+                LOG.warn("vsock port {}: accept: {}", port, e.getMessage());
+                Thread.sleep(IDLE_POLL.toMillis());
+                continue;
+            }
+            Thread.ofPlatform().name("vsock-conn-" + fd).daemon().start(() -> {
+                try (FdChannel ch = new FdChannel(fd)) {
+                    server.serve(ch); // returns when the host closes the connection
+                } catch (RuntimeException e) {
+                    LOG.warn("vsock port {}: {}", port, e.getMessage());
+                }
+            });
+        }
+    }
+
+    /**
+     * A connected socket's descriptor as a byte channel (the JDK cannot wrap an AF_VSOCK socket): reads and writes
+     * run concurrently, each with a native buffer of its own.
+     */
+    static final class FdChannel implements ByteChannel {
+        private final int fd;
+        // freed by the GC: a read may still be blocked in the kernel on `in` when the channel is closed
+        private final java.lang.foreign.MemorySegment in = java.lang.foreign.Arena.ofAuto().allocate(64 * 1024);
+        private final java.lang.foreign.MemorySegment out = java.lang.foreign.Arena.ofAuto().allocate(64 * 1024);
+        private volatile boolean open = true;
+
+        FdChannel(int fd) {
+            this.fd = fd;
+        }
+
+        @Override
+        public int read(ByteBuffer dst) throws IOException {
+            long n;
+            try {
+                n = io.kuasar.sandbox.sys.Linux.read(fd, in, Math.min(dst.remaining(), in.byteSize()));
+            } catch (RuntimeException e) {
+                throw new IOException("vsock read: " + e.getMessage(), e);
+            }
+            if (n == 0) {
+                return -1;
+            }
+            dst.put(in.asSlice(0, n).asByteBuffer());
+            return (int) n;
+        }
+
+        @Override
+        public synchronized int write(ByteBuffer src) throws IOException {
+            int total = src.remaining();
+            while (src.hasRemaining()) {
+                int n = (int) Math.min(src.remaining(), out.byteSize());
+                ByteBuffer chunk = src.slice(src.position(), n);
+                out.asByteBuffer().put(chunk);
+                long written;
+                try {
+                    written = io.kuasar.sandbox.sys.Linux.write(fd, out, n);
+                } catch (RuntimeException e) {
+                    throw new IOException("vsock write: " + e.getMessage(), e);
+                }
+                src.position(src.position() + (int) written);
+            }
+            return total;
+        }
+
+        @Override
+        public boolean isOpen() {
+            return open;
+        }
+
+        @Override
+        public void close() {
+            if (open) {
+                open = false;
+                io.kuasar.sandbox.sys.Linux.close(fd);
+            }
+        }
+    }
+
+    /**
      * The port as a byte channel. Not a FileChannel: its reads and writes share one position lock, so a read
      * blocked waiting for the host would hold every response back. A virtio port can be opened only once, so
      * reads and writes go through one descriptor, concurrently.

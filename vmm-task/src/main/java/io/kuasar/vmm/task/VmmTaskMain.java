@@ -65,12 +65,23 @@ public final class VmmTaskMain {
         services(Path.of("/run/kuasar-task")).forEach(server::register);
         steps.done("services");
         new GuestNetwork().up("lo");
+        if (config.agentVsockPort() > 0) {
+            // Kuasar's channel: vsock port 1024 (vhost-user-vsock under QEMU here, Cloud Hypervisor's hybrid vsock)
+            int listening = io.kuasar.sandbox.sys.Linux.vsockListen(config.agentVsockPort());
+            steps.done("lo, vsock " + config.agentVsockPort());
+            ready(steps);
+            AgentPort.serveVsock(server, listening, config.agentVsockPort());
+        }
         Path port = AgentPort.find(config.agentPort(), Duration.ofSeconds(10));
         steps.done("lo, agent port");
+        ready(steps);
+        AgentPort.serveForever(server, port);
+    }
+
+    private static void ready(Steps steps) throws java.io.IOException {
         LOG.info("vmm-task ready in {} ms of JVM time, uptime {} ({})",
                 java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime(),
                 Files.readString(Path.of("/proc/uptime")).split(" ")[0], steps);
-        AgentPort.serveForever(server, port);
     }
 
     /** Where the boot's JVM time goes (a TCG guest runs it 20-30x slower than the host: worth knowing). */

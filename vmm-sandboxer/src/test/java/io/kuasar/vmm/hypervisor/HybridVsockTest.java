@@ -1,4 +1,4 @@
-package io.kuasar.vmm.clh;
+package io.kuasar.vmm.hypervisor;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

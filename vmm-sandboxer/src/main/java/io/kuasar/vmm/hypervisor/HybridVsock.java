@@ -1,4 +1,4 @@
-package io.kuasar.vmm.clh;
+package io.kuasar.vmm.hypervisor;
 
 import java.io.IOException;
 import java.net.StandardProtocolFamily;
@@ -9,7 +9,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 
 /**
- * Cloud Hypervisor's hybrid vsock, the host's way to a guest vsock port: connect to the VM's vsock Unix socket, send
+ * Hybrid vsock (Cloud Hypervisor's, and vhost-device-vsock's for QEMU), the host's way to a guest vsock port: connect to the VM's vsock Unix socket, send
  * {@code CONNECT <port>\n}, and read one line, which starts with {@code OK} (Cloud Hypervisor answers
  * {@code OK <host-side port>\n}) when the guest accepted; the socket is then a byte stream to that guest port.
  */
