@@ -55,7 +55,8 @@ public final class ClhCommand {
     }
 
     /**
-     * Kuasar's guest command line: the pmem rootfs (when there is an image) and virtio-fs for the share, then
+     * Kuasar's guest command line: the pmem rootfs (when there is an image), virtio-fs for the share and the agent on
+     * vsock port 1024, then
      * {@code kernel_params}, {@code task.log_level=debug} with {@code [hypervisor.task].debug}, and
      * {@code task.enable_tracing=<bool>} (always appended, as Kuasar does).
      */
@@ -64,7 +65,8 @@ public final class ClhCommand {
         if (!c.imagePath().isEmpty()) {
             s.append(" root=/dev/pmem0p1 rootflags=data=ordered,errors=remount-ro ro rootfstype=ext4");
         }
-        s.append(" task.sharefs_type=virtiofs");
+        // ours: this agent listens on virtio-serial unless told the vsock port (Kuasar's always uses vsock 1024)
+        s.append(" task.sharefs_type=virtiofs task.agent_vsock=").append(AGENT_PORT);
         if (!c.kernelParams().isEmpty()) {
             s.append(' ').append(c.kernelParams());
         }

@@ -29,7 +29,7 @@ class ClhCommandTest {
                 "--memory", "size=1073741824,shared=on,hugepages=off",
                 "--kernel", "/var/lib/kuasar/vmlinux.bin",
                 "--cmdline", "console=hvc0 root=/dev/pmem0p1 rootflags=data=ordered,errors=remount-ro ro "
-                        + "rootfstype=ext4 task.sharefs_type=virtiofs task.enable_tracing=false",
+                        + "rootfstype=ext4 task.sharefs_type=virtiofs task.agent_vsock=1024 task.enable_tracing=false",
                 "--pmem", "id=rootfs,file=/var/lib/kuasar/kuasar.img,discard_writes=on",
                 "--rng", "src=/dev/urandom",
                 "--vsock", "cid=3,socket=" + dir + "/task.vsock,id=vsock",
@@ -52,7 +52,8 @@ class ClhCommandTest {
                 """);
         ClhConfig c = ClhConfig.from(toml, "test.toml");
         assertThat(ClhCommand.kernelCmdline(c))
-                .isEqualTo("console=hvc0 task.sharefs_type=virtiofs quiet task.log_level=debug task.enable_tracing=true");
+                .isEqualTo("console=hvc0 task.sharefs_type=virtiofs task.agent_vsock=1024 quiet task.log_level=debug "
+                        + "task.enable_tracing=true");
         List<String> cmd = ClhCommand.build(c, new VmSpec("sb2", Path.of("/d"), Path.of("/s"), 2, 512, "", List.of()));
         assertThat(cmd).contains("--initramfs", "/var/lib/kuasar/kuasar.initrd", "size=536870912,shared=on,hugepages=on",
                 "boot=2,affinity=,features=").doesNotContain("--pmem", "--net");
