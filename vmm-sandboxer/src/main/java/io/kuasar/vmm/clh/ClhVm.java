@@ -5,9 +5,8 @@ import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
 import io.kuasar.vmm.hypervisor.HybridVsock;
 import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmmProcesses;
 import io.kuasar.vmm.hypervisor.VmSpec;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -15,12 +14,10 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 /** One Cloud Hypervisor process and its virtiofsd. The agent channel is hybrid vsock to guest port 1024. */
 final class ClhVm implements Vm {
-    private static final Logger LOG = LoggerFactory.getLogger(ClhVm.class);
     static final String FACT_PID = "vmmPid";
     static final String FACT_START_TIME = "vmmStartTime";
     static final String FACT_VIRTIOFSD_PID = "virtiofsdPid";
@@ -63,38 +60,11 @@ final class ClhVm implements Vm {
         return spec.dir().resolve(ClhCommand.CONSOLE_LOG);
     }
 
-    /** {@code vmm.shutdown} through the API, then SIGKILL after {@code grace}; virtiofsd follows its VM. */
+    /** {@code vmm.shutdown} through the API, then SIGKILL after {@code grace}; then its virtiofsd. */
     @Override
     public void stop(Duration grace) {
-        if (!exit.isDone() && !grace.isZero()) {
-            try {
-                api.shutdownVmm();
-            } catch (IOException e) {
-                LOG.debug("sandbox {}: vmm.shutdown failed: {}", spec.sandboxId(), e.getMessage());
-            }
-            try {
-                exit.get(grace.toMillis(), TimeUnit.MILLISECONDS);
-            } catch (Exception e) {
-                LOG.warn("sandbox {}: Cloud Hypervisor {} did not exit within {}; killing it", spec.sandboxId(),
-                        ref.pid(), grace);
-            }
-        }
-        if (!exit.isDone()) {
-            process.destroyForcibly();
-            try {
-                exit.get(10, TimeUnit.SECONDS);
-            } catch (Exception e) {
-                LOG.error("sandbox {}: Cloud Hypervisor {} survived SIGKILL for 10 s", spec.sandboxId(), ref.pid());
-            }
-        }
-        try {
-            if (!virtiofsd.waitFor(2, TimeUnit.SECONDS)) {
-                virtiofsd.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-            }
-        } catch (InterruptedException e) {
-            virtiofsd.destroyForcibly();
-            Thread.currentThread().interrupt();
-        }
+        VmmProcesses.stop(spec.sandboxId(), "Cloud Hypervisor", process, exit, grace, api::shutdownVmm,
+                List.of(virtiofsd));
     }
 
     @Override

@@ -100,4 +100,50 @@ public final class VmmProcesses {
             return "(no output: " + e.getMessage() + ")";
         }
     }
+
+    /** What asks a VMM to quit (QMP {@code quit}, Cloud Hypervisor's {@code vmm.shutdown}). */
+    @FunctionalInterface
+    public interface Quit {
+        void quit() throws IOException;
+    }
+
+    /**
+     * Stops a VMM: asks it to quit and waits up to {@code grace} (none: at once), then SIGKILL; then its helpers
+     * (virtiofsd ends with its VM by itself, vhost-device-vsock does not): SIGTERM, and SIGKILL after 2 s.
+     */
+    public static void stop(String sandboxId, String what, Process vmm,
+                            java.util.concurrent.CompletableFuture<io.kuasar.sandbox.process.ExitStatus> exit,
+                            java.time.Duration grace, Quit quit, List<Process> helpers) {
+        if (!exit.isDone() && !grace.isZero()) {
+            try {
+                quit.quit();
+            } catch (IOException e) {
+                LOG.debug("sandbox {}: asking {} to quit failed: {}", sandboxId, what, e.getMessage());
+            }
+            try {
+                exit.get(grace.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            } catch (Exception e) {
+                LOG.warn("sandbox {}: {} {} did not quit within {}; killing it", sandboxId, what, vmm.pid(), grace);
+            }
+        }
+        if (!exit.isDone()) {
+            vmm.destroyForcibly();
+            try {
+                exit.get(10, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (Exception e) {
+                LOG.error("sandbox {}: {} {} survived SIGKILL for 10 s", sandboxId, what, vmm.pid());
+            }
+        }
+        for (Process h : helpers) {
+            h.destroy();
+            try {
+                if (!h.waitFor(2, java.util.concurrent.TimeUnit.SECONDS)) {
+                    h.destroyForcibly().waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                h.destroyForcibly();
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
 }

@@ -4,23 +4,20 @@ import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
 import io.kuasar.vmm.hypervisor.Vm;
+import io.kuasar.vmm.hypervisor.VmmProcesses;
 import io.kuasar.vmm.hypervisor.VmSpec;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.TimeUnit;
 
 /**
  * One QEMU process. Its agent channel is the virtio-serial port's chardev socket, or with {@code use_vsock} the
  * guest's vsock port 1024 through vhost-device-vsock's hybrid vsock socket.
  */
 final class QemuVm implements Vm {
-    private static final Logger LOG = LoggerFactory.getLogger(QemuVm.class);
     static final String FACT_PID = "qemuPid";
     static final String FACT_START_TIME = "qemuStartTime";
     static final String FACT_VIRTIOFSD_PID = "virtiofsdPid";
@@ -84,49 +81,18 @@ final class QemuVm implements Vm {
 
     @Override
     public void stop(Duration grace) {
-        if (!exit.isDone() && !grace.isZero()) {
-            try (Qmp qmp = Qmp.connect(spec.dir().resolve(QemuCommand.QMP_SOCKET))) {
-                qmp.execute("quit");
-            } catch (IOException e) {
-                LOG.debug("sandbox {}: QMP quit failed: {}", spec.sandboxId(), e.getMessage());
-            }
-            try {
-                exit.get(grace.toMillis(), TimeUnit.MILLISECONDS);
-            } catch (Exception e) {
-                LOG.warn("sandbox {}: QEMU {} did not quit within {}; killing it", spec.sandboxId(), ref.pid(), grace);
-            }
-        }
-        if (!exit.isDone()) {
-            process.destroyForcibly();
-            try {
-                exit.get(10, TimeUnit.SECONDS);
-            } catch (Exception e) {
-                LOG.error("sandbox {}: QEMU {} survived SIGKILL for 10 s", spec.sandboxId(), ref.pid());
-            }
-        }
+        java.util.List<Process> helpers = new java.util.ArrayList<>();
         if (vsock != null) {
-            // vhost-device-vsock does not exit with its VM
-            vsock.destroy();
-            try {
-                if (!vsock.waitFor(2, TimeUnit.SECONDS)) {
-                    vsock.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-                }
-            } catch (InterruptedException e) {
-                vsock.destroyForcibly();
-                Thread.currentThread().interrupt();
-            }
+            helpers.add(vsock);
         }
         if (virtiofsd != null) {
-            // it exits by itself once its VM has disconnected; make sure
-            try {
-                if (!virtiofsd.waitFor(2, TimeUnit.SECONDS)) {
-                    virtiofsd.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-                }
-            } catch (InterruptedException e) {
-                virtiofsd.destroyForcibly();
-                Thread.currentThread().interrupt();
-            }
+            helpers.add(virtiofsd);
         }
+        VmmProcesses.stop(spec.sandboxId(), "QEMU", process, exit, grace, () -> {
+            try (Qmp qmp = Qmp.connect(spec.dir().resolve(QemuCommand.QMP_SOCKET))) {
+                qmp.execute("quit");
+            }
+        }, helpers);
     }
 
     @Override
