@@ -7,7 +7,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.grpc.Status;
 import io.kuasar.api.runc.options.Options;
 import io.kuasar.api.task.v3.CreateTaskRequest;
-import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.pod.PodFiles;
 import io.kuasar.sandbox.cgroup.CgroupStats;
 import io.kuasar.sandbox.cgroup.OomMonitor;
@@ -28,10 +27,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
 
 /**
  * Creates runc containers in containerd's own bundle: checks the OCI spec, mounts the rootfs containerd prepared,

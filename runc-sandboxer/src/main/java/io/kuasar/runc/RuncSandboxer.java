@@ -1,6 +1,5 @@
 package io.kuasar.runc;
 
-import com.google.protobuf.InvalidProtocolBufferException;
 import io.grpc.Status;
 import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;

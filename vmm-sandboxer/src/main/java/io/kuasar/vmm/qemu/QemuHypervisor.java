@@ -3,7 +3,6 @@ package io.kuasar.vmm.qemu;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
-import io.kuasar.sandbox.sys.Linux;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.VmmProcesses;
