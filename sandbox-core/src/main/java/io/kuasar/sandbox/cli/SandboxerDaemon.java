@@ -45,7 +45,7 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             description = "error, warn, info, debug or trace (default: [sandbox].log_level of --config, else info)")
     protected String logLevel;
 
-    @Option(names = {"-c", "--config"}, description = "TOML config file, as Kuasar's (default: none for this daemon)")
+    @Option(names = {"-c", "--config"}, description = "TOML config file, as Kuasar's (default: /var/lib/kuasar/config.toml for vmm-sandboxer, none for the other daemons)")
     protected Path config;
 
     @Option(names = {"-v", "--version"}, versionHelp = true, description = "Print version information and exit")
