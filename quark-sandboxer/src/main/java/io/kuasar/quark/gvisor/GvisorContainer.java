@@ -219,14 +219,7 @@ final class GvisorContainer implements Container {
 
     /** {@code runsc delete --force}: the container's processes, gofer, state, cgroup and filestore. */
     static void deleteQuietly(Runsc runsc, String id, Path bundle) {
-        try {
-            if (runsc.state(id, log(bundle)) != null) {
-                runsc.cli().run("runsc delete of container " + id, log(bundle), List.of("delete", "--force", id),
-                        OciRuntime.Stdio.none(), null);
-            }
-        } catch (IOException | RuntimeException e) {
-            LOG.warn("container {}: runsc delete: {}", id, e.getMessage());
-        }
+        runsc.deleteQuietly("container " + id, id, log(bundle));
     }
 
     @Override

@@ -226,14 +226,7 @@ public final class GvisorSandboxer implements Sandboxer {
     }
 
     private void deleteSandbox(String id, Path log) {
-        try {
-            if (runsc.state(id, log) != null) {
-                runsc.cli().run("runsc delete of sandbox " + id, log, java.util.List.of("delete", "--force", id),
-                        OciRuntime.Stdio.none(), null);
-            }
-        } catch (IOException | RuntimeException e) {
-            LOG.warn("sandbox {}: runsc delete: {}", id, e.getMessage());
-        }
+        runsc.deleteQuietly("sandbox " + id, id, log);
     }
 
     @Override

@@ -112,10 +112,30 @@ public final class Runsc {
             return JSON.readTree(cli.run("runsc state of " + id, log, List.of("state", id), OciRuntime.Stdio.none(),
                     null).output());
         } catch (OciRuntime.Failure e) {
-            if (e.reason().contains("does not exist") || e.reason().contains("no such file")) {
+            if (unknown(e)) {
                 return null;
             }
             throw e;
+        }
+    }
+
+    private static boolean unknown(OciRuntime.Failure e) {
+        return e.reason().contains("does not exist") || e.reason().contains("no such file");
+    }
+
+    /**
+     * {@code runsc delete --force}: the container's (or sandbox's) processes, gofer, state, cgroup and filestore; one
+     * that runsc does not know is already gone. Failures are logged: the caller's own error is what matters.
+     */
+    public void deleteQuietly(String what, String id, Path log) {
+        try {
+            cli.run("runsc delete of " + what, log, List.of("delete", "--force", id), OciRuntime.Stdio.none(), null);
+        } catch (OciRuntime.Failure e) {
+            if (!unknown(e)) {
+                LOG.warn("{}: runsc delete: {}", what, e.reason());
+            }
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("{}: runsc delete: {}", what, e.getMessage());
         }
     }
 

@@ -83,8 +83,14 @@ class QuarkFlowTest {
         stub = ControllerGrpc.newBlockingStub(channel).withDeadlineAfter(30, TimeUnit.SECONDS);
     }
 
+    /** A stand-in quark a failed test left running (it daemonized: not our Process) is stopped with the test. */
     @AfterEach
     void stop() throws Exception {
+        ProcessHandle.allProcesses().filter(p -> p.info().commandLine().orElse("").contains(STAND_IN.toString())
+                && p.info().commandLine().orElse("").contains(dir.toString())).forEach(p -> {
+                    p.destroyForcibly();
+                    p.onExit().join();
+                });
         channel.shutdownNow();
         loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
         server.close();

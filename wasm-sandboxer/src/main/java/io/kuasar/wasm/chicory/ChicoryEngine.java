@@ -15,6 +15,7 @@ import com.dylibso.chicory.wasm.Parser;
 import com.dylibso.chicory.wasm.WasmModule;
 import com.dylibso.chicory.wasm.types.MemoryLimits;
 import io.kuasar.sandbox.process.ExitStatus;
+import io.kuasar.wasm.engine.LoadedModules;
 import io.kuasar.wasm.engine.WasiRun;
 import io.kuasar.wasm.engine.WasmEngine;
 import io.kuasar.wasm.engine.WasmProcess;
@@ -32,9 +33,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Function;
 
 /**
@@ -60,7 +59,7 @@ public final class ChicoryEngine implements WasmEngine {
     private static final long PAGE = com.dylibso.chicory.runtime.Memory.PAGE_SIZE;
 
     private final DirectoryCache cache;
-    private final Map<String, Loaded> loaded = new ConcurrentHashMap<>();
+    private final LoadedModules<Loaded> modules = new LoadedModules<>();
 
     /** @param cacheDir where compiled modules are kept across restarts (created if missing) */
     public ChicoryEngine(Path cacheDir) throws IOException {
@@ -78,24 +77,18 @@ public final class ChicoryEngine implements WasmEngine {
 
     @Override
     public Module load(Path wasm) throws IOException {
-        byte[] bytes = Files.readAllBytes(wasm);
-        String digest = WasmEngine.digest(bytes);
-        Loaded known = loaded.get(digest);
-        if (known != null) {
-            return known;
-        }
-        WasmModule module;
-        try {
-            module = Parser.parse(bytes);
-        } catch (ChicoryException e) {
-            throw new IOException(wasm + " is not a valid WebAssembly module: " + e.getMessage(), e);
-        }
-        long t0 = System.nanoTime();
-        Function<Instance, Machine> machines = MachineFactoryCompiler.builder(module).withCache(cache).compile();
-        LOG.debug("module {} ({}) ready in {} ms", wasm, digest, (System.nanoTime() - t0) / 1_000_000);
-        Loaded l = new Loaded(digest, module, machines);
-        Loaded raced = loaded.putIfAbsent(digest, l);
-        return raced != null ? raced : l;
+        return modules.load(wasm, (bytes, digest) -> {
+            WasmModule module;
+            try {
+                module = Parser.parse(bytes);
+            } catch (ChicoryException e) {
+                throw new IOException(wasm + " is not a valid WebAssembly module: " + e.getMessage(), e);
+            }
+            long t0 = System.nanoTime();
+            Function<Instance, Machine> machines = MachineFactoryCompiler.builder(module).withCache(cache).compile();
+            LOG.debug("module {} ({}) ready in {} ms", wasm, digest, (System.nanoTime() - t0) / 1_000_000);
+            return new Loaded(digest, module, machines);
+        });
     }
 
     @Override

@@ -3,6 +3,7 @@ package io.kuasar.wasm.wasmedge;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
+import io.kuasar.wasm.engine.LoadedModules;
 import io.kuasar.wasm.engine.WasiRun;
 import io.kuasar.wasm.engine.WasmEngine;
 import io.kuasar.wasm.engine.WasmProcess;
@@ -19,8 +20,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Pattern;
 
@@ -48,7 +47,7 @@ public final class WasmEdgeEngine implements WasmEngine {
 
     private final Path binary;
     private final Path cacheDir;
-    private final Map<String, CompletableFuture<Compiled>> compiled = new ConcurrentHashMap<>();
+    private final LoadedModules<Compiled> modules = new LoadedModules<>();
 
     public WasmEdgeEngine(Path binary, Path cacheDir) throws IOException {
         this.binary = binary;
@@ -72,30 +71,7 @@ public final class WasmEdgeEngine implements WasmEngine {
             throw Status.FAILED_PRECONDITION.withDescription("the wasmedge engine needs " + binary
                     + ", which is missing: run `make wasm-engines` (or pass --wasmedge PATH)").asRuntimeException();
         }
-        byte[] bytes = Files.readAllBytes(wasm);
-        String digest = WasmEngine.digest(bytes);
-        CompletableFuture<Compiled> mine = new CompletableFuture<>();
-        CompletableFuture<Compiled> f = compiled.putIfAbsent(digest, mine);
-        if (f == null) {
-            f = mine;
-            try {
-                mine.complete(compile(wasm, digest));
-            } catch (IOException | RuntimeException e) {
-                compiled.remove(digest, mine);
-                mine.completeExceptionally(e);
-            }
-        }
-        try {
-            return f.get();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted while " + wasm + " was compiled", e);
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof IOException io) {
-                throw new IOException(io.getMessage(), io);
-            }
-            throw new IOException(wasm + ": " + e.getCause().getMessage(), e.getCause());
-        }
+        return modules.load(wasm, (bytes, digest) -> compile(wasm, digest));
     }
 
     /** AOT output in {@code <cache>/<hex>/aot.wasm}; a restarted daemon finds it there. */

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.wasm.engine.LoadedModules;
 import io.kuasar.wasm.engine.WasiRun;
 import io.kuasar.wasm.engine.WasmEngine;
 import io.kuasar.wasm.engine.WasmProcess;
@@ -49,12 +50,14 @@ public final class WasmtimeEngine implements WasmEngine {
     static final long KILL_GRACE_MS = 2000;
     private static final long REPLY_TIMEOUT_MS = 60_000;
     private static final long STATS_TIMEOUT_MS = 1_000;
+    /** How long one answer of the helper serves Stats (it asks for memory, then CPU time). */
+    private static final long STATS_FRESH_NANOS = 100_000_000L;
     private static final long PAGE = 65536;
     private static final long DEFAULT_CAP_PAGES = 65536; // 4 GiB: every page a 32-bit memory can have
 
     private final Path cacheDir;
     private final List<String> jvm;
-    private final Map<String, Loaded> loaded = new ConcurrentHashMap<>();
+    private final LoadedModules<Loaded> modules = new LoadedModules<>();
     private Host host;
 
     /**
@@ -84,25 +87,19 @@ public final class WasmtimeEngine implements WasmEngine {
 
     @Override
     public Module load(Path wasm) throws IOException {
-        byte[] bytes = Files.readAllBytes(wasm);
-        String digest = WasmEngine.digest(bytes);
-        Loaded known = loaded.get(digest);
-        if (known != null) {
-            return known;
-        }
-        Path file = cacheDir.resolve("modules").resolve(digest.substring(7) + ".wasm");
-        if (!Files.exists(file)) {
-            Files.createDirectories(file.getParent());
-            AtomicFiles.write(file, bytes);
-        }
-        JsonNode r = host().call(JSON.createObjectNode().put("op", "load").put("path", file.toString()));
-        if (r.has("error")) {
-            throw new IOException(wasm + " is not a valid WebAssembly module (wasmtime: " + r.path("error").asText()
-                    + ")");
-        }
-        Loaded l = new Loaded(digest, file, bytes);
-        Loaded raced = loaded.putIfAbsent(digest, l);
-        return raced != null ? raced : l;
+        return modules.load(wasm, (bytes, digest) -> {
+            Path file = cacheDir.resolve("modules").resolve(digest.substring(7) + ".wasm");
+            if (!Files.exists(file)) {
+                Files.createDirectories(file.getParent());
+                AtomicFiles.write(file, bytes);
+            }
+            JsonNode r = host().call(JSON.createObjectNode().put("op", "load").put("path", file.toString()));
+            if (r.has("error")) {
+                throw new IOException(wasm + " is not a valid WebAssembly module (wasmtime: "
+                        + r.path("error").asText() + ")");
+            }
+            return new Loaded(digest, file, bytes);
+        });
     }
 
     @Override
@@ -275,6 +272,7 @@ public final class WasmtimeEngine implements WasmEngine {
         private final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
         private volatile long cpu;
         private volatile long memory;
+        private volatile long refreshedAt;
 
         Instance(Host host, String id) {
             this.host = host;
@@ -309,10 +307,13 @@ public final class WasmtimeEngine implements WasmEngine {
             return true;
         }
 
+        /** One stats round trip to the helper serves both figures of one Stats call. */
         private void refresh() {
-            if (exit.isDone()) {
+            long now = System.nanoTime();
+            if (exit.isDone() || now - refreshedAt < STATS_FRESH_NANOS) {
                 return;
             }
+            refreshedAt = now;
             try {
                 JsonNode r = host.call(JSON.createObjectNode().put("op", "stats").put("id", id), STATS_TIMEOUT_MS);
                 if (r.has("cpu")) {

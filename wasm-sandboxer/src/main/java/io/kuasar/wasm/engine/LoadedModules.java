@@ -1,0 +1,54 @@
+package io.kuasar.wasm.engine;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+
+/**
+ * An engine's loaded modules by content digest: each content is compiled once, even when containers of the same
+ * image are created at the same time (the later ones wait for the first compile); a failed compile is not kept.
+ */
+public final class LoadedModules<M extends WasmEngine.Module> {
+    private final Map<String, CompletableFuture<M>> byDigest = new ConcurrentHashMap<>();
+
+    /** Compiles the module in {@code wasm}, whose bytes and digest are given. */
+    @FunctionalInterface
+    public interface Compiler<M> {
+        M compile(byte[] bytes, String digest) throws IOException;
+    }
+
+    /** The module with the content of {@code wasm}, compiled by {@code compiler} if no module had that content. */
+    public M load(Path wasm, Compiler<M> compiler) throws IOException {
+        byte[] bytes = Files.readAllBytes(wasm);
+        String digest = WasmEngine.digest(bytes);
+        CompletableFuture<M> mine = new CompletableFuture<>();
+        CompletableFuture<M> f = byDigest.putIfAbsent(digest, mine);
+        if (f == null) {
+            f = mine;
+            try {
+                mine.complete(compiler.compile(bytes, digest));
+            } catch (IOException | RuntimeException e) {
+                byDigest.remove(digest, mine);
+                mine.completeExceptionally(e);
+            }
+        }
+        try {
+            return f.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while " + wasm + " was compiled", e);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof IOException io) {
+                throw new IOException(io.getMessage(), io);
+            }
+            if (e.getCause() instanceof RuntimeException re) {
+                throw re; // e.g. a StatusRuntimeException naming what the engine lacks
+            }
+            throw new IOException(wasm + ": " + e.getCause().getMessage(), e.getCause());
+        }
+    }
+}
