@@ -53,12 +53,15 @@ install: build
 	rm -f $(LIBDIR)/runc-sandboxer/*.jar
 	install -m 0644 runc-sandboxer/target/lib/*.jar runc-sandboxer/target/runc-sandboxer-*[0-9T].jar $(LIBDIR)/runc-sandboxer/
 	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder runc-sandboxer/target/libexec/kuasar-monitor \
-	    runc-sandboxer/target/libexec/kuasar-ttrpc-proxy $(LIBEXEC)/
+	    runc-sandboxer/target/libexec/kuasar-ttrpc-proxy runc-sandboxer/target/libexec/kuasar-fifo-keeper $(LIBEXEC)/
 	sed -e 's|@NAME@|runc-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
 	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
 	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer
 	chmod 0755 $(BIN)/runc-sandboxer
-	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 $(BIN)/
+	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-vmm-v1 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-wasm-v1 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-quark-v1 $(BIN)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-runc.service > $(UNITDIR)/kuasar-runc.service
 	install -d $(LIBDIR)/vmm-sandboxer $(DESTDIR)/var/lib/kuasar
 	rm -f $(LIBDIR)/vmm-sandboxer/*.jar
@@ -90,6 +93,8 @@ install: build
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
 	# Kuasar's Cloud Hypervisor config beside it (needs hardware KVM; vmm-sandboxer --config selects it)
 	install -m 0644 vmm-sandboxer/config_clh.toml $(DESTDIR)/var/lib/kuasar/config_clh.toml
+	# Kuasar's StratoVirt config too (KVM only; its CONFIG_STRATOVIRT_PATH)
+	install -m 0644 vmm-sandboxer/config_stratovirt_x86_64.toml $(DESTDIR)/var/lib/kuasar/config_stratovirt.toml
 
 test: check-jdk wasm-engines runsc
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=

@@ -66,4 +66,23 @@ class ShimInfoTest {
         assertThat(new String(start.getErrorStream().readAllBytes())).contains("sandboxer = \"runc\"");
         assertThat(start.waitFor()).isEqualTo(1);
     }
+
+    /** The same helper for the other sandboxers: named for their runtime type; runc's features only for vmm. */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource({"vmm,true", "wasm,false", "quark,false"})
+    void eachSandboxerHasItsHelper(String kind, boolean features) throws Exception {
+        Path shim = RuncSandboxerMain.libexec().resolve("containerd-shim-kuasar-" + kind + "-v1");
+        Process p = new ProcessBuilder(shim.toString(), "-info").start();
+        p.getOutputStream().close();
+        RuntimeInfo info = RuntimeInfo.parseFrom(p.getInputStream().readAllBytes());
+        assertThat(p.waitFor()).isZero();
+        assertThat(info.getName()).isEqualTo("io.containerd.kuasar-" + kind + ".v1");
+        assertThat(info.hasFeatures()).isEqualTo(features);
+        Process del = new ProcessBuilder(shim.toString(), "-namespace", "k8s.io", "-id", "c1", "delete").start();
+        assertThat(del.getInputStream().readAllBytes()).isEmpty();
+        assertThat(del.waitFor()).isZero();
+        Process start = new ProcessBuilder(shim.toString(), "-namespace", "k8s.io", "-id", "c1", "start").start();
+        assertThat(new String(start.getErrorStream().readAllBytes())).contains("sandboxer = \"" + kind + "\"");
+        assertThat(start.waitFor()).isEqualTo(1);
+    }
 }

@@ -18,7 +18,9 @@ import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.task.TaskService;
 import io.kuasar.vmm.agent.Agent;
+import io.kuasar.sandbox.controller.TaskResources;
 import io.kuasar.vmm.forward.GuestPods;
+import io.kuasar.vmm.forward.GuestRuntime;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSizing;
@@ -50,31 +52,51 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     /** Kuasar's parent of the sandbox cgroups when the pod names none. */
     static final String DEFAULT_CGROUP_PARENT = "kuasar-vmm";
     private static final String FACT_CGROUP = "cgroup";
+    /** A pod's choice of task address (see {@link #guestAddress}). */
+    public static final String TASK_ADDRESS_ANNOTATION = "io.kuasar.vmm.task_address";
+    /** A recovered VM's agent answers at once: it has been up all along. */
+    private static final Duration RECOVER_AGENT_TIMEOUT = Duration.ofSeconds(10);
 
     private final StateStore store;
     private final Hypervisor hypervisor;
     private final VmSizing config;
     private final String taskAddress;
+    private final boolean guestAddressByDefault;
     private final SandboxCgroup.Hierarchies cgroups;
+    private final Hypervisor.ExitWatcher exitWatcher;
     private final Map<String, PodVm> pods = new ConcurrentHashMap<>();
     private volatile TaskService tasks;
+    private volatile GuestRuntime runtime;
 
     /** A running pod's VM and what was made for it. */
-    private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared, SandboxCgroup cgroup) {
+    private record PodVm(Vm vm, Agent agent, PodNetwork network, Path shared, String cgroup) {
     }
 
+    /** {@code exitWatcher} watches VMs recovered after a restart: they are not this daemon's children. */
     public VmmSandboxer(StateStore store, Hypervisor hypervisor, VmSizing config, String taskAddress,
-                        SandboxCgroup.Hierarchies cgroups) {
+                        boolean guestAddressByDefault, SandboxCgroup.Hierarchies cgroups,
+                        Hypervisor.ExitWatcher exitWatcher) {
         this.store = store;
+        this.guestAddressByDefault = guestAddressByDefault;
         this.hypervisor = hypervisor;
         this.config = config;
         this.taskAddress = taskAddress;
         this.cgroups = cgroups;
+        this.exitWatcher = exitWatcher;
     }
 
     /** The Task service that forwards to the guests (it needs this sandboxer to find them, hence set later). */
-    public void tasks(TaskService tasks) {
+    public void tasks(TaskService tasks, GuestRuntime runtime) {
         this.tasks = tasks;
+        this.runtime = runtime;
+    }
+
+    /** Kuasar's flow: Update(extensions.tasks) lays containers out before their Task calls. */
+    @Override
+    public void tasksUpdated(SandboxRecord r, TaskResources.Diff diff) throws IOException {
+        if (runtime != null) {
+            runtime.tasksUpdated(r.id(), store.sandboxDir(r.id()).resolve(SHARED), diff);
+        }
     }
 
     @Override
@@ -94,6 +116,13 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
                     + p.vm().consoleLog()).asRuntimeException();
         }
         return new Pod(sandboxId, p.agent(), p.shared());
+    }
+
+    @Override
+    public Pod recovered(String sandboxId) {
+        PodVm p = pods.get(sandboxId);
+        return p != null ? new Pod(sandboxId, p.agent(), p.shared())
+                : new Pod(sandboxId, Agent.gone(sandboxId), store.sandboxDir(sandboxId).resolve(SHARED));
     }
 
     @Override
@@ -177,18 +206,50 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             }
             throw e;
         }
-        PodVm pod = new PodVm(vm, agent, network, shared, cgroup);
-        pods.put(r.id(), pod);
-        Agent a = agent;
-        Vm v = vm;
-        vm.exit().whenComplete((s, t) -> {
-            a.close();
-            LOG.info("sandbox {}: VM exited with status {}", r.id(), s == null ? "?" : s.code());
-            LOG.debug("sandbox {}: the guest console's last lines:\n{}", r.id(), tail(v.consoleLog(), 30));
+        String address = taskAddress;
+        if (guestAddress(r.id(), cfg)) {
+            address = vm.guestTaskAddress();
+            if (address == null) {
+                agent.close();
+                vm.stop(Duration.ZERO);
+                if (network != null) {
+                    network.detach();
+                }
+                removeCgroup(r.id(), cgroup.path());
+                throw Status.FAILED_PRECONDITION.withDescription("sandbox " + r.id() + " asks for its guest's own "
+                        + "task address, but its VM's agent channel takes one connection only: set use_vsock = true "
+                        + "(or use Cloud Hypervisor)").asRuntimeException();
+            }
+        }
+        return running(r.id(), new PodVm(vm, agent, network, shared, cgroup.path()), address);
+    }
+
+    /**
+     * Whether Start returns the guest agent's own address (Kuasar's: its containerd fork and iSulad dial the guest
+     * themselves) rather than this daemon's Task API: the pod's annotation {@value #TASK_ADDRESS_ANNOTATION}
+     * ({@code guest} or {@code host}), else {@code [sandbox].task_address} of the config.
+     */
+    private boolean guestAddress(String id, PodSandboxConfig cfg) {
+        String v = cfg == null ? "" : cfg.getAnnotationsOrDefault(TASK_ADDRESS_ANNOTATION, "");
+        return switch (v) {
+            case "" -> guestAddressByDefault;
+            case "guest" -> true;
+            case "host" -> false;
+            default -> throw Status.INVALID_ARGUMENT.withDescription("sandbox " + id + ": annotation "
+                    + TASK_ADDRESS_ANNOTATION + " is \"" + v + "\"; use \"guest\" or \"host\"").asRuntimeException();
+        };
+    }
+
+    private Started running(String id, PodVm pod, String address) {
+        pods.put(id, pod);
+        pod.vm().exit().whenComplete((s, t) -> {
+            pod.agent().close();
+            LOG.info("sandbox {}: VM exited with status {}", id, s == null ? "?" : s.code());
+            LOG.debug("sandbox {}: the guest console's last lines:\n{}", id, tail(pod.vm().consoleLog(), 30));
         });
-        Map<String, String> facts = new java.util.HashMap<>(vm.facts());
-        facts.put(FACT_CGROUP, cgroup.path());
-        return new Started(vm.pid(), taskAddress, vm.exit(), facts);
+        Map<String, String> facts = new java.util.HashMap<>(pod.vm().facts());
+        facts.put(FACT_CGROUP, pod.cgroup());
+        return new Started(pod.vm().pid(), address, pod.vm().exit(), facts);
     }
 
     /** Kuasar's sandbox cgroup: {@code <cgroup_parent>/<id>}, under "kuasar-vmm" when the pod names no parent. */
@@ -313,8 +374,11 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             }
         } else {
             killLeftover(r);
+            if (!r.netnsPath().isEmpty() && Files.exists(Path.of(r.netnsPath()))) {
+                PodNetwork.removeStaleTaps(r.netnsPath()); // a VM that died while this daemon was away
+            }
         }
-        String cgroup = pod != null ? pod.cgroup().path() : r.backend().get(FACT_CGROUP);
+        String cgroup = pod != null ? pod.cgroup() : r.backend().get(FACT_CGROUP);
         if (cgroup != null) {
             SandboxCgroup.remove(cgroups, cgroup);
         }
@@ -342,17 +406,46 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
     }
 
     /**
-     * Pods do not survive a restart of this daemon yet (recovery is a later step): a VM left running by the
-     * previous daemon is killed, identified by its recorded pid and start time, and the pod is reported gone.
+     * Re-attaches to a pod's VM after a restart of this daemon (Kuasar's recovery): the VMM and its helpers found
+     * by the pid and start time recorded, the guest agent reconnected (it serves a new connection whenever one
+     * comes), its taps taken as they are. A VM that is gone, or whose agent does not answer within
+     * {@link #RECOVER_AGENT_TIMEOUT}, is stopped and its pod reported exited (null): never removed here, so
+     * containerd still sees it and removes it. The pod's containers are recovered afterwards ({@link #recovered()}).
      */
     @Override
-    public Started recover(SandboxRecord r) {
-        killLeftover(r);
-        String cgroup = r.backend().get(FACT_CGROUP);
-        if (cgroup != null) {
-            removeCgroup(r.id(), cgroup);
+    public Started recover(SandboxRecord r) throws IOException {
+        Path dir = store.sandboxDir(r.id());
+        VmSpec spec = new VmSpec(r.id(), dir, dir.resolve(SHARED), 0, 0, r.netnsPath(), List.of());
+        Vm vm = hypervisor.recover(spec, r.backend(), exitWatcher);
+        if (vm == null) {
+            LOG.warn("sandbox {}: its VM is gone (it died while this daemon was away)", r.id());
+            return null;
         }
-        return null;
+        Agent agent;
+        try {
+            agent = Agent.connect(r.id(), vm, Instant.now().plus(RECOVER_AGENT_TIMEOUT));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            vm.stop(Duration.ZERO);
+            return null;
+        } catch (RuntimeException e) {
+            LOG.warn("sandbox {}: its guest agent does not answer ({}); stopping the VM", r.id(), e.getMessage());
+            vm.stop(Duration.ZERO);
+            return null;
+        }
+        agent.startLoops();
+        PodNetwork network = r.netnsPath().isEmpty() ? null : PodNetwork.recover(r.netnsPath());
+        LOG.info("sandbox {}: re-attached to VM {}", r.id(), vm.pid());
+        return running(r.id(), new PodVm(vm, agent, network, dir.resolve(SHARED), r.backend().get(FACT_CGROUP)),
+                r.taskAddress().isEmpty() ? taskAddress : r.taskAddress());
+    }
+
+    /** Every pod is back (or known gone): now their containers, whose stdio and Wait go through the agents. */
+    @Override
+    public void recovered() {
+        if (tasks != null) {
+            tasks.recover();
+        }
     }
 
     private static void killLeftover(SandboxRecord r) {

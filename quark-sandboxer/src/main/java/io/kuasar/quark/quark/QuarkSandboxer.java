@@ -8,7 +8,6 @@ import io.grpc.Status;
 import io.kuasar.api.cri.v1.LinuxContainerResources;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.api.types.Metric;
-import io.kuasar.api.types.Mount;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.controller.TaskResources;
 import io.kuasar.sandbox.mount.Mounts;
@@ -313,14 +312,7 @@ public final class QuarkSandboxer implements Sandboxer {
         Path rootfs = bundle.resolve("rootfs");
         Files.createDirectories(rootfs);
         try {
-            List<Mount> rootMounts = new ArrayList<>();
-            for (JsonNode m : t.rootfs()) {
-                Mount.Builder b = Mount.newBuilder().setType(m.path("type").asText())
-                        .setSource(m.path("source").asText()).setTarget(m.path("target").asText(""));
-                m.path("options").forEach(o -> b.addOptions(o.asText()));
-                rootMounts.add(b.build());
-            }
-            Mounts.mountAll(rootMounts, rootfs);
+            Mounts.mountAll(t.rootfsMounts(), rootfs);
             ObjectNode spec = t.spec() != null && t.spec().isObject() ? ((ObjectNode) t.spec()).deepCopy()
                     : json.createObjectNode();
             ArrayNode kept = json.createArrayNode();

@@ -135,6 +135,11 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                         store.sandboxDir(r.id()), ex);
             }
         }
+        try {
+            sandboxer.recovered();
+        } catch (Exception ex) {
+            LOG.error("recovery after the sandboxes: {}", ex.getMessage(), ex);
+        }
         if (!loaded.broken().isEmpty()) {
             LOG.error("{} sandbox record(s) could not be read and were moved to {}: {}", loaded.broken().size(),
                     store.root().resolve("broken"), loaded.broken());
@@ -439,13 +444,14 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
                     }
                 }
                 SandboxRecord next = r.updated(labels, ext, spec, specType);
-                store.save(next);
-                e.record = next;
                 if (diff != null && !diff.isEmpty()) {
                     LOG.info("sandbox {}: tasks +{} -{}, processes +{} -{}", r.id(), diff.addedTasks().size(),
                             diff.removedTasks().size(), diff.addedProcesses().size(), diff.removedProcesses().size());
+                    // before the list is stored: if the sandboxer cannot take it, the caller's retry sees the same diff
                     sandboxer.tasksUpdated(next, diff);
                 }
+                store.save(next);
+                e.record = next;
                 return ControllerUpdateResponse.getDefaultInstance();
             } finally {
                 e.lock.unlock();

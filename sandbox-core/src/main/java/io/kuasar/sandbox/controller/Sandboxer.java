@@ -39,6 +39,13 @@ public interface Sandboxer {
     /** Re-attaches to a sandbox found running after a daemon restart; null if its processes are gone. */
     Started recover(SandboxRecord record) throws Exception;
 
+    /**
+     * Called once at start, after {@link #recover} ran for every sandbox found running: what depends on the
+     * sandboxes being back (a microVM's containers reach their guest through the recovered VM) is recovered now.
+     */
+    default void recovered() throws Exception {
+    }
+
     /** Resource usage of the sandbox as a containerd Metric; null if it has none to report. */
     Metric metrics(SandboxRecord record) throws Exception;
 

@@ -35,6 +35,19 @@ public record TaskResources(@JsonProperty("tasks") List<Task> tasks) {
             processes = processes == null ? List.of() : List.copyOf(processes);
             rootfs = rootfs == null ? List.of() : List.copyOf(rootfs);
         }
+
+        /** The rootfs as containerd mounts ({@code type}, {@code source}, {@code target}, {@code options}). */
+        public List<io.kuasar.api.types.Mount> rootfsMounts() {
+            List<io.kuasar.api.types.Mount> mounts = new ArrayList<>();
+            for (JsonNode m : rootfs) {
+                io.kuasar.api.types.Mount.Builder b = io.kuasar.api.types.Mount.newBuilder()
+                        .setType(m.path("type").asText()).setSource(m.path("source").asText())
+                        .setTarget(m.path("target").asText(""));
+                m.path("options").forEach(o -> b.addOptions(o.asText()));
+                mounts.add(b.build());
+            }
+            return mounts;
+        }
     }
 
     @JsonIgnoreProperties(ignoreUnknown = true)

@@ -8,6 +8,15 @@ import io.kuasar.sandbox.ttrpc.CallContext;
  * each provide one; TaskService does the bookkeeping, Wait, events and error mapping.
  */
 public interface ContainerRuntime {
+    /**
+     * The request as this runtime will run it, before it is checked: a runtime whose bundles are laid out elsewhere
+     * than the client says (a microVM guest, where the sandboxer laid the container out at Update) points it there.
+     * The id has been validated.
+     */
+    default CreateTaskRequest resolve(CreateTaskRequest request) {
+        return request;
+    }
+
     /** Creates the container with its init process in the created (not yet started) state. */
     Container create(CallContext ctx, CreateTaskRequest request) throws Exception;
 

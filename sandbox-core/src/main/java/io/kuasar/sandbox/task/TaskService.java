@@ -224,8 +224,9 @@ public final class TaskService {
 
     // ---- RPCs ----
 
-    private CreateTaskResponse create(CallContext ctx, CreateTaskRequest r) throws Exception {
-        String id = Ids.require("container", r.getId());
+    private CreateTaskResponse create(CallContext ctx, CreateTaskRequest request) throws Exception {
+        String id = Ids.require("container", request.getId());
+        CreateTaskRequest r = runtime.resolve(request);
         if (r.getBundle().isEmpty() || !Path.of(r.getBundle()).isAbsolute() || !Files.isDirectory(Path.of(r.getBundle()))) {
             throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": bundle " + Ids.printable(r.getBundle())
                     + " is not an existing absolute directory").asRuntimeException();

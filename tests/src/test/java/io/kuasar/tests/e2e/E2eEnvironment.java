@@ -225,9 +225,14 @@ public final class E2eEnvironment implements AutoCloseable {
             if (differs(target.resolve("libexec/kuasar-holder"), prefix.resolve("libexec/kuasar/kuasar-holder"))) {
                 return "kuasar-holder changed";
             }
-            if (differs(target.resolve("libexec/containerd-shim-kuasar-runc-v1"),
-                    prefix.resolve("bin/containerd-shim-kuasar-runc-v1"))) {
-                return "shim helper changed";
+            for (String kind : List.of("runc", "vmm", "wasm", "quark")) {
+                String shim = "containerd-shim-kuasar-" + kind + "-v1";
+                if (differs(target.resolve("libexec/" + shim), prefix.resolve("bin/" + shim))) {
+                    return shim + " changed";
+                }
+            }
+            if (differs(target.resolve("libexec/kuasar-fifo-keeper"), prefix.resolve("libexec/kuasar/kuasar-fifo-keeper"))) {
+                return "kuasar-fifo-keeper changed";
             }
             return null;
         } catch (IOException e) {
@@ -313,6 +318,14 @@ public final class E2eEnvironment implements AutoCloseable {
         quark.killAndRestart();
     }
 
+    /**
+     * kill -9 of the (9p) vmm-sandboxer: its VMs run on. {@code whileDown} runs before the new daemon starts on the
+     * same state.
+     */
+    public void killAndRestartVmmSandboxer(Runnable whileDown) {
+        vmm.killAndRestart(whileDown);
+    }
+
     /** kill -9 of wasm-sandboxer with whatever runs in it, then a new daemon on the same state. */
     public void killAndRestartWasmSandboxer() {
         wasm.killAndRestart();
@@ -379,6 +392,11 @@ public final class E2eEnvironment implements AutoCloseable {
 
         /** kill -9 of the daemon, then a new one on the same socket and state dir. */
         synchronized void killAndRestart() {
+            killAndRestart(() -> { });
+        }
+
+        /** The same, running {@code whileDown} between the kill and the restart. */
+        synchronized void killAndRestart(Runnable whileDown) {
             process.destroyForcibly();
             try {
                 process.waitFor(10, TimeUnit.SECONDS);
@@ -388,6 +406,7 @@ public final class E2eEnvironment implements AutoCloseable {
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
+            whileDown.run();
             process = launch.apply(this);
         }
 

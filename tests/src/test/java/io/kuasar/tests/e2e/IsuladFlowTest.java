@@ -154,18 +154,29 @@ class IsuladFlowTest {
     }
 
     private static void update(ControllerGrpc.ControllerBlockingStub stub, String sandboxer, String id, String tasks) {
+        update(stub, sandboxer, id, tasks, "github.com/containerd/containerd/Tasks");
+    }
+
+    /** Update(fields=[extensions.tasks]) with the whole task list, under iSulad's or Kuasar's type URL. */
+    static void update(ControllerGrpc.ControllerBlockingStub stub, String sandboxer, String id, String tasks,
+                       String typeUrl) {
         stub.withDeadlineAfter(30, TimeUnit.SECONDS).update(ControllerUpdateRequest.newBuilder().setSandboxer(sandboxer)
                 .setSandboxId(id).addFields("extensions.tasks").setSandbox(Sandbox.newBuilder().setSandboxId(id)
                         .putLabels("name", "isula").putExtensions("tasks", Any.newBuilder()
-                                .setTypeUrl("github.com/containerd/containerd/Tasks")
+                                .setTypeUrl(typeUrl)
                                 .setValue(ByteString.copyFrom(tasks, StandardCharsets.UTF_8)).build())).build());
     }
 
     /** The bundle iSulad would have prepared: the image's layer, and a spec of its own. */
     private Path bundle(Path dir, String sandboxId, Case c) throws Exception {
+        return bundle(json, dir, sandboxId, c.image(), c.args());
+    }
+
+    static Path bundle(ObjectMapper json, Path dir, String sandboxId, String imageTar, java.util.List<String> argv)
+            throws Exception {
         Path image = Files.createDirectories(dir.resolve("image"));
         Path rootfs = Files.createDirectories(dir.resolve("rootfs"));
-        Host.check(Duration.ofSeconds(60), Map.of(), image, "tar", "-xf", "/var/cache/kuasar-e2e/images/" + c.image());
+        Host.check(Duration.ofSeconds(60), Map.of(), image, "tar", "-xf", "/var/cache/kuasar-e2e/images/" + imageTar);
         JsonNode index = json.readTree(image.resolve("index.json").toFile());
         JsonNode manifest = json.readTree(blob(image, index.path("manifests").get(0).path("digest").asText()).toFile());
         Host.check(Duration.ofSeconds(60), Map.of(), rootfs, "tar", "-xf",
@@ -174,7 +185,7 @@ class IsuladFlowTest {
         ObjectNode spec = (ObjectNode) json.readTree(dir.resolve("config.json").toFile());
         ObjectNode process = spec.with("process").put("terminal", false);
         ArrayNode args = process.putArray("args");
-        c.args().forEach(args::add);
+        argv.forEach(args::add);
         spec.with("annotations").put("io.kubernetes.cri.sandbox-id", sandboxId)
                 .put("io.kubernetes.cri.container-type", "container");
         Files.writeString(dir.resolve("config.json"), json.writeValueAsString(spec));

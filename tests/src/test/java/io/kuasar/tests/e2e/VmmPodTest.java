@@ -124,4 +124,102 @@ class VmmPodTest {
         assertThat(Path.of("/sys/fs/cgroup/memory/kuasar-vmm", pod.id())).doesNotExist();
         assertThat(env.vmmSandboxerAlive()).isTrue();
     }
+
+    /**
+     * kill -9 of vmm-sandboxer under two running pods, one of whose VMs dies while the daemon is away; then a
+     * restart of containerd. The surviving pod stays READY, its container RUNNING with its output still reaching
+     * CRI's log (the guest kept the stream, kuasar-fifo-keeper containerd's FIFO), exec works; the other pod is
+     * reported NOTREADY with its container EXITED, not dropped. Removal leaves nothing of either.
+     */
+    @Test
+    void podsSurviveARestartOfTheSandboxerAndOfContainerd(E2eEnvironment env) throws Exception {
+        CriClient cri = env.vmmCri();
+        CriClient.Pod pod = cri.runPod("vmrestart", false);
+        CriClient.Pod doomed = cri.runPod("vmdoomed", false);
+        String ticker = cri.runContainer(pod, "ticker", CriClient.ContainerOptions.defaults().logPath("ticker.log"),
+                "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done");
+        String lost = cri.runContainer(doomed, "lost", "sleep", "1000");
+        Path log = pod.logDirectory().resolve("ticker.log");
+        Cri.awaitFileContains(log, "tick 3", Duration.ofSeconds(30));
+        Path doomedDir = env.vmmStateDir().resolve("sandboxes").resolve(doomed.id());
+        List<Long> doomedQemu = Host.pidsWithCmdline(doomedDir + "/qmp.sock");
+        assertThat(doomedQemu).hasSize(1);
+
+        env.killAndRestartVmmSandboxer(() -> {
+            ProcessHandle.of(doomedQemu.getFirst()).ifPresent(ProcessHandle::destroyForcibly);
+            int before = lastTick(log);
+            sleepMs(1500); // the guest goes on writing while nobody bridges its output
+            assertThat(lastTick(log)).as("ticks logged while the sandboxer is down").isLessThanOrEqualTo(before + 1);
+        });
+        Cri.awaitControllerReachable(cri, pod.id());
+
+        assertThat(cri.podStatus(pod.id(), false).getStatus().getState()).isEqualTo(PodSandboxState.SANDBOX_READY);
+        assertThat(cri.containerStatus(ticker).getState()).isEqualTo(ContainerState.CONTAINER_RUNNING);
+        awaitMoreTicks(log, 5);
+        CriClient.ExecResult r = cri.execSync(ticker, "sh", "-c", "echo after restart; exit 3");
+        assertThat(r.exitCode()).isEqualTo(3);
+        assertThat(r.stdout()).isEqualTo("after restart\n");
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (cri.podStatus(doomed.id(), false).getStatus().getState() != PodSandboxState.SANDBOX_NOTREADY
+                || cri.containerStatus(lost).getState() != ContainerState.CONTAINER_EXITED) {
+            assertThat(System.nanoTime()).as("the pod whose VM died: NOTREADY, its container EXITED").isLessThan(end);
+            Thread.sleep(200);
+        }
+
+        env.restartContainerd(Duration.ofSeconds(1));
+        assertThat(cri.podStatus(pod.id(), false).getStatus().getState()).isEqualTo(PodSandboxState.SANDBOX_READY);
+        awaitMoreTicks(log, 5);
+        assertThat(cri.execSync(ticker, "echo", "after containerd").stdout()).isEqualTo("after containerd\n");
+
+        Path podDir = env.vmmStateDir().resolve("sandboxes").resolve(pod.id());
+        cri.stopAndRemovePod(pod.id());
+        cri.stopAndRemovePod(doomed.id());
+        for (Path dir : List.of(podDir, doomedDir)) {
+            assertThat(Host.pidsWithCmdline(dir.toString())).as("processes of " + dir).isEmpty();
+            assertThat(Host.mountsMentioning(dir.toString())).isEmpty();
+            assertThat(dir).doesNotExist();
+        }
+        assertThat(Host.read(Path.of("/proc/net/dev"))).doesNotContain("tap_kua_");
+        for (long keeper : Host.pidsWithCmdline(env.vmmStateDir() + "/fifo-keeper.sock")) {
+            try (var fds = Files.list(Path.of("/proc/" + keeper + "/fd"))) {
+                assertThat(fds.map(fd -> {
+                    try {
+                        return Files.readSymbolicLink(fd).toString();
+                    } catch (java.io.IOException e) {
+                        return "";
+                    }
+                }).filter(t -> t.contains(ticker) || t.contains(lost)).toList()).as("FIFOs still kept").isEmpty();
+            }
+        }
+        assertThat(env.vmmSandboxerAlive()).isTrue();
+    }
+
+    private static int lastTick(Path log) {
+        int last = -1;
+        for (String line : Host.read(log).lines().toList()) {
+            int i = line.indexOf("tick ");
+            if (i >= 0) {
+                last = Math.max(last, Integer.parseInt(line.substring(i + 5).trim()));
+            }
+        }
+        return last;
+    }
+
+    private static void awaitMoreTicks(Path log, int more) throws InterruptedException {
+        int from = lastTick(log);
+        long end = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (lastTick(log) < from + more) {
+            assertThat(System.nanoTime()).as("the container's output reaches the log again (from tick " + from + ")")
+                    .isLessThan(end);
+            Thread.sleep(200);
+        }
+    }
+
+    private static void sleepMs(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
 }

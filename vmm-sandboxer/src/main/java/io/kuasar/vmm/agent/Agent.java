@@ -84,7 +84,21 @@ public final class Agent implements AutoCloseable {
                 .asRuntimeException();
     }
 
+    /**
+     * The agent of a pod whose VM was found gone after a restart of the sandboxer: closed, and every call through it
+     * fails UNAVAILABLE naming the sandbox, as calls to a VM that died do.
+     */
+    public static Agent gone(String sandboxId) {
+        Agent a = new Agent(sandboxId, null);
+        a.closed = true;
+        return a;
+    }
+
     public TtrpcClient client() {
+        if (client == null) {
+            throw Status.UNAVAILABLE.withDescription("sandbox " + sandboxId + ": its VM is gone")
+                    .asRuntimeException();
+        }
         return client;
     }
 
@@ -166,12 +180,14 @@ public final class Agent implements AutoCloseable {
     }
 
     public boolean isClosed() {
-        return closed || client.isClosed();
+        return closed || client == null || client.isClosed();
     }
 
     @Override
     public void close() {
         closed = true;
-        client.close();
+        if (client != null) {
+            client.close();
+        }
     }
 }

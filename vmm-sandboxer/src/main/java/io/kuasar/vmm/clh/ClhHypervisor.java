@@ -2,7 +2,6 @@ package io.kuasar.vmm.clh;
 
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
-import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.vmm.config.ClhConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.Vm;
@@ -19,6 +18,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 
 /**
@@ -92,10 +92,27 @@ public final class ClhHypervisor implements Hypervisor {
             VmmProcesses.awaitSocket(spec.sandboxId(), "cloud-hypervisor", p, api, log, deadline);
             ClhApi client = new ClhApi(api, API_TIMEOUT);
             LOG.info("sandbox {}: Cloud Hypervisor {} up", spec.sandboxId(), client.ping().path("version").asText());
-            return new ClhVm(spec, p, ProcessRef.of((int) p.pid()), exit, virtiofsd, client);
+            return new ClhVm(spec, p.toHandle(), exit, virtiofsd.toHandle(), client);
         } catch (IOException | RuntimeException e) {
             virtiofsd.destroyForcibly();
             throw e;
         }
+    }
+
+    /** Kuasar's recovery: the recorded VMM (pid and start time) and a new API client on its socket. */
+    @Override
+    public Vm recover(VmSpec spec, Map<String, String> facts, ExitWatcher watcher) {
+        ProcessHandle vmm = VmmProcesses.find(facts, ClhVm.FACT_PID, ClhVm.FACT_START_TIME);
+        ProcessHandle virtiofsd = VmmProcesses.find(facts, ClhVm.FACT_VIRTIOFSD_PID, ClhVm.FACT_VIRTIOFSD_START_TIME);
+        if (vmm == null || virtiofsd == null) {
+            for (ProcessHandle h : new ProcessHandle[]{vmm, virtiofsd}) {
+                if (h != null) {
+                    h.destroyForcibly();
+                }
+            }
+            return null;
+        }
+        return new ClhVm(spec, vmm, watcher.watch((int) vmm.pid()), virtiofsd,
+                new ClhApi(spec.dir().resolve(ClhCommand.API_SOCKET), API_TIMEOUT));
     }
 }

@@ -23,17 +23,18 @@ final class ClhVm implements Vm {
     static final String FACT_VIRTIOFSD_PID = "virtiofsdPid";
     static final String FACT_VIRTIOFSD_START_TIME = "virtiofsdStartTime";
     private final VmSpec spec;
-    private final Process process;
+    private final ProcessHandle process;
     private final ProcessRef ref;
     private final CompletableFuture<ExitStatus> exit;
-    private final Process virtiofsd;
+    private final ProcessHandle virtiofsd;
     private final ClhApi api;
 
-    ClhVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit, Process virtiofsd,
+    /** Handles rather than children: a VM recovered after a restart of the sandboxer was launched by its last run. */
+    ClhVm(VmSpec spec, ProcessHandle process, CompletableFuture<ExitStatus> exit, ProcessHandle virtiofsd,
           ClhApi api) {
         this.spec = spec;
         this.process = process;
-        this.ref = ref;
+        this.ref = ProcessRef.of((int) process.pid());
         this.exit = exit;
         this.virtiofsd = virtiofsd;
         this.api = api;
@@ -55,6 +56,12 @@ final class ClhVm implements Vm {
                 ClhCommand.AGENT_PORT));
     }
 
+    /** Kuasar's Cloud Hypervisor address: {@code ttrpc+hvsock://<dir>/task.vsock:1024}. */
+    @Override
+    public String guestTaskAddress() {
+        return "ttrpc+hvsock://" + spec.dir().resolve(ClhCommand.VSOCK_SOCKET) + ":" + ClhCommand.AGENT_PORT;
+    }
+
     @Override
     public Path consoleLog() {
         return spec.dir().resolve(ClhCommand.CONSOLE_LOG);
@@ -69,7 +76,7 @@ final class ClhVm implements Vm {
 
     @Override
     public List<Long> affiliatedPids() {
-        return Stream.concat(Stream.of(virtiofsd.toHandle()), virtiofsd.descendants()).map(ProcessHandle::pid).toList();
+        return Stream.concat(Stream.of(virtiofsd), virtiofsd.descendants()).map(ProcessHandle::pid).toList();
     }
 
     @Override

@@ -26,12 +26,14 @@ import java.util.Set;
  * the guest (namespaces, mount sources, the pod's files). Every step registers its undo with the caller's
  * {@link Rollback}.
  */
-final class ContainerPrep {
+public final class ContainerPrep {
     /** Where the shared directory appears in the guest. */
     static final String GUEST_STATE = "/run/kuasar/state";
     /** Where the guest pins the pod's namespaces. */
     static final String GUEST_NS = "/run/sandbox-ns";
     private static final Set<String> DROPPED_NAMESPACES = Set.of("network", "cgroup");
+    /** Marks a bundle that Update laid out (the Kuasar-fork and iSulad flow). */
+    private static final String UPDATE_MARK = ".from-update";
 
     private final ObjectMapper json = new ObjectMapper();
 
@@ -41,6 +43,54 @@ final class ContainerPrep {
      */
     String prepare(String id, Path hostBundle, List<Mount> rootfs, Path shared, Rollback undo) throws IOException {
         ObjectNode spec = OciSpec.read(id, hostBundle);
+        return layOut(id, spec, hostBundle.resolve(spec.path("root").path("path").asText("rootfs")), rootfs, shared,
+                undo);
+    }
+
+    /**
+     * Kuasar's append_container from {@code Update(extensions.tasks)} (its containerd fork, iSulad): the same
+     * layout, from the spec and rootfs mounts the task list carries, before any Task call arrives. A container
+     * laid out already (a retried Update) is left as it is. Undoes what it made if a step fails.
+     */
+    public void prepareForUpdate(io.kuasar.sandbox.controller.TaskResources.Task task, Path shared)
+            throws IOException {
+        String id = task.taskId();
+        if (preparedByUpdate(shared, id)) {
+            return;
+        }
+        if (task.spec() == null || !task.spec().isObject()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": extensions.tasks carries no spec")
+                    .asRuntimeException();
+        }
+        ObjectNode spec = ((ObjectNode) task.spec()).deepCopy();
+        Path root = Path.of(spec.path("root").path("path").asText(""));
+        if (task.rootfs().isEmpty() && !root.isAbsolute()) {
+            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": extensions.tasks has no rootfs "
+                    + "mounts and the spec's root.path is not an absolute host path").asRuntimeException();
+        }
+        Rollback undo = new Rollback();
+        try {
+            layOut(id, spec, root, task.rootfsMounts(), shared, undo);
+            AtomicFiles.write(shared.resolve(id).resolve(UPDATE_MARK), new byte[0]);
+            undo.commit();
+        } catch (IOException | RuntimeException e) {
+            undo.run();
+            throw e;
+        }
+    }
+
+    /** Whether Update laid the container out (its Task Create then has nothing to prepare). */
+    static boolean preparedByUpdate(Path shared, String id) {
+        return Files.exists(shared.resolve(id).resolve(UPDATE_MARK));
+    }
+
+    /** The guest bundle of a container. */
+    static String guestBundle(String id) {
+        return GUEST_STATE + "/" + id;
+    }
+
+    private String layOut(String id, ObjectNode spec, Path rootIfNoMounts, List<Mount> rootfs, Path shared,
+                          Rollback undo) throws IOException {
         Path dir = shared.resolve(id);
         if (Files.exists(dir, LinkOption.NOFOLLOW_LINKS)) {
             throw Status.ALREADY_EXISTS.withDescription("container " + id + ": " + dir + " already exists")
@@ -59,8 +109,7 @@ final class ContainerPrep {
             }
         } else {
             // containerd mounted the rootfs itself (no snapshotter mounts given): share what the spec names
-            Path root = hostBundle.resolve(spec.path("root").path("path").asText("rootfs"));
-            Linux.mount(root.toString(), rootTarget.toString(), "", Linux.MS_BIND | Linux.MS_REC, null);
+            Linux.mount(rootIfNoMounts.toString(), rootTarget.toString(), "", Linux.MS_BIND | Linux.MS_REC, null);
         }
         spec.withObject("root").put("path", "rootfs");
         rewriteMounts(id, spec, dir);
@@ -68,7 +117,7 @@ final class ContainerPrep {
         addPodFiles(spec, shared);
         cleanForGuest(id, spec);
         AtomicFiles.write(dir.resolve("config.json"), json.writerWithDefaultPrettyPrinter().writeValueAsBytes(spec));
-        return GUEST_STATE + "/" + id;
+        return guestBundle(id);
     }
 
     /** Host bind mounts become storages under the bundle; /dev/shm becomes the guest's (shared by the pod). */

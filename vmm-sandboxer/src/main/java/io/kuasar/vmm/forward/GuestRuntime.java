@@ -30,6 +30,8 @@ import io.kuasar.api.types.task.ProcessInfo;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.task.Container;
 import io.kuasar.sandbox.task.ContainerRuntime;
+import io.kuasar.sandbox.task.FifoKeeper;
+import io.kuasar.sandbox.task.TaskRecord;
 import io.kuasar.sandbox.ttrpc.CallContext;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
 import org.slf4j.Logger;
@@ -58,12 +60,40 @@ public final class GuestRuntime implements ContainerRuntime {
     /** Guest calls slower than this are logged (at debug): a TCG guest is slow, a stuck one is slower. */
     private static final long SLOW_CALL_MS = 500;
 
+    /** The container's record keeps its stream ids, so that a restarted daemon re-attaches its stdio. */
+    static final String FACT_STDIO = "stdio";
+
     private final GuestPods pods;
+    private final FifoKeeper keeper;
     private final ContainerPrep prep = new ContainerPrep();
     private final ObjectMapper json = new ObjectMapper();
 
-    public GuestRuntime(GuestPods pods) {
+    public GuestRuntime(GuestPods pods, FifoKeeper keeper) {
         this.pods = pods;
+        this.keeper = keeper;
+    }
+
+    /**
+     * A container of a pod recovered after a restart of this daemon: its process runs on in the guest, which kept
+     * its stdio streams; they are re-attached to containerd's FIFOs (which the keeper held open). The container of
+     * a pod whose VM died meanwhile is recovered as exited (status unknown), so that containerd learns of its end
+     * and can remove it.
+     */
+    @Override
+    public Container recover(TaskRecord r) throws Exception {
+        GuestPods.Pod pod = pods.recovered(r.sandboxId());
+        String base = r.facts().get(FACT_STDIO);
+        boolean running = !r.status().equals("STOPPED") && !pod.agent().isClosed();
+        StdioBridge io = running && base != null
+                ? StdioBridge.attach(pod.agent().client(), keeper, "container " + r.id(), base, r.stdin(),
+                r.stdout(), r.stderr())
+                : StdioBridge.NONE;
+        if (!running) {
+            for (String f : new String[]{r.stdin(), r.stdout(), r.stderr()}) {
+                keeper.drop(f);
+            }
+        }
+        return new GuestContainer(pod, r.id(), r.pid(), io, pod.sharedDir().resolve(r.id()));
     }
 
     /** Containers run in the guest: their pids are the guest's. */
@@ -80,9 +110,14 @@ public final class GuestRuntime implements ContainerRuntime {
         GuestPods.Pod pod = pods.pod(sandboxId);
         Rollback undo = new Rollback();
         try {
-            String guestBundle = prep.prepare(id, hostBundle, req.getRootfsList(), pod.sharedDir(), undo);
-            LOG.debug("container {}: laid out at {} for sandbox {}", id, guestBundle, sandboxId);
-            StdioBridge io = StdioBridge.open(pod.agent().client(), "container " + id, req.getStdin(),
+            String guestBundle;
+            if (ContainerPrep.preparedByUpdate(pod.sharedDir(), id)) {
+                guestBundle = ContainerPrep.guestBundle(id); // Kuasar's flow: Update laid it out; it stays till then
+            } else {
+                guestBundle = prep.prepare(id, hostBundle, req.getRootfsList(), pod.sharedDir(), undo);
+                LOG.debug("container {}: laid out at {} for sandbox {}", id, guestBundle, sandboxId);
+            }
+            StdioBridge io = StdioBridge.open(pod.agent().client(), keeper, "container " + id, req.getStdin(),
                     req.getStdout(), req.getStderr());
             undo.onFailure("stdio of " + id, io::close);
             CreateTaskRequest guest = req.toBuilder().clearRootfs().setBundle(guestBundle).setStdin(io.stdin())
@@ -94,6 +129,24 @@ public final class GuestRuntime implements ContainerRuntime {
         } catch (Exception e) {
             undo.run();
             throw e;
+        }
+    }
+
+    /**
+     * Kuasar's append_container and remove_container, from {@code Update(extensions.tasks)}: the containers the
+     * list adds are laid out in the pod's shared directory now, before their Task calls (which may go straight to
+     * the guest, at the address its Start returned); the ones it drops lose their layout, unless a Task Delete
+     * through this daemon already removed it.
+     */
+    public void tasksUpdated(String sandboxId, Path sharedDir, io.kuasar.sandbox.controller.TaskResources.Diff diff)
+            throws IOException {
+        for (io.kuasar.sandbox.controller.TaskResources.Task t : diff.addedTasks()) {
+            io.kuasar.sandbox.state.Ids.require("container", t.taskId());
+            prep.prepareForUpdate(t, sharedDir);
+            LOG.info("sandbox {}: container {} laid out from Update", sandboxId, t.taskId());
+        }
+        for (String id : diff.removedTasks()) {
+            Bundles.remove(sharedDir.resolve(io.kuasar.sandbox.state.Ids.require("container", id)));
         }
     }
 
@@ -137,7 +190,7 @@ public final class GuestRuntime implements ContainerRuntime {
     }
 
     /** A container in the pod's VM. */
-    static final class GuestContainer implements Container {
+    final class GuestContainer implements Container {
         private final GuestPods.Pod pod;
         private final String id;
         private final int pid;
@@ -176,7 +229,7 @@ public final class GuestRuntime implements ContainerRuntime {
 
         @Override
         public Exec exec(ExecProcessRequest request) throws Exception {
-            StdioBridge eio = StdioBridge.open(pod.agent().client(), "exec " + request.getExecId() + " in " + id,
+            StdioBridge eio = StdioBridge.open(pod.agent().client(), keeper, "exec " + request.getExecId() + " in " + id,
                     request.getStdin(), request.getStdout(), request.getStderr());
             try {
                 call(pod, "Exec", request.toBuilder().setStdin(eio.stdin()).setStdout(eio.stdout())
@@ -331,6 +384,11 @@ public final class GuestRuntime implements ContainerRuntime {
         public boolean watchOom(Runnable onOom) {
             pod.agent().watchOom(id, onOom);
             return true;
+        }
+
+        @Override
+        public java.util.Map<String, String> facts() {
+            return io == StdioBridge.NONE ? java.util.Map.of() : java.util.Map.of(FACT_STDIO, io.base());
         }
     }
 

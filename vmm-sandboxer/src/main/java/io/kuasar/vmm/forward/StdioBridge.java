@@ -6,6 +6,7 @@ import io.grpc.Status;
 import io.kuasar.api.streaming.v1.StreamInit;
 import io.kuasar.api.types.transfer.Data;
 import io.kuasar.api.types.transfer.WindowUpdate;
+import io.kuasar.sandbox.task.FifoKeeper;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -31,18 +32,24 @@ import java.util.concurrent.atomic.AtomicLong;
  * grants; the end of containerd's FIFO ends the stream.
  */
 final class StdioBridge implements AutoCloseable {
+    /** No stdio at all (a container found stopped after a restart). */
+    static final StdioBridge NONE = new StdioBridge("", "", "", "", FifoKeeper.NONE);
     private static final Logger LOG = LoggerFactory.getLogger(StdioBridge.class);
     static final String STREAMING = "containerd.services.streaming.v1.Streaming";
     private static final AtomicLong SEQUENCE = new AtomicLong();
     private static final String RUN = Long.toHexString(System.nanoTime() & 0xffffffL);
 
     private final List<Pump> pumps = new ArrayList<>();
+    private final String base;
+    private final FifoKeeper keeper;
     private final String stdin;
     private final String stdout;
     private final String stderr;
 
     /** The guest-side stdio strings (stream URLs), in the order stdin, stdout, stderr; empty where none. */
-    private StdioBridge(String stdin, String stdout, String stderr) {
+    private StdioBridge(String base, String stdin, String stdout, String stderr, FifoKeeper keeper) {
+        this.base = base;
+        this.keeper = keeper;
         this.stdin = stdin;
         this.stdout = stdout;
         this.stderr = stderr;
@@ -60,24 +67,44 @@ final class StdioBridge implements AutoCloseable {
         return stderr;
     }
 
-    /** Opens the streams for whichever of the host's stdio strings are set. */
-    static StdioBridge open(TtrpcClient agent, String owner, String hostStdin, String hostStdout, String hostStderr)
-            throws IOException {
-        String base = "io" + RUN + "-" + SEQUENCE.incrementAndGet();
+    /** The stream ids' common part: kept in the container's record, so a restarted daemon can re-attach. */
+    String base() {
+        return base;
+    }
+
+    /**
+     * Opens the streams for whichever of the host's stdio strings are set. containerd's FIFOs are also handed to
+     * the keeper, so that they stay open if this daemon dies.
+     */
+    static StdioBridge open(TtrpcClient agent, FifoKeeper keeper, String owner, String hostStdin, String hostStdout,
+                            String hostStderr) throws IOException {
+        return attach(agent, keeper, owner, "io" + RUN + "-" + SEQUENCE.incrementAndGet(), hostStdin, hostStdout,
+                hostStderr);
+    }
+
+    /**
+     * Re-attaches to the streams of a process after a restart of this daemon: the guest kept the process's side
+     * (and any output it could not send), the keeper kept containerd's FIFOs open.
+     */
+    static StdioBridge attach(TtrpcClient agent, FifoKeeper keeper, String owner, String base, String hostStdin,
+                              String hostStdout, String hostStderr) throws IOException {
         File in = fifo(owner, "stdin", hostStdin);
         File out = fifo(owner, "stdout", hostStdout);
         File err = fifo(owner, "stderr", hostStderr);
-        StdioBridge b = new StdioBridge(in == null ? "" : url(base + "-stdin"), out == null ? "" : url(base + "-stdout"),
-                err == null ? "" : url(base + "-stderr"));
+        StdioBridge b = new StdioBridge(base, in == null ? "" : url(base + "-stdin"),
+                out == null ? "" : url(base + "-stdout"), err == null ? "" : url(base + "-stderr"), keeper);
         try {
             if (in != null) {
-                b.pumps.add(Pump.stdin(agent, base + "-stdin", in));
+                keeper.hold(in.getPath());
+                b.pumps.add(Pump.stdin(agent, keeper, base + "-stdin", in));
             }
             if (out != null) {
-                b.pumps.add(Pump.output(agent, base + "-stdout", out));
+                keeper.hold(out.getPath());
+                b.pumps.add(Pump.output(agent, keeper, base + "-stdout", out));
             }
             if (err != null) {
-                b.pumps.add(Pump.output(agent, base + "-stderr", err));
+                keeper.hold(err.getPath());
+                b.pumps.add(Pump.output(agent, keeper, base + "-stderr", err));
             }
         } catch (IOException | RuntimeException e) {
             b.close();
@@ -100,10 +127,11 @@ final class StdioBridge implements AutoCloseable {
         }
     }
 
-    /** Stops the pumps that are still running (the process is gone, or never started). */
+    /** Stops the pumps that are still running (the process is gone, or never started); the keeper lets go. */
     @Override
     public void close() {
         pumps.forEach(Pump::close);
+        pumps.forEach(p -> keeper.drop(p.hostFile.getPath()));
     }
 
     private static File fifo(String owner, String stream, String value) {
@@ -128,12 +156,14 @@ final class StdioBridge implements AutoCloseable {
     /** One direction of one stream. */
     private static final class Pump {
         private final TtrpcClient.ClientStream stream;
+        private final FifoKeeper keeper;
         private final File hostFile;
         private final boolean stdin;
         private volatile boolean closed;
 
-        private Pump(TtrpcClient.ClientStream stream, File hostFile, boolean stdin) {
+        private Pump(TtrpcClient.ClientStream stream, FifoKeeper keeper, File hostFile, boolean stdin) {
             this.stream = stream;
+            this.keeper = keeper;
             this.hostFile = hostFile;
             this.stdin = stdin;
         }
@@ -145,15 +175,15 @@ final class StdioBridge implements AutoCloseable {
             return s;
         }
 
-        static Pump output(TtrpcClient agent, String id, File host) throws IOException {
-            Pump p = new Pump(openStream(agent, id), host, false);
+        static Pump output(TtrpcClient agent, FifoKeeper keeper, String id, File host) throws IOException {
+            Pump p = new Pump(openStream(agent, id), keeper, host, false);
             // platform threads: opening a FIFO pins a virtual thread's carrier until the other end is opened
             Thread.ofPlatform().daemon().name("stdio-" + id).start(p::copyOut);
             return p;
         }
 
-        static Pump stdin(TtrpcClient agent, String id, File host) throws IOException {
-            Pump p = new Pump(openStream(agent, id), host, true);
+        static Pump stdin(TtrpcClient agent, FifoKeeper keeper, String id, File host) throws IOException {
+            Pump p = new Pump(openStream(agent, id), keeper, host, true);
             Thread.ofPlatform().daemon().name("stdio-" + id).start(p::copyIn);
             return p;
         }
@@ -172,6 +202,7 @@ final class StdioBridge implements AutoCloseable {
                             out.write(Data.parseFrom(any.getValue()).getData().toByteArray());
                         }
                     }
+                    keeper.drop(hostFile.getPath()); // the process closed its output: containerd sees the end now
                 }
                 stream.status();
             } catch (Exception e) {
@@ -206,7 +237,7 @@ final class StdioBridge implements AutoCloseable {
                     while (!closed) {
                         int n = in.read(buf);
                         if (n < 0) {
-                            break;
+                            break; // (only without a keeper: it holds a write end until CloseIO)
                         }
                         int sent = 0;
                         while (sent < n) {

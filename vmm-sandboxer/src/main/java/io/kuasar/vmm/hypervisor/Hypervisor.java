@@ -19,4 +19,17 @@ public interface Hypervisor {
 
     /** Launches a VM; it is booting when this returns. Throws if it cannot start before {@code deadline}. */
     Vm launch(VmSpec spec, Instant deadline) throws IOException;
+
+    /**
+     * Re-attaches to the VM an earlier run of the sandboxer launched for {@code spec}'s pod, from the facts it
+     * recorded ({@link Vm#facts()}); null if the VM is gone (what is left of it is stopped). Its processes are not
+     * this daemon's children: {@code watcher} gives their exit.
+     */
+    Vm recover(VmSpec spec, java.util.Map<String, String> facts, ExitWatcher watcher);
+
+    /** Watches a process that is not this daemon's child (a pidfd); the status is unknown (255). */
+    @FunctionalInterface
+    interface ExitWatcher {
+        java.util.concurrent.CompletableFuture<io.kuasar.sandbox.process.ExitStatus> watch(int pid);
+    }
 }

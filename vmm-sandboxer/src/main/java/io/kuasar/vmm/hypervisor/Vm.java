@@ -23,6 +23,15 @@ public interface Vm {
      */
     TtrpcClient connectAgent() throws IOException;
 
+    /**
+     * The guest agent's own Task API address, for clients that dial it themselves (Kuasar's containerd fork,
+     * iSulad): {@code ttrpc+hvsock://<uds>:1024} where the channel takes more than one connection; null where it
+     * does not (a virtio-serial port carries one).
+     */
+    default String guestTaskAddress() {
+        return null;
+    }
+
     /** The guest's console output, kept for diagnosis. */
     Path consoleLog();
 

@@ -108,12 +108,31 @@ public final class VmmProcesses {
     }
 
     /**
+     * A process recorded in a sandbox's facts by an earlier run of the sandboxer, if it still runs (same pid and
+     * start time); null if it is gone or was never recorded.
+     */
+    public static ProcessHandle find(java.util.Map<String, String> facts, String pidFact, String startFact) {
+        String pid = facts.get(pidFact);
+        String start = facts.get(startFact);
+        if (pid == null || start == null) {
+            return null;
+        }
+        try {
+            io.kuasar.sandbox.process.ProcessRef ref = io.kuasar.sandbox.process.ProcessRef.parse(pid, start);
+            return ref.isAlive() ? ProcessHandle.of(ref.pid()).orElse(null) : null;
+        } catch (RuntimeException e) {
+            LOG.warn("unreadable process facts {}={} {}={}", pidFact, pid, startFact, start);
+            return null;
+        }
+    }
+
+    /**
      * Stops a VMM: asks it to quit and waits up to {@code grace} (none: at once), then SIGKILL; then its helpers
      * (virtiofsd ends with its VM by itself, vhost-device-vsock does not): SIGTERM, and SIGKILL after 2 s.
      */
-    public static void stop(String sandboxId, String what, Process vmm,
+    public static void stop(String sandboxId, String what, ProcessHandle vmm,
                             java.util.concurrent.CompletableFuture<io.kuasar.sandbox.process.ExitStatus> exit,
-                            java.time.Duration grace, Quit quit, List<Process> helpers) {
+                            java.time.Duration grace, Quit quit, List<ProcessHandle> helpers) {
         if (!exit.isDone() && !grace.isZero()) {
             try {
                 quit.quit();
@@ -134,12 +153,18 @@ public final class VmmProcesses {
                 LOG.error("sandbox {}: {} {} survived SIGKILL for 10 s", sandboxId, what, vmm.pid());
             }
         }
-        for (Process h : helpers) {
+        for (ProcessHandle h : helpers) {
+            if (h == null) {
+                continue;
+            }
             h.destroy();
             try {
-                if (!h.waitFor(2, java.util.concurrent.TimeUnit.SECONDS)) {
-                    h.destroyForcibly().waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
-                }
+                h.onExit().get(2, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                h.destroyForcibly();
+                h.onExit().completeOnTimeout(h, 5, java.util.concurrent.TimeUnit.SECONDS).join();
+            } catch (java.util.concurrent.ExecutionException e) {
+                LOG.debug("sandbox {}: waiting for helper {}: {}", sandboxId, h.pid(), e.getMessage());
             } catch (InterruptedException e) {
                 h.destroyForcibly();
                 Thread.currentThread().interrupt();

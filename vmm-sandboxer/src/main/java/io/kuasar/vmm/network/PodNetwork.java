@@ -98,6 +98,13 @@ public final class PodNetwork {
         return new PodNetwork(netns, links, routes);
     }
 
+    /** The network of a pod whose VM outlived a restart of the sandboxer: its taps and redirects are in place. */
+    public static PodNetwork recover(String netns) throws IOException {
+        PodNetwork n = scan(netns);
+        n.links.forEach(l -> n.taps.add(l.tap()));
+        return n;
+    }
+
     /** Creates the taps and the redirects; returns the VM's NICs. Undoes what it made if a step fails. */
     public List<VmSpec.Nic> attach() throws IOException {
         List<VmSpec.Nic> nics = new ArrayList<>();

@@ -2,7 +2,6 @@ package io.kuasar.vmm.qemu;
 
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
-import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
 import io.kuasar.vmm.hypervisor.VmmProcesses;
@@ -17,6 +16,7 @@ import java.nio.file.Path;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 
 /** QEMU as the hypervisor. The VMM runs inside the pod's network namespace (as Kuasar's), so its taps are local. */
@@ -81,15 +81,15 @@ public final class QemuHypervisor implements Hypervisor {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
         }
         cmd.addAll(QemuCommand.build(config, accelerator, spec));
-        Process virtiofsd = null;
-        Process vsock = null;
+        ProcessHandle virtiofsd = null;
+        ProcessHandle vsock = null;
         try {
             virtiofsd = config.virtiofs() ? VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
-                    spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline) : null;
-            vsock = config.useVsock() ? startVhostVsock(spec, deadline) : null;
+                    spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline).toHandle() : null;
+            vsock = config.useVsock() ? startVhostVsock(spec, deadline).toHandle() : null;
             return startQemu(spec, cmd, deadline, virtiofsd, vsock);
         } catch (RuntimeException | IOException e) {
-            for (Process p : new Process[]{virtiofsd, vsock}) {
+            for (ProcessHandle p : new ProcessHandle[]{virtiofsd, vsock}) {
                 if (p != null) {
                     p.destroyForcibly();
                 }
@@ -114,18 +114,42 @@ public final class QemuHypervisor implements Hypervisor {
         return p;
     }
 
-    private Vm startQemu(VmSpec spec, List<String> cmd, Instant deadline, Process virtiofsd, Process vsock)
-            throws IOException {
+    private Vm startQemu(VmSpec spec, List<String> cmd, Instant deadline, ProcessHandle virtiofsd,
+                         ProcessHandle vsock) throws IOException {
         Path log = spec.dir().resolve("qemu.log");
         Files.deleteIfExists(spec.dir().resolve(QemuCommand.CONSOLE_LOG));
         LOG.debug("sandbox {}: {}", spec.sandboxId(), String.join(" ", cmd));
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile())
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         CompletableFuture<ExitStatus> exit = p.onExit().thenApply(x -> ExitStatus.of(x.exitValue()));
-        ProcessRef ref = ProcessRef.of((int) p.pid());
         // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
         VmmProcesses.awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log,
                 deadline);
-        return new QemuVm(spec, p, ref, exit, virtiofsd, vsock);
+        return new QemuVm(spec, p.toHandle(), exit, virtiofsd, vsock, config.useVsock());
+    }
+
+    /**
+     * The VM an earlier run of the sandboxer launched, found by the pid and start time it recorded: QEMU and its
+     * helpers are not this daemon's children, so their exit is watched through a pidfd ({@code watcher}). Null if
+     * QEMU is gone (its helpers are stopped then), or a helper the VM cannot work without is.
+     */
+    @Override
+    public Vm recover(VmSpec spec, Map<String, String> facts, ExitWatcher watcher) {
+        ProcessHandle qemu = VmmProcesses.find(facts, QemuVm.FACT_PID, QemuVm.FACT_START_TIME);
+        ProcessHandle virtiofsd = VmmProcesses.find(facts, QemuVm.FACT_VIRTIOFSD_PID,
+                QemuVm.FACT_VIRTIOFSD_START_TIME);
+        ProcessHandle vsock = VmmProcesses.find(facts, QemuVm.FACT_VSOCK_PID, QemuVm.FACT_VSOCK_START_TIME);
+        boolean helpersUp = (virtiofsd != null || !facts.containsKey(QemuVm.FACT_VIRTIOFSD_PID))
+                && (vsock != null || !facts.containsKey(QemuVm.FACT_VSOCK_PID));
+        if (qemu == null || !helpersUp) {
+            for (ProcessHandle h : new ProcessHandle[]{qemu, virtiofsd, vsock}) {
+                if (h != null) {
+                    h.destroyForcibly();
+                }
+            }
+            return null;
+        }
+        return new QemuVm(spec, qemu, watcher.watch((int) qemu.pid()), virtiofsd, vsock,
+                facts.containsKey(QemuVm.FACT_VSOCK_PID));
     }
 }

@@ -3,6 +3,7 @@ package io.kuasar.vmm.qemu;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.process.ProcessRef;
 import io.kuasar.sandbox.ttrpc.TtrpcClient;
+import io.kuasar.vmm.hypervisor.Qmp;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmmProcesses;
 import io.kuasar.vmm.hypervisor.VmSpec;
@@ -22,23 +23,29 @@ final class QemuVm implements Vm {
     static final String FACT_START_TIME = "qemuStartTime";
     static final String FACT_VIRTIOFSD_PID = "virtiofsdPid";
     static final String FACT_VIRTIOFSD_START_TIME = "virtiofsdStartTime";
-    private final VmSpec spec;
-    private final Process process;
-    private final ProcessRef ref;
-    private final CompletableFuture<ExitStatus> exit;
     static final String FACT_VSOCK_PID = "vsockPid";
     static final String FACT_VSOCK_START_TIME = "vsockStartTime";
-    private final Process virtiofsd; // null with 9p
-    private final Process vsock; // null with virtio-serial
+    private final VmSpec spec;
+    private final ProcessHandle process;
+    private final ProcessRef ref;
+    private final CompletableFuture<ExitStatus> exit;
+    private final ProcessHandle virtiofsd; // null with 9p
+    private final ProcessHandle vsock; // null with virtio-serial
+    private final boolean useVsock;
 
-    QemuVm(VmSpec spec, Process process, ProcessRef ref, CompletableFuture<ExitStatus> exit, Process virtiofsd,
-           Process vsock) {
+    /**
+     * The processes are handles rather than children: a VM recovered after a restart of the sandboxer was launched
+     * by the previous run.
+     */
+    QemuVm(VmSpec spec, ProcessHandle process, CompletableFuture<ExitStatus> exit, ProcessHandle virtiofsd,
+           ProcessHandle vsock, boolean useVsock) {
         this.spec = spec;
         this.process = process;
-        this.ref = ref;
+        this.ref = ProcessRef.of((int) process.pid());
         this.exit = exit;
         this.virtiofsd = virtiofsd;
         this.vsock = vsock;
+        this.useVsock = useVsock;
     }
 
     @Override
@@ -46,7 +53,7 @@ final class QemuVm implements Vm {
         // virtiofsd forks its sandboxed worker at start: both go into the pod's cgroup, with vhost-device-vsock
         java.util.List<Long> pids = new java.util.ArrayList<>();
         if (virtiofsd != null) {
-            java.util.stream.Stream.concat(java.util.stream.Stream.of(virtiofsd.toHandle()), virtiofsd.descendants())
+            java.util.stream.Stream.concat(java.util.stream.Stream.of(virtiofsd), virtiofsd.descendants())
                     .forEach(h -> pids.add(h.pid()));
         }
         if (vsock != null) {
@@ -67,11 +74,17 @@ final class QemuVm implements Vm {
 
     @Override
     public TtrpcClient connectAgent() throws IOException {
-        if (vsock != null) {
+        if (useVsock) {
             return TtrpcClient.over(io.kuasar.vmm.hypervisor.HybridVsock.connect(
                     spec.dir().resolve(QemuCommand.VSOCK_UDS), QemuCommand.AGENT_VSOCK_PORT));
         }
         return TtrpcClient.connect(spec.dir().resolve(QemuCommand.AGENT_SOCKET));
+    }
+
+    @Override
+    public String guestTaskAddress() {
+        return useVsock ? "ttrpc+hvsock://" + spec.dir().resolve(QemuCommand.VSOCK_UDS) + ":"
+                + QemuCommand.AGENT_VSOCK_PORT : null;
     }
 
     @Override
@@ -81,7 +94,7 @@ final class QemuVm implements Vm {
 
     @Override
     public void stop(Duration grace) {
-        java.util.List<Process> helpers = new java.util.ArrayList<>();
+        java.util.List<ProcessHandle> helpers = new java.util.ArrayList<>();
         if (vsock != null) {
             helpers.add(vsock);
         }

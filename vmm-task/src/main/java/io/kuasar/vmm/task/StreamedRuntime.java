@@ -27,6 +27,8 @@ import java.util.concurrent.CompletableFuture;
  */
 final class StreamedRuntime implements ContainerRuntime {
     static final Path IO_DIR = Path.of("/run/kuasar/io");
+    /** The pod's shared directory, where the sandboxer lays out each container's bundle. */
+    static final Path STATE_DIR = Path.of("/run/kuasar/state");
 
     private final ContainerRuntime delegate;
     private final StreamingService streams;
@@ -36,6 +38,20 @@ final class StreamedRuntime implements ContainerRuntime {
         this.delegate = delegate;
         this.streams = streams;
         this.ioDir = ioDir;
+    }
+
+    /**
+     * Kuasar's flow (its containerd fork, iSulad dialing this agent): the request names the client's own bundle and
+     * rootfs, and the sandboxer laid the container out in the shared directory at Update: that is the bundle.
+     */
+    @Override
+    public CreateTaskRequest resolve(CreateTaskRequest request) {
+        Path prepared = STATE_DIR.resolve(request.getId());
+        if (!Files.exists(Path.of(request.getBundle()).resolve("config.json"))
+                && Files.exists(prepared.resolve("config.json"))) {
+            return request.toBuilder().setBundle(prepared.toString()).clearRootfs().build();
+        }
+        return delegate.resolve(request);
     }
 
     @Override

@@ -19,8 +19,6 @@ import java.io.OutputStream;
 import java.nio.file.Path;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 
 /**
  * Kuasar's {@code containerd.services.streaming.v1.Streaming} service in the guest: a process's stdio travels as a
@@ -30,6 +28,11 @@ import java.util.concurrent.TimeoutException;
  * window ({@code WindowUpdate}) and renews it as it writes the received {@code Data} into the process; the end of
  * the client's stream is the end of the process's stdin.
  *
+ * <p>Streams survive their client (Kuasar's preemption): when the agent connection drops (the sandboxer restarted)
+ * or a new stream opens with the same id, the process side stays as it is and the next stream carries on where the
+ * last one stopped. An output chunk that could not be sent is sent first on the next stream; while no client is
+ * attached nothing is read, so a chatty process waits on its full pipe rather than losing output.
+ *
  * <p>The process side is a FIFO the {@link StreamedRuntime} made for the id; whichever of the stream and the
  * container arrives first waits for the other.
  */
@@ -38,21 +41,75 @@ final class StreamingService {
     static final String NAME = "containerd.services.streaming.v1.Streaming";
     static final int WINDOW = 32 * 1024;
     private static final int CHUNK = 32 * 1024;
-    /** How long the process side waits for its client to open the stream. */
-    private static final long ATTACH_TIMEOUT_SECONDS = 120;
+    /** How long the process side waits for its client to open the stream the first time. */
+    private static final long ATTACH_TIMEOUT_MILLIS = 120_000;
 
     private final ConcurrentHashMap<String, Endpoint> endpoints = new ConcurrentHashMap<>();
 
     /**
-     * One stream id: the process side (a FIFO, registered by the runtime) and the client side (a stream, when the
-     * client opens it), whichever comes first. The copy runs on a platform thread that opens the FIFO as soon as it
-     * is registered: opening a FIFO blocks until the other end is opened, and must not wait for a virtual thread
-     * that may never be scheduled (a guest with one vCPU has one carrier, pinned by the Create that opens the
-     * process's end).
+     * One stream id: the process side (a FIFO, registered by the runtime) and the client's stream currently
+     * attached to it, if any. The copy runs on a platform thread that opens the FIFO as soon as it is registered:
+     * opening a FIFO blocks until the other end is opened, and must not wait for a virtual thread that may never be
+     * scheduled (a guest with one vCPU has one carrier, pinned by the Create that opens the process's end).
      */
     private static final class Endpoint {
-        final CompletableFuture<ServerStream> stream = new CompletableFuture<>();
+        /** The process side is finished (normally, or exceptionally when the process went away). */
         final CompletableFuture<Void> done = new CompletableFuture<>();
+        /** stdin only: the process's end of the FIFO, once the copy thread has opened it. */
+        final CompletableFuture<OutputStream> stdin = new CompletableFuture<>();
+        private Attachment current;
+        private boolean everAttached;
+
+        /** A client stream on this id; {@code released} completes when it is replaced or its connection is gone. */
+        record Attachment(ServerStream stream, CompletableFuture<Void> released) {
+        }
+
+        synchronized Attachment attach(ServerStream s) {
+            if (current != null) {
+                current.released().complete(null); // preempted by the newer stream
+            }
+            current = new Attachment(s, new CompletableFuture<>());
+            everAttached = true;
+            notifyAll();
+            return current;
+        }
+
+        synchronized void detach(Attachment a) {
+            a.released().complete(null);
+            if (current == a) {
+                current = null;
+            }
+        }
+
+        synchronized void finish(Throwable failure) {
+            if (failure == null) {
+                done.complete(null);
+            } else {
+                done.completeExceptionally(failure);
+            }
+            notifyAll();
+        }
+
+        /**
+         * The attached stream other than {@code failed} (a stream a send just failed on), waiting for one as long
+         * as the process side lasts; null once it is finished. Only the first attach is bounded in time.
+         */
+        synchronized ServerStream await(String id, ServerStream failed) throws IOException, InterruptedException {
+            if (failed != null && current != null && current.stream() == failed) {
+                current.released().complete(null);
+                current = null;
+            }
+            long deadline = System.currentTimeMillis() + ATTACH_TIMEOUT_MILLIS;
+            while (current == null && !done.isDone()) {
+                long left = everAttached ? 0 : deadline - System.currentTimeMillis();
+                if (!everAttached && left <= 0) {
+                    throw new IOException("stream " + id + ": no client opened it within "
+                            + ATTACH_TIMEOUT_MILLIS / 1000 + " s");
+                }
+                wait(left);
+            }
+            return done.isDone() ? null : current.stream();
+        }
     }
 
     TtrpcService service() {
@@ -69,14 +126,15 @@ final class StreamingService {
         Thread.ofPlatform().daemon().name("stream-" + id).start(() -> {
             try {
                 if (id.endsWith("stdin")) {
-                    copyIn(id, e, fifo);
+                    // the process's end of stdin: the attached stream's handler writes into it
+                    e.stdin.complete(new FileOutputStream(fifo.toFile()));
                 } else {
                     copyOut(id, e, fifo);
+                    e.finish(null);
                 }
-                e.done.complete(null);
             } catch (Exception ex) {
                 LOG.debug("stream {}: {}", id, ex.getMessage());
-                e.done.completeExceptionally(ex);
+                e.finish(ex);
             } finally {
                 forgetLater(id, e);
             }
@@ -89,9 +147,8 @@ final class StreamingService {
      */
     void unregister(String id, Path fifo) {
         Endpoint e = endpoint(id);
-        e.done.completeExceptionally(io.grpc.Status.NOT_FOUND.withDescription("stream " + id
-                + ": its process is gone").asRuntimeException());
-        e.stream.cancel(false);
+        e.finish(io.grpc.Status.NOT_FOUND.withDescription("stream " + id + ": its process is gone")
+                .asRuntimeException());
         if (fifo != null) {
             try (java.io.RandomAccessFile peer = new java.io.RandomAccessFile(fifo.toFile(), "rw")) {
                 LOG.trace("released {}", peer); // O_RDWR never blocks on a FIFO, and gives the waiter its peer
@@ -99,6 +156,7 @@ final class StreamingService {
                 // gone already
             }
         }
+        e.stdin.thenAccept(StreamingService::closeQuietly);
         forgetLater(id, e);
     }
 
@@ -125,13 +183,38 @@ final class StreamingService {
         }
         stream.send(pack(Empty.getDefaultInstance()));
         Endpoint e = endpoint(id);
-        LOG.debug("stream {} opened", id);
-        if (!e.done.isDone() && !e.stream.complete(stream)) {
-            throw io.grpc.Status.ALREADY_EXISTS.withDescription("stream " + id + " is already open")
-                    .asRuntimeException();
+        if (e.done.isDone()) {
+            rethrow(e); // the process side has finished: say how
+            return;
         }
+        Endpoint.Attachment a = e.attach(stream);
+        LOG.debug("stream {} attached", id);
         try {
-            e.done.get(); // parks: the copy thread does the work (or has ended: then this says how)
+            if (id.endsWith("stdin")) {
+                copyIn(id, e, a);
+            } else {
+                CompletableFuture.anyOf(e.done, a.released()).get(); // the copy thread does the work
+                if (e.done.isDone()) {
+                    rethrow(e);
+                }
+            }
+        } catch (InterruptedException ex) {
+            // the connection is gone (the sandboxer went away): the process side waits for the next stream
+            LOG.info("stream {}: its client went away; waiting for it to re-attach", id);
+            e.detach(a);
+            throw ex;
+        } catch (java.util.concurrent.ExecutionException ex) {
+            rethrow(e);
+        } finally {
+            if (e.done.isDone()) {
+                e.detach(a);
+            }
+        }
+    }
+
+    private static void rethrow(Endpoint e) throws Exception {
+        try {
+            e.done.get();
         } catch (java.util.concurrent.ExecutionException ex) {
             if (ex.getCause() instanceof Exception cause) {
                 throw cause;
@@ -140,54 +223,77 @@ final class StreamingService {
         }
     }
 
-    private ServerStream awaitStream(String id, Endpoint e) throws Exception {
-        try {
-            CompletableFuture.anyOf(e.stream, e.done).get(ATTACH_TIMEOUT_SECONDS, TimeUnit.SECONDS);
-        } catch (TimeoutException ex) {
-            throw new IOException("stream " + id + ": no client opened it within " + ATTACH_TIMEOUT_SECONDS + " s");
-        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.CancellationException ex) {
-            throw new IOException("stream " + id + ": its process is gone");
-        }
-        if (!e.stream.isDone() || e.stream.isCancelled()) {
-            throw new IOException("stream " + id + ": its process is gone");
-        }
-        return e.stream.join();
-    }
-
     private void copyOut(String id, Endpoint e, Path fifo) throws Exception {
         try (InputStream in = new FileInputStream(fifo.toFile())) {
-            ServerStream stream = awaitStream(id, e);
+            ServerStream stream = e.await(id, null);
             byte[] buf = new byte[CHUNK];
             int n;
-            while ((n = in.read(buf)) >= 0) {
-                if (n > 0) {
-                    stream.send(pack(Data.newBuilder().setData(com.google.protobuf.ByteString.copyFrom(buf, 0, n))
-                            .build()));
+            while (stream != null && (n = in.read(buf)) >= 0) {
+                if (n == 0) {
+                    continue;
+                }
+                Any chunk = pack(Data.newBuilder().setData(com.google.protobuf.ByteString.copyFrom(buf, 0, n)).build());
+                while (stream != null) {
+                    try {
+                        stream.send(chunk);
+                        break;
+                    } catch (IOException ex) {
+                        LOG.info("stream {}: {}; waiting for the client to re-attach", id, ex.getMessage());
+                        stream = e.await(id, stream); // the chunk goes out first on the next stream
+                    }
                 }
             }
         }
         LOG.debug("stream {} ended", id);
     }
 
-    private void copyIn(String id, Endpoint e, Path fifo) throws Exception {
-        try (OutputStream out = new FileOutputStream(fifo.toFile())) {
-            ServerStream stream = awaitStream(id, e);
-            stream.send(pack(WindowUpdate.newBuilder().setUpdate(WINDOW).build()));
-            byte[] msg;
-            while ((msg = stream.recv()) != null) {
-                Any any = Any.parseFrom(msg);
-                if (!any.getTypeUrl().endsWith("containerd.types.transfer.Data")) {
-                    continue; // Kuasar ignores what it does not expect
-                }
-                byte[] data = Data.parseFrom(any.getValue()).getData().toByteArray();
+    /**
+     * Writes what the attached stream carries into the process's stdin. The client closing its side is the end of
+     * the process's stdin; a client whose connection dropped (an InterruptedException here) leaves it open for the
+     * next stream.
+     */
+    private void copyIn(String id, Endpoint e, Endpoint.Attachment a) throws Exception {
+        OutputStream out = (OutputStream) CompletableFuture.anyOf(e.stdin, e.done).get();
+        if (out == null) {
+            rethrow(e);
+            return;
+        }
+        ServerStream stream = a.stream();
+        stream.send(pack(WindowUpdate.newBuilder().setUpdate(WINDOW).build()));
+        byte[] msg;
+        while ((msg = stream.recv()) != null) {
+            if (a.released().isDone()) {
+                return; // a newer stream has taken over
+            }
+            Any any = Any.parseFrom(msg);
+            if (!any.getTypeUrl().endsWith("containerd.types.transfer.Data")) {
+                continue; // Kuasar ignores what it does not expect
+            }
+            byte[] data = Data.parseFrom(any.getValue()).getData().toByteArray();
+            try {
                 out.write(data);
                 out.flush();
-                if (data.length > 0) {
-                    stream.send(pack(WindowUpdate.newBuilder().setUpdate(data.length).build()));
-                }
+            } catch (IOException ex) {
+                e.finish(ex); // the process closed its stdin
+                throw ex;
+            }
+            if (data.length > 0) {
+                stream.send(pack(WindowUpdate.newBuilder().setUpdate(data.length).build()));
             }
         }
-        LOG.debug("stdin stream {} closed", id);
+        if (!a.released().isDone()) {
+            closeQuietly(out);
+            e.finish(null);
+            LOG.debug("stdin stream {} closed", id);
+        }
+    }
+
+    private static void closeQuietly(OutputStream out) {
+        try {
+            out.close();
+        } catch (IOException ignored) {
+            // the process has gone
+        }
     }
 
     /** Kuasar's type URLs are the bare full names (which {@link Any#unpack} does not accept: parse the value). */

@@ -96,6 +96,66 @@ class StreamingServiceTest {
                 .hasMessageContaining("NOT_FOUND").hasMessageContaining("c3-stdout");
     }
 
+    /** The sandboxer restarts: its connection drops mid-output, the next one re-attaches and nothing is lost. */
+    @Test
+    void outputCarriesOnOnTheNextConnectionAfterTheClientWentAway() throws Exception {
+        Path fifo = dir.resolve("c4-stdout");
+        Linux.mkfifo(fifo.toString(), 0600);
+        streaming.register("c4-stdout", fifo);
+        TtrpcClient.ClientStream s = open("c4-stdout");
+        try (FileOutputStream process = new FileOutputStream(fifo.toFile())) {
+            process.write("before\n".getBytes(StandardCharsets.UTF_8));
+            process.flush();
+            assertThat(Data.parseFrom(Any.parseFrom(s.recv()).getValue()).getData().toStringUtf8())
+                    .isEqualTo("before\n");
+            client.close(); // the sandboxer dies
+            process.write("while away\n".getBytes(StandardCharsets.UTF_8));
+            process.flush();
+            Thread.sleep(200);
+            client = TtrpcClient.connect(server.socketPath()); // ... and comes back
+            TtrpcClient.ClientStream again = open("c4-stdout");
+            process.write("after\n".getBytes(StandardCharsets.UTF_8));
+            process.close();
+            ByteArrayOutputStream got = new ByteArrayOutputStream();
+            byte[] m;
+            while ((m = again.recv()) != null) {
+                got.write(Data.parseFrom(Any.parseFrom(m).getValue()).getData().toByteArray());
+            }
+            again.status();
+            assertThat(got.toString(StandardCharsets.UTF_8)).isEqualTo("while away\nafter\n");
+        }
+    }
+
+    /** A dropped connection is not the end of stdin: the next stream writes on into the same process. */
+    @Test
+    void stdinStaysOpenForTheNextStreamWhenTheConnectionDrops() throws Exception {
+        Path fifo = dir.resolve("c5-stdin");
+        Linux.mkfifo(fifo.toString(), 0600);
+        streaming.register("c5-stdin", fifo);
+        CompletableFuture<String> read = CompletableFuture.supplyAsync(() -> {
+            try (FileInputStream process = new FileInputStream(fifo.toFile())) {
+                return new String(process.readAllBytes(), StandardCharsets.UTF_8);
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        TtrpcClient.ClientStream s = open("c5-stdin");
+        s.recv(); // the window
+        s.send(StreamingService.pack(Data.newBuilder().setData(ByteString.copyFromUtf8("one ")).build()));
+        s.recv();
+        client.close();
+        Thread.sleep(200);
+        assertThat(read).isNotDone(); // no end of file for the process
+        client = TtrpcClient.connect(server.socketPath());
+        TtrpcClient.ClientStream again = open("c5-stdin");
+        again.recv();
+        again.send(StreamingService.pack(Data.newBuilder().setData(ByteString.copyFromUtf8("two")).build()));
+        again.recv();
+        again.closeSend();
+        assertThat(read.get(10, TimeUnit.SECONDS)).isEqualTo("one two");
+        again.status();
+    }
+
     private TtrpcClient.ClientStream open(String id) throws Exception {
         TtrpcClient.ClientStream s = client.stream(StreamingService.NAME, "Stream", null, true);
         s.send(StreamingService.pack(StreamInit.newBuilder().setId(id).build()));

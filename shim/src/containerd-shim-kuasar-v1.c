@@ -1,12 +1,14 @@
 /*
- * containerd-shim-kuasar-runc-v1: the helper containerd 2.x resolves for runtime_type io.containerd.kuasar-runc.v1.
+ * containerd-shim-kuasar-<kind>-v1: the helper containerd 2.x resolves for runtime_type io.containerd.kuasar-<kind>.v1
+ * (built once per sandboxer: -DKIND="runc", "vmm", "wasm", "quark"; -DRUNC_FEATURES=1 where containers run on runc).
  *
- * runc-sandboxer serves the Task API itself (containerd dials the address Controller.Start returned), so there is no
- * per-pod shim process. containerd still runs this binary:
+ * The sandboxer serves the Task API itself (containerd dials the address Controller.Start returned), so there is no
+ * per-pod shim process. containerd still runs this binary, and when it cannot, it gives up the runtime's tasks
+ * (on a restart of containerd it would delete their bundles and report the containers gone):
  *   -info      to learn the runtime's features (CRI enables recursive read-only mounts only if the OCI runtime's
  *              features list "rro"): reads the runtime options (a protobuf Any) on stdin, prints a
  *              containerd.types.RuntimeInfo on stdout, as containerd's runc shim does, with the output of
- *              `runc features` (runc from $KUASAR_RUNC, else from PATH);
+ *              `runc features` (runc from $KUASAR_RUNC, else from PATH) where the containers run on runc;
  *   delete     for every task bundle it finds without a live connection: answers an empty DeleteResponse (zero
  *              bytes of protobuf); the sandboxer owns the real cleanup;
  *   start      never for this runtime: explains the configuration error;
@@ -21,7 +23,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NAME "io.containerd.kuasar-runc.v1"
+#ifndef KIND
+#define KIND "runc"
+#endif
+#ifndef RUNC_FEATURES
+#define RUNC_FEATURES 1
+#endif
+#define SHIM "containerd-shim-kuasar-" KIND "-v1"
+#define NAME "io.containerd.kuasar-" KIND ".v1"
 #define VERSION "0.1.0"
 #define FEATURES_TYPE "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
 #define MAX_INPUT (1 << 20)
@@ -38,7 +47,7 @@ static void put(struct buf *b, const void *data, size_t n) {
         while (cap < b->len + n) cap *= 2;
         unsigned char *p = realloc(b->p, cap);
         if (p == NULL) {
-            fprintf(stderr, "containerd-shim-kuasar-runc-v1: out of memory\n");
+            fprintf(stderr, SHIM ": out of memory\n");
             exit(1);
         }
         b->p = p;
@@ -114,10 +123,10 @@ static void runc_features(struct buf *out) {
 static int info(void) {
     struct buf options = {0}, features = {0}, version = {0}, any = {0}, msg = {0};
     if (read_all(0, &options, MAX_INPUT) < 0) {
-        fprintf(stderr, "containerd-shim-kuasar-runc-v1: runtime options on stdin exceed %d bytes\n", MAX_INPUT);
+        fprintf(stderr, SHIM ": runtime options on stdin exceed %d bytes\n", MAX_INPUT);
         return 1;
     }
-    runc_features(&features);
+    if (RUNC_FEATURES) runc_features(&features);
     put_field(&msg, 1, NAME, strlen(NAME));
     put_field(&version, 1, VERSION, strlen(VERSION));
     put_field(&msg, 2, version.p, version.len);
@@ -142,7 +151,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0 || strcmp(a, "-version") == 0) {
-            printf("containerd-shim-kuasar-runc-v1 (Kuasar Java) %s\n", VERSION);
+            printf(SHIM " (Kuasar Java) %s\n", VERSION);
             return 0;
         }
         if (strcmp(a, "-info") == 0 || strcmp(a, "--info") == 0) return info();
@@ -150,11 +159,11 @@ int main(int argc, char **argv) {
     }
     if (action != NULL && strcmp(action, "delete") == 0) return 0;
     if (action != NULL && strcmp(action, "start") == 0) {
-        fprintf(stderr, "containerd-shim-kuasar-runc-v1: tasks of this runtime are served by runc-sandboxer through "
-                        "the Sandbox API; set sandboxer = \"runc\" for this runtime in containerd's CRI config\n");
+        fprintf(stderr, SHIM ": tasks of this runtime are served by " KIND "-sandboxer through the Sandbox API; "
+                        "set sandboxer = \"" KIND "\" for this runtime in containerd's CRI config\n");
         return 1;
     }
-    fprintf(stderr, "containerd-shim-kuasar-runc-v1: unsupported invocation:");
+    fprintf(stderr, SHIM ": unsupported invocation:");
     for (int i = 1; i < argc; i++) fprintf(stderr, " %s", argv[i]);
     fprintf(stderr, "\n");
     return 1;
