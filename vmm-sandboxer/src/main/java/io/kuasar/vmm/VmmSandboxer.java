@@ -180,6 +180,7 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             if (network != null) {
                 setup.addAllInterfaces(network.interfaces()).addAllRoutes(network.routes());
             }
+            agent.syncClock(); // a VM from a template wakes with the template's time
             agent.setup(setup.build());
             agent.startLoops();
             LOG.info("sandbox {}: VM {} booted, agent answered in {} ms, set up in {} ms", r.id(), vm.pid(),

@@ -62,7 +62,7 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
             sizing = new VmSizing(clh.vcpus(), clh.memoryInMb(), clh.agentTimeoutSecs());
         } else {
             QemuConfig qemu = QemuConfig.from(h, source);
-            hypervisor = new QemuHypervisor(qemu);
+            hypervisor = new QemuHypervisor(qemu, ctx.store().root());
             sizing = new VmSizing(qemu.vcpus(), qemu.memoryInMb(), qemu.agentTimeoutSecs());
         }
         try {
@@ -71,6 +71,7 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
             // Serve anyway: the error is repeated, with its remedy, on every RunPodSandbox until it is fixed.
             LOG.warn("pods cannot start yet: {}", e.getMessage());
         }
+        hypervisor.warmUp();
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
         VmmSandboxer sandboxer = new VmmSandboxer(ctx.store(), hypervisor, sizing, ctx.taskAddress(),
                 guestTaskAddress(source), cgroupHierarchies(), ctx.reaper()::watch);

@@ -386,6 +386,21 @@ public final class Linux {
         }
     }
 
+    /** An ioctl without an argument (e.g. RNDRESEEDCRNG). */
+    public static void ioctl(int fd, long request) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CALL_STATE);
+            int rc = (int) IOCTL_PTR.mh().invokeExact(state, fd, request, MemorySegment.NULL);
+            if (rc < 0) {
+                throw new ErrnoException("ioctl(0x" + Long.toHexString(request) + ")", errno(state));
+            }
+        } catch (ErrnoException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
     /** A non-blocking, close-on-exec inotify descriptor (poll it, then {@link #inotifyDrain}). */
     public static int inotifyInit() {
         return (int) invoke("inotify_init1", INOTIFY_INIT1.mh(), IN_CLOEXEC | IN_NONBLOCK);

@@ -81,8 +81,11 @@ public final class E2eEnvironment implements AutoCloseable {
         // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
         String n = workdir.getFileName().toString().replaceAll("\\D", "").substring(0, 6);
         // Not below the workdir: QEMU's sockets live in <dir>/sandboxes/<64-hex id>/ and must fit into sun_path.
+        // The 9p daemon makes a VM template: pods of the default size start from it once it is ready
+        // (VmmTemplateTest), the others (and any before) boot.
         vmm = new VmmDaemon("kuasar-vmm", workdir.resolve("vmm.sock"), Path.of("/run/kvmm-" + n),
-                workdir.resolve("vmm-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log, UnaryOperator.identity()));
+                workdir.resolve("vmm-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log,
+                c -> c.replace("enable_template = false", "enable_template = true")));
         vmmfs = new VmmDaemon("kuasar-vmm-virtiofs", workdir.resolve("vmmfs.sock"), Path.of("/run/kvfs-" + n),
                 workdir.resolve("vmmfs-sandboxer.log"), d -> launchVmm(d.sock, d.dir, d.log,
                 c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")

@@ -154,7 +154,7 @@ public final class Agent implements AutoCloseable {
     }
 
     /** Kuasar's two-step sync; corrects the guest clock when it is off by more than 10 ms. */
-    void syncClock() {
+    public void syncClock() {
         SyncClockPacket p = client.call(SANDBOX_SERVICE, "SyncClock",
                 SyncClockPacket.newBuilder().setClientSendTime(now()).build(), SyncClockPacket.parser(),
                 Duration.ofSeconds(1));

@@ -15,14 +15,16 @@ import java.util.Locale;
  * {@code console_log} (keep the guest console in the sandbox directory) and {@code vhost_user_vsock_path}: with
  * {@code use_vsock = true} the guest's vsock is a vhost-user-vsock device served by that daemon (sid's
  * vhost-device-vsock, one per VM), since these machines have no vhost-vsock; the agent is on vsock port 1024, as
- * Kuasar's. A bad value is rejected at start with the
- * key and the reason.
+ * Kuasar's; {@code enable_template} and {@code template_path} (Kata's names): pods start from a saved VM template
+ * (see {@code io.kuasar.vmm.qemu.QemuTemplate}), kept under {@code template_path} (default
+ * {@code <--dir>/template}). A bad value is rejected at start with the key and the reason.
  */
 public record QemuConfig(String qemuPath, String machineType, String accelerator, String cpuModel,
                          String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
                          String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
                          String virtio9pMultidevs, boolean useVsock, String vhostUserVsockPath,
-                         int agentTimeoutSecs, boolean debug, boolean freePageReporting, Virtiofsd virtiofsd) {
+                         int agentTimeoutSecs, boolean debug, boolean freePageReporting, Virtiofsd virtiofsd,
+                         boolean enableTemplate, String templatePath) {
     public static final String SHARE_9P = "Virtio9P";
     public static final String SHARE_VIRTIOFS = "VirtioFS";
 
@@ -51,7 +53,9 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                 integer(h, "agent_timeout_secs", 45, source),
                 bool(h, "debug", false, source),
                 bool(h, "free_page_reporting", true, source),
-                Virtiofsd.from(h.path("virtiofsd"), source));
+                Virtiofsd.from(h.path("virtiofsd"), source),
+                bool(h, "enable_template", false, source),
+                text(h, "template_path", ""));
         c.validate(source);
         return c;
     }
@@ -76,6 +80,10 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         }
         if (agentTimeoutSecs < 1) {
             throw bad(source, "agent_timeout_secs", Integer.toString(agentTimeoutSecs), "must be positive");
+        }
+        if (enableTemplate && (virtiofs() || useVsock)) {
+            throw bad(source, "enable_template", "true", "a VM template needs share_fs = \"Virtio9P\" and use_vsock = "
+                    + "false: QEMU cannot migrate vhost-user devices (virtiofs, vhost-user-vsock)");
         }
         if (cpuModel.isEmpty()) {
             throw bad(source, "cpu_model", "", "must not be empty (Kuasar's default is \"host\")");

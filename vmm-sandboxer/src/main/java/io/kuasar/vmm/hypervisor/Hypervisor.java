@@ -17,6 +17,10 @@ public interface Hypervisor {
      */
     void check();
 
+    /** Called once the daemon serves: prepare what makes later launches faster (a VM template), off this thread. */
+    default void warmUp() {
+    }
+
     /** Launches a VM; it is booting when this returns. Throws if it cannot start before {@code deadline}. */
     Vm launch(VmSpec spec, Instant deadline) throws IOException;
 

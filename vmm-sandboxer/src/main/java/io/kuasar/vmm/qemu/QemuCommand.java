@@ -36,13 +36,31 @@ public final class QemuCommand {
     private QemuCommand() {
     }
 
+    /** The MAC of a templated VM's one NIC: the guest agent gives it the pod's at SetupSandbox. */
+    static final String TEMPLATE_MAC = "02:6b:75:61:73:01";
+    static final String TEMPLATE_NIC = "intf-0";
+
+    /**
+     * A VM from a template (see {@link QemuTemplate}): its RAM is the template's memory file, {@code shared} for
+     * the template's own VM (the saved image) and private copy-on-write for each pod's copy, which also waits for
+     * the saved device state ({@code -incoming defer}). The device layout is the template's whatever the pod: the
+     * same devices in the same order, one NIC (the pod's tap, or a placeholder), the template's MAC.
+     */
+    record Templated(Path memory, boolean copy) {
+    }
+
     public static List<String> build(QemuConfig c, String accelerator, VmSpec spec) {
+        return build(c, accelerator, spec, null);
+    }
+
+    static List<String> build(QemuConfig c, String accelerator, VmSpec spec, Templated t) {
         Path dir = spec.dir();
         List<String> a = new ArrayList<>(List.of(c.qemuPath(),
                 "-name", "sandbox-" + spec.sandboxId(),
                 "-uuid", UUID.nameUUIDFromBytes(spec.sandboxId().getBytes(java.nio.charset.StandardCharsets.UTF_8))
                         .toString(),
-                "-machine", c.machineType() + (accelerator.equals("kvm") ? ",accel=kvm,kernel_irqchip=on" : "")));
+                "-machine", c.machineType() + (accelerator.equals("kvm") ? ",accel=kvm,kernel_irqchip=on" : "")
+                        + (t != null ? ",memory-backend=mem0" : "")));
         if (accelerator.equals("kvm")) {
             a.addAll(List.of("-cpu", c.cpuModel() + (c.cpuFeatures().isEmpty() ? "" : "," + c.cpuFeatures())));
         } else {
@@ -59,7 +77,7 @@ public final class QemuCommand {
                 "-serial", "file:" + dir.resolve(CONSOLE_LOG),
                 "-kernel", c.kernelPath(),
                 "-initrd", c.initrdPath(),
-                "-append", kernelParams(c),
+                "-append", kernelParams(c) + (t != null ? " task.template" : ""),
                 "-smp", "cpus=" + spec.vcpus() + ",cores=" + spec.vcpus() + ",threads=1",
                 "-m", spec.memoryInMb() + "M",
                 "-object", "rng-random,id=rng0,filename=" + c.entropySource(),
@@ -75,7 +93,10 @@ public final class QemuCommand {
                     "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
                     "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT));
         }
-        if (c.virtiofs() || c.useVsock()) {
+        if (t != null) {
+            a.addAll(List.of("-object", "memory-backend-file,id=mem0,size=" + spec.memoryInMb() + "M,mem-path="
+                    + t.memory() + ",share=" + (t.copy() ? "off" : "on")));
+        } else if (c.virtiofs() || c.useVsock()) {
             // vhost-user devices map guest RAM, so the RAM is a shared memfd (one NUMA node holding it all)
             a.addAll(List.of(
                     "-object", "memory-backend-memfd,id=mem0,size=" + spec.memoryInMb() + "M,share=on",
@@ -96,6 +117,17 @@ public final class QemuCommand {
             // unpacked root it leaves behind at switch_root, and memory the containers released. Without it a VM
             // keeps every page it ever touched.
             a.addAll(List.of("-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"));
+        }
+        if (t != null) {
+            // the template's one NIC: the pod's tap, or a port of an empty hub (a pod without a network)
+            a.addAll(List.of("-netdev", spec.nics().isEmpty() ? "hubport,id=" + TEMPLATE_NIC + ",hubid=0"
+                            : "tap,id=" + TEMPLATE_NIC + ",ifname=" + spec.nics().getFirst().tap()
+                            + ",script=no,downscript=no,vhost=off",
+                    "-device", "virtio-net-pci,netdev=" + TEMPLATE_NIC + ",mac=" + TEMPLATE_MAC));
+            if (t.copy()) {
+                a.addAll(List.of("-incoming", "defer"));
+            }
+            return a;
         }
         for (VmSpec.Nic n : spec.nics()) {
             a.addAll(List.of("-netdev", "tap,id=" + n.id() + ",ifname=" + n.tap() + ",script=no,downscript=no,vhost=off",

@@ -24,11 +24,25 @@ public final class QemuHypervisor implements Hypervisor {
     private static final Logger LOG = LoggerFactory.getLogger(QemuHypervisor.class);
     private final QemuConfig config;
     private final String accelerator;
+    private final QemuTemplate template; // null unless enable_template
 
-    public QemuHypervisor(QemuConfig config) {
+    /** {@code stateRoot}: the daemon's --dir, where the VM template lives unless template_path says otherwise. */
+    public QemuHypervisor(QemuConfig config, Path stateRoot) {
         this.config = config;
         this.accelerator = config.effectiveAccelerator();
-        LOG.info("QEMU {} with accelerator {} (configured: {})", config.qemuPath(), accelerator, config.accelerator());
+        this.template = config.enableTemplate() ? new QemuTemplate(config, accelerator,
+                config.templatePath().isEmpty() ? stateRoot.resolve("template") : Path.of(config.templatePath()))
+                : null;
+        LOG.info("QEMU {} with accelerator {} (configured: {}){}", config.qemuPath(), accelerator,
+                config.accelerator(), template != null ? ", pods start from a VM template" : "");
+    }
+
+    /** Makes the VM template (enable_template) in the background. */
+    @Override
+    public void warmUp() {
+        if (template != null) {
+            template.prepareInBackground();
+        }
     }
 
     @Override
@@ -80,14 +94,27 @@ public final class QemuHypervisor implements Hypervisor {
         if (!spec.netnsPath().isEmpty()) {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));
         }
-        cmd.addAll(QemuCommand.build(config, accelerator, spec));
+        Path fromTemplate = template != null && template.fits(spec) ? template.ready() : null;
+        cmd.addAll(QemuCommand.build(config, accelerator, spec, fromTemplate == null ? null
+                : new QemuCommand.Templated(fromTemplate.resolve(QemuTemplate.MEMORY), true)));
         ProcessHandle virtiofsd = null;
         ProcessHandle vsock = null;
         try {
             virtiofsd = config.virtiofs() ? VmmProcesses.startVirtiofsd(spec, config.virtiofsd(),
                     spec.dir().resolve(QemuCommand.VIRTIOFS_SOCKET), deadline).toHandle() : null;
             vsock = config.useVsock() ? startVhostVsock(spec, deadline).toHandle() : null;
-            return startQemu(spec, cmd, deadline, virtiofsd, vsock);
+            Vm vm = startQemu(spec, cmd, deadline, virtiofsd, vsock);
+            if (fromTemplate != null) {
+                try {
+                    template.load(fromTemplate, spec.dir().resolve(QemuCommand.QMP_SOCKET), spec.sandboxId(),
+                            deadline);
+                } catch (IOException | RuntimeException e) {
+                    vm.stop(java.time.Duration.ZERO);
+                    throw e;
+                }
+                LOG.info("sandbox {}: VM started from the template {}", spec.sandboxId(), fromTemplate);
+            }
+            return vm;
         } catch (RuntimeException | IOException e) {
             for (ProcessHandle p : new ProcessHandle[]{virtiofsd, vsock}) {
                 if (p != null) {

@@ -24,6 +24,8 @@ final class GuestInit {
     private static final long MS_NODEV = 4;
     private static final long MS_NOEXEC = 8;
     private static final long MS_RELATIME = 1L << 21;
+    /** _IO('R', 0x07): reseed the CRNG from the input pool now. */
+    private static final long RNDRESEEDCRNG = 0x5207;
 
     private GuestInit() {
     }
@@ -53,6 +55,41 @@ final class GuestInit {
                     "trans=virtio,version=9p2000.L,msize=512000,cache=mmap");
         } else {
             mount(SHARE_TAG, STATE_DIR.toString(), "virtiofs", MS_NODEV | MS_RELATIME, null);
+        }
+    }
+
+    /**
+     * A guest restored from a VM template meets its pod: the pod's share is mounted now (a template is saved
+     * without one: 9p cannot migrate while mounted), and the kernel's random generator, which every copy of the
+     * template would otherwise continue from the same state, is reseeded from the VM's own virtio-rng (the host's
+     * /dev/urandom, read by this copy's QEMU).
+     */
+    static void restored(TaskConfig config) {
+        try {
+            mountShareFs(config);
+            late();
+        } catch (IOException e) {
+            throw io.grpc.Status.INTERNAL.withDescription("restored from a template: cannot mount the pod's share: "
+                    + e.getMessage()).asRuntimeException();
+        }
+        reseedRandom();
+    }
+
+    /** Mixes 64 bytes of the hardware RNG into the kernel's pool and forces a reseed (RNDRESEEDCRNG). */
+    static void reseedRandom() {
+        Path hwrng = Path.of("/dev/hwrng");
+        try (var in = Files.newInputStream(hwrng)) {
+            byte[] seed = in.readNBytes(64);
+            Files.write(Path.of("/dev/urandom"), seed);
+            int fd = Linux.open("/dev/urandom", Linux.O_RDONLY | Linux.O_CLOEXEC);
+            try {
+                Linux.ioctl(fd, RNDRESEEDCRNG);
+            } finally {
+                Linux.close(fd);
+            }
+            LOG.info("random generator reseeded with {} bytes of {}", seed.length, hwrng);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("cannot reseed the random generator from {}: {}", hwrng, e.getMessage());
         }
     }
 

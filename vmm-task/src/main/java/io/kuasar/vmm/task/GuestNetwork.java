@@ -36,6 +36,9 @@ class GuestNetwork {
         for (Interface i : interfaces) {
             String current = byMac(i.getHwAddr());
             if (current == null) {
+                current = adoptNic(interfaces, i.getHwAddr());
+            }
+            if (current == null) {
                 throw Status.NOT_FOUND.withDescription("interface " + i.getName() + ": no NIC in the VM has MAC "
                         + i.getHwAddr()).asRuntimeException();
             }
@@ -80,6 +83,35 @@ class GuestNetwork {
             }
             ip(cmd.toArray(String[]::new));
         }
+    }
+
+    /**
+     * A guest restored from a VM template has the template's NIC, with the template's MAC: the first Ethernet NIC
+     * that no requested interface claims by MAC takes this one's (the device learns it through the control
+     * queue). Null if there is none.
+     */
+    private String adoptNic(List<Interface> interfaces, String mac) throws IOException {
+        if (!Files.isDirectory(NET)) {
+            return null;
+        }
+        List<String> claimed = interfaces.stream().map(x -> x.getHwAddr().toLowerCase(Locale.ROOT)).toList();
+        try (Stream<Path> links = Files.list(NET)) {
+            for (Path l : links.sorted().toList()) {
+                Path addr = l.resolve("address");
+                Path type = l.resolve("type");
+                if (!Files.exists(addr) || !Files.exists(type) || !Files.readString(type).trim().equals("1")
+                        || l.getFileName().toString().equals("lo")
+                        || claimed.contains(Files.readString(addr).trim().toLowerCase(Locale.ROOT))) {
+                    continue;
+                }
+                String name = l.getFileName().toString();
+                ip("link", "set", "dev", name, "down");
+                ip("link", "set", "dev", name, "address", mac);
+                LOG.info("NIC {} takes MAC {} (a template's NIC)", name, mac);
+                return name;
+            }
+        }
+        return null;
     }
 
     /** The name of the NIC with this MAC address, or null. */

@@ -47,12 +47,16 @@ final class SandboxService {
     private final GuestNetwork network;
     private final BlockingQueue<Envelope> events;
     private final ObjectMapper json = new ObjectMapper();
+    private final Runnable beforeSetup;
     private volatile int holderPid;
 
-    SandboxService(HolderLauncher holders, GuestNetwork network, BlockingQueue<Envelope> events) {
+    /** {@code beforeSetup} runs when the pod's SetupSandbox arrives, first (a template's copy meets its pod). */
+    SandboxService(HolderLauncher holders, GuestNetwork network, BlockingQueue<Envelope> events,
+                   Runnable beforeSetup) {
         this.holders = holders;
         this.network = network;
         this.events = events;
+        this.beforeSetup = beforeSetup;
     }
 
     TtrpcService service() {
@@ -81,6 +85,7 @@ final class SandboxService {
         if (holderPid > 0) {
             throw Status.ALREADY_EXISTS.withDescription("the sandbox in this VM is already set up").asRuntimeException();
         }
+        beforeSetup.run();
         String type = r.getConfig().getTypeUrl();
         if (!type.equals("PodSandboxConfig") && !type.endsWith("runtime.v1.PodSandboxConfig")) {
             throw Status.NOT_FOUND.withDescription("SetUpSandbox/config/" + type + " is not supported")

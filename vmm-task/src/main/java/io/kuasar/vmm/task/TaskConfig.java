@@ -7,11 +7,12 @@ import java.util.Arrays;
  * {@code task.sharefs_type=<9p|virtiofs>} (default 9p), {@code task.log_level=<level>} (default info),
  * {@code task.debug} (flag), {@code task.debug_shell=<path>} (default /bin/sh here; Kuasar's is /bin/bash, which
  * the image does not carry), {@code task.enable_tracing} (flag), and ours: {@code task.agent_port=<name>} (the
- * virtio-serial port's name, default {@value #DEFAULT_AGENT_PORT}) and {@code task.agent_vsock=<port>} (serve on that
- * vsock port instead, as Kuasar's agent does on 1024).
+ * virtio-serial port's name, default {@value #DEFAULT_AGENT_PORT}), {@code task.agent_vsock=<port>} (serve on that
+ * vsock port instead, as Kuasar's agent does on 1024) and {@code task.template} (flag: this boot makes a VM template,
+ * saved once and restored for each pod, so the share is mounted only when a pod's SetupSandbox arrives).
  */
 public record TaskConfig(String sharefsType, String logLevel, boolean debug, String debugShell, boolean tracing,
-                         String agentPort, int agentVsockPort) {
+                         String agentPort, int agentVsockPort, boolean template) {
     public static final String DEFAULT_AGENT_PORT = "agent.channel.0";
 
     public static TaskConfig parse(String cmdline) {
@@ -22,6 +23,7 @@ public record TaskConfig(String sharefsType, String logLevel, boolean debug, Str
         boolean tracing = false;
         String port = DEFAULT_AGENT_PORT;
         int vsock = 0;
+        boolean template = false;
         for (String token : Arrays.stream(cmdline.trim().split("\\s+")).filter(t -> t.startsWith("task.")).toList()) {
             int eq = token.indexOf('=');
             String key = eq < 0 ? token : token.substring(0, eq);
@@ -34,6 +36,7 @@ public record TaskConfig(String sharefsType, String logLevel, boolean debug, Str
                 case "task.enable_tracing" -> tracing = eq < 0 || Boolean.parseBoolean(value);
                 case "task.agent_port" -> port = value;
                 case "task.agent_vsock" -> vsock = Integer.parseInt(value);
+                case "task.template" -> template = eq < 0 || Boolean.parseBoolean(value);
                 default -> {
                     // unknown task.* keys are ignored, as Kuasar does
                 }
@@ -42,6 +45,6 @@ public record TaskConfig(String sharefsType, String logLevel, boolean debug, Str
         if (!sharefs.equals("9p") && !sharefs.equals("virtiofs")) {
             throw new IllegalArgumentException("task.sharefs_type=" + sharefs + " is not supported (9p or virtiofs)");
         }
-        return new TaskConfig(sharefs, level, debug, shell, tracing, port, vsock);
+        return new TaskConfig(sharefs, level, debug, shell, tracing, port, vsock, template);
     }
 }

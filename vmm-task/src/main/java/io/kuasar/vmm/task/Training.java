@@ -25,7 +25,7 @@ final class Training {
         TaskConfig.parse("console=ttyS0 task.sharefs_type=9p task.log_level=info");
         try (TtrpcServer server = new TtrpcServer(dir.resolve("train.sock"))) {
             // the agent's services on a socket instead of the port: the frames and handlers are what matters
-            VmmTaskMain.services(dir.resolve("state")).forEach(server::register);
+            VmmTaskMain.services(dir.resolve("state"), () -> { }).forEach(server::register);
             server.start();
             try (TtrpcClient c = TtrpcClient.connect(server.socketPath())) {
                 for (int i = 0; i < 20; i++) {

@@ -57,12 +57,17 @@ public final class VmmTaskMain {
         ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger(Logger.ROOT_LOGGER_NAME))
                 .setLevel(Level.toLevel(config.logLevel(), Level.INFO));
         steps.done("early mounts, logging");
-        GuestInit.mountShareFs(config);
-        steps.done("share fs");
-        GuestInit.late();
+        if (!config.template()) {
+            GuestInit.mountShareFs(config);
+            steps.done("share fs");
+            GuestInit.late();
+        }
         new OrphanReaper().start();
         TtrpcServer server = TtrpcServer.withoutListener();
-        services(Path.of("/run/kuasar-task")).forEach(server::register);
+        // A template's guest is saved before any pod owns it: each restored copy mounts its pod's share, takes
+        // fresh randomness and its NIC's MAC when its pod's SetupSandbox arrives.
+        Runnable restored = config.template() ? () -> GuestInit.restored(config) : () -> { };
+        services(Path.of("/run/kuasar-task"), restored).forEach(server::register);
         steps.done("services");
         new GuestNetwork().up("lo");
         if (config.agentVsockPort() > 0) {
@@ -103,7 +108,8 @@ public final class VmmTaskMain {
     }
 
     /** Builds the agent's services; {@code stateDir} holds the runtime's files (consoles). */
-    static java.util.List<io.kuasar.sandbox.ttrpc.TtrpcService> services(Path stateDir) throws Exception {
+    static java.util.List<io.kuasar.sandbox.ttrpc.TtrpcService> services(Path stateDir, Runnable beforeSetup)
+            throws Exception {
         FdPoller poller = new FdPoller("vmm-task");
         ProcessReaper reaper = new ProcessReaper(poller);
         StreamingService streaming = new StreamingService();
@@ -113,7 +119,7 @@ public final class VmmTaskMain {
                 new StateStore(stateDir), Files.isExecutable(monitor) ? monitor : null, new OomMonitor(poller));
         TaskService tasks = new TaskService(new StreamedRuntime(runc, streaming, StreamedRuntime.IO_DIR), events);
         SandboxService sandbox = new SandboxService(new HolderLauncher(LIBEXEC.resolve("kuasar-holder")),
-                new GuestNetwork(), events.queue());
+                new GuestNetwork(), events.queue(), beforeSetup);
         java.util.List<io.kuasar.sandbox.ttrpc.TtrpcService> all = new java.util.ArrayList<>(tasks.services());
         all.add(sandbox.service());
         all.add(streaming.service());

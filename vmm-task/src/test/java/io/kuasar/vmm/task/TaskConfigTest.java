@@ -24,6 +24,8 @@ class TaskConfigTest {
         assertThat(c.logLevel()).isEqualTo("info");
         assertThat(c.debug()).isFalse();
         assertThat(c.agentPort()).isEqualTo(TaskConfig.DEFAULT_AGENT_PORT);
+        assertThat(c.template()).isFalse();
+        assertThat(TaskConfig.parse("console=ttyS0 task.template").template()).isTrue();
     }
 
     @Test
