@@ -21,16 +21,13 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * {@code make bench-vmm}: microVM pods through CRI on {@code kuasar-vmm}, against the floor of this machine: the same
- * QEMU command line vmm-sandboxer builds (same kernel, machine, devices, accelerator, memory), booting an initramfs
- * whose busybox init only prints a marker. Serial, N pods (median and max):
- * <ul>
- *   <li>floor: QEMU start until the marker is on the serial console;</li>
- *   <li>RunPodSandbox, and pod + container start (RunPodSandbox + CreateContainer + StartContainer);</li>
- *   <li>host memory per pod with N pods up: QEMU PSS, plus the sandboxer's marginal PSS ((PSS at N − PSS at 0) / N).
- *       The floor VM's PSS at its marker is shown beside it.</li>
- * </ul>
- * One pod is started and removed before the measured ones (the daemon's first pod warms its JIT); it is not counted.
+ * {@code make bench-vmm}: Kuasar's pod start benchmark on {@code kuasar-vmm} through CRI (pod + one container, serial
+ * with a 1 s pause, and N pods at once), cold (the VM boots) and from the VM template, against the floor of this
+ * machine: the same QEMU command line booting an initramfs whose busybox init only prints a marker. Reports p50, p90
+ * and max of RunPodSandbox and of pod + container, every point of the pod + container CDF, the QEMU-to-agent and
+ * SetupSandbox times from the sandboxer's log, and host memory with a serial run's pods up (QEMU PSS, the
+ * sandboxer's PSS and its marginal PSS per pod). One warm-up pod runs first and is not counted. The sandboxer must
+ * run with {@code enable_template = true} (run.sh writes such a config); cold pods opt out per pod.
  */
 public final class VmmBenchmark {
     private static final String MARKER = "KUASAR-FLOOR-READY";
@@ -53,7 +50,7 @@ public final class VmmBenchmark {
                 "work")) {
             if (!o.containsKey(required)) {
                 System.err.println("usage: VmmBenchmark --containerd-sock S --sandboxer-pid P --config TOML "
-                        + "--sandboxer-log F --logs DIR --out DIR --work DIR [--pods 5]");
+                        + "--sandboxer-log F --logs DIR --out DIR --work DIR [--pods 5] [--parallel-max 10]");
                 System.exit(2);
             }
         }
@@ -80,85 +77,197 @@ public final class VmmBenchmark {
         }
 
         long sbx = Long.parseLong(opts.get("sandboxer-pid"));
-        List<Double> runPod = new ArrayList<>();
-        List<Double> podAndContainer = new ArrayList<>();
-        List<String> ids = new ArrayList<>();
-        List<Long> qemuPss = new ArrayList<>();
-        long sbxBefore;
-        long sbxAfter;
+        Path sandboxerLog = Path.of(opts.get("sandboxer-log"));
+        int big = Integer.parseInt(opts.getOrDefault("parallel-max", "10"));
+        List<Phase> phases = new ArrayList<>();
         try (CriClient cri = new CriClient(Path.of(opts.get("containerd-sock")), "kuasar-vmm",
-                Path.of(opts.get("logs")), Duration.ofSeconds(180))) {
+                Path.of(opts.get("logs")), Duration.ofSeconds(600))) {
+            awaitTemplate(sandboxerLog);
             CriClient.Pod warm = cri.runPod("vmwarm", false);
             cri.runContainer(warm, "c", "sleep", "3600");
             cri.cleanupAll().forEach(e -> log("cleanup: " + e));
             Thread.sleep(2000);
-            sbxBefore = ProcMemory.usage(sbx).pssKb();
-            try {
-                for (int i = 0; i < n; i++) {
-                    long t0 = System.nanoTime();
-                    CriClient.Pod pod = cri.runPod("vmbench" + i, false);
-                    long t1 = System.nanoTime();
-                    cri.runContainer(pod, "c", "sleep", "3600");
-                    long t2 = System.nanoTime();
-                    ids.add(pod.id());
-                    runPod.add((t1 - t0) / 1e9);
-                    podAndContainer.add((t2 - t0) / 1e9);
-                    log("pod " + (i + 1) + "/" + n + ": RunPodSandbox " + fmt(runPod.getLast()) + " s, with its "
-                            + "container " + fmt(podAndContainer.getLast()) + " s");
+            // Kuasar's benchmark: serial (with a pause between pods, as its scripts sleep 1 s), then parallel
+            for (boolean template : new boolean[]{false, true}) {
+                phases.add(measure(cri, sbx, template, n, false));
+                for (int p : new int[]{5, big}) {
+                    phases.add(measure(cri, sbx, template, p, true));
                 }
-                Thread.sleep(5000); // let the guests settle (the agent's class loading, page cache)
-                sbxAfter = ProcMemory.usage(sbx).pssKb();
-                for (String id : ids) {
-                    long pid = qemuOf(id);
-                    ProcMemory.Usage u = pid > 0 ? ProcMemory.usage(pid) : null;
-                    qemuPss.add(u == null ? 0 : u.pssKb());
-                }
-            } finally {
-                cri.cleanupAll().forEach(e -> log("cleanup: " + e));
             }
         }
-
-        Map<String, long[]> agent = agentTimes(Path.of(opts.get("sandboxer-log")), ids);
-        List<Double> agentAnswer = new ArrayList<>();
-        List<Double> setup = new ArrayList<>();
-        agent.values().forEach(v -> {
-            agentAnswer.add(v[0] / 1000.0);
-            setup.add(v[1] / 1000.0);
-        });
-        double marginalMiB = (sbxAfter - sbxBefore) / 1024.0 / n;
-        List<Double> qemuMiB = qemuPss.stream().map(k -> k / 1024.0).toList();
-        List<Double> floorMiB = floorPss.stream().map(k -> k / 1024.0).toList();
+        Map<String, long[]> agent = agentTimes(sandboxerLog, phases.stream().flatMap(p -> p.ids.stream()).toList());
 
         line("## microVM pods (`make bench-vmm`)");
         line("");
         line("QEMU " + accel.toUpperCase(Locale.ROOT) + ", machine `" + qemu.machineType() + "`, " + qemu.vcpus()
-                + " vCPU, " + qemu.memoryInMb() + " MiB, kernel `" + qemu.kernelPath() + "`; " + n
-                + " pods serially (one warm-up pod before, not counted); each pod has one busybox container.");
+                + " vCPU, " + qemu.memoryInMb() + " MiB, kernel `" + qemu.kernelPath() + "`; each pod has one busybox "
+                + "container (`sleep`); one warm-up pod before, not counted. **cold**: the VM boots (the pod carries "
+                + "`io.kuasar.vmm.template: \"false\"`); **template**: the VM is a copy of the saved VM template "
+                + "(`enable_template = true`). Serial: one pod after the other, 1 s apart (Kuasar's scripts); parallel: "
+                + "N pods started at once, each timed from the common start.");
         line("");
-        line("| step | median | max |");
+        line("| start | floor: bare QEMU + kernel + busybox init to its marker (s) | median " + fmt(median(floor))
+                + " | max " + fmt(max(floor)) + " |");
+        line("|---|---|---|---|");
+        line("");
+        line("| mode | pods | RunPodSandbox p50 / p90 / max (s) | pod + container p50 / p90 / max (s) | QEMU → agent "
+                + "answers, p50 (s) | SetupSandbox p50 (s) |");
+        line("|---|---|---|---|---|---|");
+        for (Phase p : phases) {
+            List<Double> answer = new ArrayList<>();
+            List<Double> setup = new ArrayList<>();
+            for (String id : p.ids) {
+                long[] v = agent.get(id);
+                if (v != null) {
+                    answer.add(v[0] / 1000.0);
+                    setup.add(v[1] / 1000.0);
+                }
+            }
+            line("| " + p.label() + " | " + p.ids.size() + " | " + pct(p.runPod) + " | " + pct(p.podAndContainer)
+                    + " | " + fmt(median(answer)) + " | " + fmt(median(setup)) + " |");
+        }
+        line("");
+        line("Pod + container start, every pod sorted (the CDF's points, s):");
+        line("");
+        for (Phase p : phases) {
+            line("* " + p.label() + ": " + String.join(" ", p.podAndContainer.stream().sorted().map(VmmBenchmark::fmt)
+                    .toList()));
+        }
+        line("");
+        line("| host memory per pod (all pods of a serial run up) | cold | template |");
         line("|---|---|---|");
-        row("floor: bare QEMU + kernel + busybox init, start → marker on the console (s)", floor);
-        row("RunPodSandbox (s)", runPod);
-        row("pod + container start: RunPodSandbox + CreateContainer + StartContainer (s)", podAndContainer);
-        row("  of which: QEMU start → guest agent answers (sandboxer log) (s)", agentAnswer);
-        row("  of which: SetupSandbox in the guest (s)", setup);
-        row("RunPodSandbox − floor (s)", minus(runPod, median(floor)));
-        row("pod + container − floor (s)", minus(podAndContainer, median(floor)));
+        Phase coldSerial = phases.stream().filter(p -> !p.template && !p.parallel).findFirst().orElseThrow();
+        Phase tmplSerial = phases.stream().filter(p -> p.template && !p.parallel).findFirst().orElseThrow();
+        line("| QEMU PSS, median (max) (MiB) | " + fmt(median(coldSerial.qemuMiB())) + " (" + fmt(max(coldSerial.qemuMiB()))
+                + ") | " + fmt(median(tmplSerial.qemuMiB())) + " (" + fmt(max(tmplSerial.qemuMiB())) + ") |");
+        line("| sandboxer PSS with the pods up (MiB) | " + fmt(coldSerial.sbxAfterKb / 1024.0) + " | "
+                + fmt(tmplSerial.sbxAfterKb / 1024.0) + " |");
+        line("| sandboxer marginal PSS per pod ((PSS at N − PSS at 0) / N, MiB) | "
+                + fmt(coldSerial.marginalMiB()) + " | " + fmt(tmplSerial.marginalMiB()) + " |");
+        line("| floor VM (bare QEMU at its marker) PSS, median (MiB) | " + fmt(median(floorPss.stream()
+                .map(k -> k / 1024.0).toList())) + " | |");
         line("");
-        line("| host memory per pod (" + n + " pods up) | MiB |");
-        line("|---|---|");
-        line("| QEMU PSS, median (max) | " + fmt(median(qemuMiB)) + " (" + fmt(max(qemuMiB)) + ") |");
-        line("| sandboxer marginal PSS ((PSS at " + n + " − PSS at 0) / " + n + ") | " + fmt(marginalMiB) + " |");
-        line("| **total per pod** | **" + fmt(median(qemuMiB) + marginalMiB) + "** |");
-        line("| floor VM (bare QEMU at its marker) PSS, median | " + fmt(median(floorMiB)) + " |");
-        line("");
-        double gap = median(runPod) - median(floor);
-        double mem = median(qemuMiB) + marginalMiB;
-        line("Targets: pod-ready − floor ≤ 1.0 s: " + (gap <= 1.0 ? "**met**" : "**not met**") + " (" + fmt(gap)
-                + " s); host memory per pod ≤ 200 MiB: " + (mem <= 200 ? "**met**" : "**not met**") + " ("
-                + fmt(mem) + " MiB).");
+        double tmplRun = median(tmplSerial.runPod);
+        line("Target: RunPodSandbox from the template ≤ 1.0 s: " + (tmplRun <= 1.0 ? "**met**" : "**not met**") + " ("
+                + fmt(tmplRun) + " s median, serial; cold: " + fmt(median(coldSerial.runPod)) + " s).");
         System.out.println(report);
         Files.writeString(out.resolve("report-vmm.md"), report.toString());
+    }
+
+    /** One run of pods: their start times and, for a serial run, host memory with all of them up. */
+    private static final class Phase {
+        final boolean template;
+        final boolean parallel;
+        final List<String> ids = new java.util.concurrent.CopyOnWriteArrayList<>();
+        final List<Double> runPod = new java.util.concurrent.CopyOnWriteArrayList<>();
+        final List<Double> podAndContainer = new java.util.concurrent.CopyOnWriteArrayList<>();
+        final List<Long> qemuPssKb = new ArrayList<>();
+        long sbxBeforeKb;
+        long sbxAfterKb;
+
+        Phase(boolean template, boolean parallel) {
+            this.template = template;
+            this.parallel = parallel;
+        }
+
+        String label() {
+            return (template ? "template" : "cold") + ", " + (parallel ? "parallel" : "serial");
+        }
+
+        List<Double> qemuMiB() {
+            return qemuPssKb.stream().map(k -> k / 1024.0).toList();
+        }
+
+        double marginalMiB() {
+            return ids.isEmpty() ? Double.NaN : (sbxAfterKb - sbxBeforeKb) / 1024.0 / ids.size();
+        }
+    }
+
+    private Phase measure(CriClient cri, long sbx, boolean template, int n, boolean parallel) throws Exception {
+        Phase ph = new Phase(template, parallel);
+        String prefix = (template ? "t" : "c") + (parallel ? "p" + n : "s") + "-";
+        log(ph.label() + ", " + n + " pods");
+        ph.sbxBeforeKb = ProcMemory.usage(sbx).pssKb();
+        try {
+            if (parallel) {
+                long t0 = System.nanoTime();
+                List<Thread> threads = new ArrayList<>();
+                List<Exception> failures = new java.util.concurrent.CopyOnWriteArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    String name = prefix + i;
+                    threads.add(Thread.ofPlatform().start(() -> {
+                        try {
+                            startPod(cri, ph, name, template, t0);
+                        } catch (Exception e) {
+                            failures.add(e);
+                        }
+                    }));
+                }
+                for (Thread t : threads) {
+                    t.join();
+                }
+                if (!failures.isEmpty()) {
+                    throw failures.getFirst();
+                }
+            } else {
+                for (int i = 0; i < n; i++) {
+                    startPod(cri, ph, prefix + i, template, System.nanoTime());
+                    Thread.sleep(1000);
+                }
+                Thread.sleep(5000); // let the guests settle (the agent's class loading, page cache)
+                ph.sbxAfterKb = ProcMemory.usage(sbx).pssKb();
+                for (String id : ph.ids) {
+                    long pid = qemuOf(id);
+                    ProcMemory.Usage u = pid > 0 ? ProcMemory.usage(pid) : null;
+                    ph.qemuPssKb.add(u == null ? 0 : u.pssKb());
+                }
+            }
+        } finally {
+            cri.cleanupAll().forEach(e -> log("cleanup: " + e));
+        }
+        log(ph.label() + ", " + n + " pods: pod + container p50 " + fmt(median(ph.podAndContainer)) + " s, max "
+                + fmt(max(ph.podAndContainer)) + " s");
+        return ph;
+    }
+
+    private static void startPod(CriClient cri, Phase ph, String name, boolean template, long t0) {
+        var config = cri.podConfig(name, false, io.kuasar.api.cri.v1.NamespaceMode.CONTAINER).toBuilder()
+                .putAnnotations("io.kuasar.vmm.template", Boolean.toString(template)).build();
+        CriClient.Pod pod = cri.runPod(config, "kuasar-vmm", Duration.ofMinutes(10));
+        long t1 = System.nanoTime();
+        cri.runContainer(pod, "c", "sleep", "3600");
+        long t2 = System.nanoTime();
+        ph.ids.add(pod.id());
+        ph.runPod.add((t1 - t0) / 1e9);
+        ph.podAndContainer.add((t2 - t0) / 1e9);
+        log(name + ": RunPodSandbox " + fmt((t1 - t0) / 1e9) + " s, with its container " + fmt((t2 - t0) / 1e9) + " s");
+    }
+
+    /** The sandboxer makes its VM template in the background at start: the runs begin once it is there. */
+    private static void awaitTemplate(Path sandboxerLog) throws Exception {
+        long end = System.nanoTime() + Duration.ofMinutes(10).toNanos();
+        while (true) {
+            String l = Files.readString(sandboxerLog, StandardCharsets.ISO_8859_1);
+            if (l.contains("VM template made") || l.contains("matches this QEMU")) {
+                return;
+            }
+            if (l.contains("no VM template (")) {
+                throw new IllegalStateException("the sandboxer could not make its VM template; see " + sandboxerLog);
+            }
+            if (System.nanoTime() > end) {
+                throw new IllegalStateException("no VM template within 10 minutes; see " + sandboxerLog);
+            }
+            Thread.sleep(500);
+        }
+    }
+
+    private static String pct(List<Double> v) {
+        if (v.isEmpty()) {
+            return "–";
+        }
+        List<Double> s = v.stream().sorted().toList();
+        double p90 = s.get(Math.min(s.size() - 1, (int) Math.ceil(0.9 * s.size()) - 1));
+        return fmt(median(v)) + " / " + fmt(p90) + " / " + fmt(max(v));
     }
 
     /** An initramfs with busybox whose init prints the marker and powers off. */

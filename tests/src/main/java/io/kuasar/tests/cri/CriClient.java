@@ -226,8 +226,13 @@ public final class CriClient implements AutoCloseable {
     }
 
     public Pod runPod(PodSandboxConfig config, String handler) {
+        return runPod(config, handler, Duration.ofSeconds(60));
+    }
+
+    /** RunPodSandbox with a deadline of its own (many microVMs booting at once under TCG take minutes). */
+    public Pod runPod(PodSandboxConfig config, String handler, Duration deadline) {
         RunPodSandboxRequest req = RunPodSandboxRequest.newBuilder().setConfig(config).setRuntimeHandler(handler).build();
-        String id = retryConnect(() -> runtime(Duration.ofSeconds(60)).runPodSandbox(req)).getPodSandboxId();
+        String id = retryConnect(() -> runtime(deadline).runPodSandbox(req)).getPodSandboxId();
         podsCreated.add(id);
         return new Pod(id, config);
     }

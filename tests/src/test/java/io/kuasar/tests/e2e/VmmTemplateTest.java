@@ -58,6 +58,8 @@ class VmmTemplateTest {
         for (CriClient.Pod p : new CriClient.Pod[]{a, b}) {
             Path console = env.vmmStateDir().resolve("sandboxes").resolve(p.id()).resolve("console.log");
             assertThat(Host.read(console)).contains("random generator reseeded");
+            Host.read(console).lines().filter(l -> l.contains("sandbox set up in"))
+                    .forEach(l -> E2eEnvironment.log("guest " + p.id().substring(0, 8) + ": " + l));
         }
         assertThat(cri.execSync(web, "sh", "-c", "head -c 16 /dev/urandom | od -An -tx1").stdout())
                 .isNotEqualTo(cri.execSync(other, "sh", "-c", "head -c 16 /dev/urandom | od -An -tx1").stdout());

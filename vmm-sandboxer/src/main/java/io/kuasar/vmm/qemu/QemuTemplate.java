@@ -65,9 +65,9 @@ final class QemuTemplate {
         this.root = root;
     }
 
-    /** Whether a pod's VM can be a copy of the template: the configured size, at most one NIC. */
+    /** Whether a pod's VM can be a copy of the template: allowed, the configured size, at most one NIC. */
     boolean fits(VmSpec spec) {
-        return spec.vcpus() == config.vcpus() && spec.memoryInMb() == config.memoryInMb() && spec.nics().size() <= 1;
+        return spec.templateAllowed() && spec.vcpus() == config.vcpus() && spec.memoryInMb() == config.memoryInMb() && spec.nics().size() <= 1;
     }
 
     /** The directory of a usable template, or null while there is none. */

@@ -50,6 +50,47 @@ class QemuCommandTest {
                 .endsWith("quiet");
     }
 
+    /**
+     * A template and its copies have one device layout: RAM from the template's file (shared for the template,
+     * private copy-on-write for a copy), the template's one NIC and MAC whatever the pod's, {@code task.template};
+     * a copy waits for the saved state.
+     */
+    @Test
+    void aTemplatesCopyHasTheTemplatesLayoutWithThePodsBackends() throws Exception {
+        QemuConfig c = config("enable_template = true\n");
+        Path memory = Path.of("/run/kuasar-vmm/template/k/memory");
+        VmSpec template = new VmSpec("template", Path.of("/t"), Path.of("/t/share"), 2, 640, "", List.of());
+        String t = String.join(" ", QemuCommand.build(c, "tcg", template, new QemuCommand.Templated(memory, false)));
+        String copy = String.join(" ", QemuCommand.build(c, "tcg", spec, new QemuCommand.Templated(memory, true)));
+        assertThat(t).contains("-machine pc,memory-backend=mem0")
+                .contains("memory-backend-file,id=mem0,size=640M,mem-path=" + memory + ",share=on")
+                .contains("hubport,id=intf-0,hubid=0").contains("virtio-net-pci,netdev=intf-0,mac="
+                        + QemuCommand.TEMPLATE_MAC).contains(" task.template").doesNotContain("-incoming");
+        assertThat(copy).contains("memory-backend-file,id=mem0,size=640M,mem-path=" + memory + ",share=off")
+                .contains("tap,id=intf-0,ifname=tap_kua_3,").contains("virtio-net-pci,netdev=intf-0,mac="
+                        + QemuCommand.TEMPLATE_MAC).contains("path=/run/kuasar-vmm/sandboxes/s1/shared")
+                .endsWith("-incoming defer");
+        // the same devices in the same order: only the backends differ
+        assertThat(devices(t)).isEqualTo(devices(copy));
+    }
+
+    private static List<String> devices(String cmd) {
+        List<String> d = new java.util.ArrayList<>();
+        String[] a = cmd.split(" ");
+        for (int i = 0; i + 1 < a.length; i++) {
+            if (a[i].equals("-device")) {
+                d.add(a[i + 1].replaceAll("mac=[^,]*", ""));
+            }
+        }
+        return d;
+    }
+
+    @Test
+    void aTemplateNeedsNinePAndTheSerialChannel() {
+        assertThatThrownBy(() -> config("enable_template = true\nshare_fs = \"VirtioFS\"\n"))
+                .hasMessageContaining("enable_template").hasMessageContaining("vhost-user");
+    }
+
     @Test
     void debugAsksTheGuestAgentForDebugLogs() throws Exception {
         assertThat(QemuCommand.kernelParams(config("debug = true\nkernel_params = \"foo=1\"\n")))

@@ -33,39 +33,63 @@ class GuestNetwork {
     }
 
     void updateInterfaces(List<Interface> interfaces) throws IOException {
+        List<List<String>> script = new ArrayList<>();
+        interfaces(interfaces, script);
+        ipAll(script);
+    }
+
+    void updateRoutes(List<Route> routes) throws IOException {
+        List<List<String>> script = new ArrayList<>();
+        routes(routes, script);
+        ipAll(script);
+    }
+
+    /** SetupSandbox's network: the interfaces, then the routes, in one shell (see {@link #ipAll}). */
+    void setup(List<Interface> interfaces, List<Route> routes) throws IOException {
+        ipAll(script(interfaces, routes));
+    }
+
+    /** The ip commands that would configure these interfaces and routes; runs nothing. */
+    List<List<String>> script(List<Interface> interfaces, List<Route> routes) throws IOException {
+        List<List<String>> script = new ArrayList<>();
+        interfaces(interfaces, script);
+        routes(routes, script);
+        return script;
+    }
+
+    private void interfaces(List<Interface> interfaces, List<List<String>> script) throws IOException {
         for (Interface i : interfaces) {
             String current = byMac(i.getHwAddr());
             if (current == null) {
-                current = adoptNic(interfaces, i.getHwAddr());
+                current = adoptNic(interfaces, i.getHwAddr(), script);
             }
             if (current == null) {
                 throw Status.NOT_FOUND.withDescription("interface " + i.getName() + ": no NIC in the VM has MAC "
                         + i.getHwAddr()).asRuntimeException();
             }
             String name = i.getName().isEmpty() ? current : i.getName();
-            ip("link", "set", "dev", current, "down");
-            ip("addr", "flush", "dev", current);
+            script.add(List.of("link", "set", "dev", current, "down"));
+            script.add(List.of("addr", "flush", "dev", current));
             if (!name.equals(current)) {
                 if (Files.exists(NET.resolve(name))) {
-                    ip("link", "set", "dev", name, "name", name + "-tmp");
+                    script.add(List.of("link", "set", "dev", name, "name", name + "-tmp"));
                 }
-                ip("link", "set", "dev", current, "name", name);
+                script.add(List.of("link", "set", "dev", current, "name", name));
             }
             if (i.getMtu() > 0) {
-                ip("link", "set", "dev", name, "mtu", Long.toString(i.getMtu()));
+                script.add(List.of("link", "set", "dev", name, "mtu", Long.toString(i.getMtu())));
             }
-            ip("link", "set", "dev", name, "arp", (i.getRawFlags() & IFF_NOARP) != 0 ? "off" : "on");
+            script.add(List.of("link", "set", "dev", name, "arp", (i.getRawFlags() & IFF_NOARP) != 0 ? "off" : "on"));
             for (IPAddress a : i.getIPAddressesList()) {
-                ip(a.getFamily() == IPFamily.v6 ? "-6" : "-4", "addr", "add", a.getAddress() + "/" + a.getMask(),
-                        "dev", name);
+                script.add(List.of(a.getFamily() == IPFamily.v6 ? "-6" : "-4", "addr", "add",
+                        a.getAddress() + "/" + a.getMask(), "dev", name));
             }
-            ip("link", "set", "dev", name, "up");
-            LOG.info("interface {} (MAC {}) configured with {} addresses", name, i.getHwAddr(),
-                    i.getIPAddressesCount());
+            script.add(List.of("link", "set", "dev", name, "up"));
+            LOG.info("interface {} (MAC {}): {} addresses", name, i.getHwAddr(), i.getIPAddressesCount());
         }
     }
 
-    void updateRoutes(List<Route> routes) throws IOException {
+    private static void routes(List<Route> routes, List<List<String>> script) {
         // Routes with a gateway need the gateway's subnet route first: apply link routes, then the others.
         List<Route> ordered = new ArrayList<>(routes.stream().filter(r -> r.getGateway().isEmpty()).toList());
         ordered.addAll(routes.stream().filter(r -> !r.getGateway().isEmpty()).toList());
@@ -81,7 +105,7 @@ class GuestNetwork {
             if (!r.getSource().isEmpty()) {
                 cmd.addAll(List.of("src", r.getSource()));
             }
-            ip(cmd.toArray(String[]::new));
+            script.add(cmd);
         }
     }
 
@@ -90,7 +114,7 @@ class GuestNetwork {
      * that no requested interface claims by MAC takes this one's (the device learns it through the control
      * queue). Null if there is none.
      */
-    private String adoptNic(List<Interface> interfaces, String mac) throws IOException {
+    private String adoptNic(List<Interface> interfaces, String mac, List<List<String>> script) throws IOException {
         if (!Files.isDirectory(NET)) {
             return null;
         }
@@ -105,8 +129,8 @@ class GuestNetwork {
                     continue;
                 }
                 String name = l.getFileName().toString();
-                ip("link", "set", "dev", name, "down");
-                ip("link", "set", "dev", name, "address", mac);
+                script.add(List.of("link", "set", "dev", name, "down"));
+                script.add(List.of("link", "set", "dev", name, "address", mac));
                 LOG.info("NIC {} takes MAC {} (a template's NIC)", name, mac);
                 return name;
             }
@@ -131,22 +155,45 @@ class GuestNetwork {
         return null;
     }
 
+    /**
+     * Runs ip commands in one busybox shell, stopping at the first that fails: busybox runs its applets in a fork
+     * without an exec, and under TCG each process the JVM launches costs a few hundred milliseconds.
+     */
+    void ipAll(List<List<String>> commands) throws IOException {
+        if (commands.isEmpty()) {
+            return;
+        }
+        StringBuilder script = new StringBuilder("set -ex\n"); // on failure, the output names the command
+        for (List<String> c : commands) {
+            script.append("ip");
+            for (String a : c) {
+                script.append(" '").append(a.replace("'", "'\\''")).append('\'');
+            }
+            script.append('\n');
+        }
+        run(List.of("/bin/sh", "-c", script.toString()), "ip: " + commands.size() + " commands");
+    }
+
     void ip(String... args) throws IOException {
         List<String> cmd = new ArrayList<>(List.of("ip"));
         cmd.addAll(List.of(args));
+        run(cmd, String.join(" ", cmd));
+    }
+
+    private static void run(List<String> cmd, String what) throws IOException {
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
         try {
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
                 p.destroyForcibly();
-                throw new IOException(String.join(" ", cmd) + " did not finish within 10 s");
+                throw new IOException(what + " did not finish within 10 s");
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new IOException("interrupted: " + String.join(" ", cmd));
+            throw new IOException("interrupted: " + what);
         }
         if (p.exitValue() != 0) {
-            throw Status.INTERNAL.withDescription(String.join(" ", cmd) + " failed: " + out).asRuntimeException();
+            throw Status.INTERNAL.withDescription(what + " failed: " + out).asRuntimeException();
         }
     }
 }

@@ -85,28 +85,14 @@ final class SandboxService {
         if (holderPid > 0) {
             throw Status.ALREADY_EXISTS.withDescription("the sandbox in this VM is already set up").asRuntimeException();
         }
+        long t0 = System.nanoTime();
         beforeSetup.run();
-        String type = r.getConfig().getTypeUrl();
-        if (!type.equals("PodSandboxConfig") && !type.endsWith("runtime.v1.PodSandboxConfig")) {
-            throw Status.NOT_FOUND.withDescription("SetUpSandbox/config/" + type + " is not supported")
-                    .asRuntimeException();
-        }
-        JsonNode config;
-        try {
-            config = json.readTree(r.getConfig().getValue().toByteArray());
-        } catch (IOException e) {
-            throw Status.INVALID_ARGUMENT.withDescription("SetupSandbox: the PodSandboxConfig is not valid JSON: "
-                    + e.getMessage()).asRuntimeException();
-        }
-        String id = config.path("metadata").path("uid").asText("");
-        String sandboxId = id.isEmpty() ? "pod" : "pod-" + id.replaceAll("[^A-Za-z0-9_.-]", "");
-        String hostname = hostname(config);
-        JsonNode pidMode = config.path("linux").path("security_context").path("namespace_options").path("pid");
-        boolean podPid = pidMode.isMissingNode() || pidMode.isNull()
-                || pidMode.asInt(-1) == POD_PID_NAMESPACE || pidMode.asText().equals("POD");
-        Map<String, String> sysctls = new LinkedHashMap<>();
-        config.path("linux").path("sysctls").properties().forEach(e -> sysctls.put(e.getKey(), e.getValue().asText()));
-        List<List<Sysctls.Setting>> settings = Sysctls.forGuest(sandboxId, sysctls);
+        long restored = System.nanoTime();
+        Pod pod = parse(r.getConfig().getTypeUrl(), r.getConfig().getValue().toByteArray());
+        String sandboxId = pod.sandboxId();
+        String hostname = pod.hostname();
+        boolean podPid = pod.podPid();
+        List<List<Sysctls.Setting>> settings = pod.sysctls();
         for (Sysctls.Setting s : settings.get(1)) {
             Path file = Path.of("/proc/sys").resolve(s.procPath());
             try {
@@ -116,7 +102,9 @@ final class SandboxService {
                         + e.getMessage()).asRuntimeException();
             }
         }
+        long configured = System.nanoTime();
         int pid = holders.launch(sandboxId, null, hostname, podPid, true, settings.get(0), null);
+        long held = System.nanoTime();
         Files.createDirectories(NS_DIR);
         List<String> types = new ArrayList<>(List.of("ipc", "uts"));
         if (podPid) {
@@ -130,10 +118,44 @@ final class SandboxService {
             Linux.mount("/proc/" + pid + "/ns/" + t, pin.toString(), "", Linux.MS_BIND, null);
         }
         holderPid = pid;
-        network.updateInterfaces(r.getInterfacesList());
-        network.updateRoutes(r.getRoutesList());
-        LOG.info("sandbox set up: hostname {}, namespaces {} pinned by holder {}", hostname, types, pid);
+        long pinned = System.nanoTime();
+        network.setup(r.getInterfacesList(), r.getRoutesList());
+        long done = System.nanoTime();
+        LOG.info("sandbox set up in {} ms (restore {}, config {}, holder {}, pins {}, network {}): hostname {}, "
+                        + "namespaces {} pinned by holder {}", ms(t0, done), ms(t0, restored), ms(restored, configured),
+                ms(configured, held), ms(held, pinned), ms(pinned, done), hostname, types, pid);
         return Empty.getDefaultInstance();
+    }
+
+    /** What SetupSandbox's PodSandboxConfig asks of the guest. */
+    record Pod(String sandboxId, String hostname, boolean podPid, List<List<Sysctls.Setting>> sysctls) {
+    }
+
+    /** Reads SetupSandbox's config (Kuasar's: the PodSandboxConfig as JSON). Has no effect on the guest. */
+    Pod parse(String type, byte[] value) throws IOException {
+        if (!type.equals("PodSandboxConfig") && !type.endsWith("runtime.v1.PodSandboxConfig")) {
+            throw Status.NOT_FOUND.withDescription("SetUpSandbox/config/" + type + " is not supported")
+                    .asRuntimeException();
+        }
+        JsonNode config;
+        try {
+            config = json.readTree(value);
+        } catch (IOException e) {
+            throw Status.INVALID_ARGUMENT.withDescription("SetupSandbox: the PodSandboxConfig is not valid JSON: "
+                    + e.getMessage()).asRuntimeException();
+        }
+        String id = config.path("metadata").path("uid").asText("");
+        String sandboxId = id.isEmpty() ? "pod" : "pod-" + id.replaceAll("[^A-Za-z0-9_.-]", "");
+        JsonNode pidMode = config.path("linux").path("security_context").path("namespace_options").path("pid");
+        boolean podPid = pidMode.isMissingNode() || pidMode.isNull()
+                || pidMode.asInt(-1) == POD_PID_NAMESPACE || pidMode.asText().equals("POD");
+        Map<String, String> sysctls = new LinkedHashMap<>();
+        config.path("linux").path("sysctls").properties().forEach(e -> sysctls.put(e.getKey(), e.getValue().asText()));
+        return new Pod(sandboxId, hostname(config), podPid, Sysctls.forGuest(sandboxId, sysctls));
+    }
+
+    private static long ms(long from, long to) {
+        return (to - from) / 1_000_000;
     }
 
     /** The pod's hostname: the config's, else the file the sandboxer shared (Kuasar's order is the file's). */
@@ -177,7 +199,7 @@ final class SandboxService {
     }
 
     /** Kuasar's two-step clock sync: the first call timestamps, the second (Delta set) corrects the clock. */
-    private static SyncClockPacket syncClock(SyncClockPacket r) {
+    static SyncClockPacket syncClock(SyncClockPacket r) {
         long now = nowNanos();
         if (r.getDelta() == 0) {
             return r.toBuilder().setClientArriveTime(now).setServerSendTime(nowNanos()).build();

@@ -68,6 +68,10 @@ public final class VmmTaskMain {
         // fresh randomness and its NIC's MAC when its pod's SetupSandbox arrives.
         Runnable restored = config.template() ? () -> GuestInit.restored(config) : () -> { };
         services(Path.of("/run/kuasar-task"), restored).forEach(server::register);
+        if (config.template()) {
+            TemplateWarmUp.run(new SandboxService(null, new GuestNetwork(), null, () -> { }));
+            steps.done("template warm-up");
+        }
         steps.done("services");
         new GuestNetwork().up("lo");
         if (config.agentVsockPort() > 0) {
