@@ -88,8 +88,14 @@ public final class QemuHypervisor implements Hypervisor {
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {
         check();
-        VmmProcesses.freshSockets(spec, List.of(QemuCommand.AGENT_SOCKET, QemuCommand.QMP_SOCKET,
-                QemuCommand.VHOST_VSOCK_SOCKET, QemuCommand.VSOCK_UDS));
+        // only the sockets this VM has: a longer name unused must not fail a --dir that fits
+        List<String> sockets = new ArrayList<>(List.of(QemuCommand.QMP_SOCKET));
+        sockets.addAll(config.useVsock() ? List.of(QemuCommand.VHOST_VSOCK_SOCKET, QemuCommand.VSOCK_UDS)
+                : List.of(QemuCommand.AGENT_SOCKET));
+        if (config.virtiofs()) {
+            sockets.add(QemuCommand.VIRTIOFS_SOCKET);
+        }
+        VmmProcesses.freshSockets(spec, sockets);
         List<String> cmd = new ArrayList<>();
         if (!spec.netnsPath().isEmpty()) {
             cmd.addAll(List.of("nsenter", "--net=" + spec.netnsPath(), "--"));

@@ -113,6 +113,9 @@ final class QemuTemplate {
         LOG.debug("template: {}", String.join(" ", cmd));
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(dir.resolve("qemu.log").toFile())
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        // the daemon may be stopped while the template boots: its QEMU must not outlive it
+        Thread reaper = new Thread(p::destroyForcibly, "vm-template-stop");
+        Runtime.getRuntime().addShutdownHook(reaper);
         try {
             VmmProcesses.awaitSocket("template", "QEMU", p, dir.resolve(QemuCommand.QMP_SOCKET),
                     dir.resolve("qemu.log"), deadline);
@@ -137,6 +140,11 @@ final class QemuTemplate {
         } finally {
             if (p.isAlive()) {
                 p.destroyForcibly();
+            }
+            try {
+                Runtime.getRuntime().removeShutdownHook(reaper);
+            } catch (IllegalStateException shuttingDown) {
+                // the hook runs (or ran) anyway
             }
         }
     }
