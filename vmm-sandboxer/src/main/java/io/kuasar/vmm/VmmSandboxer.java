@@ -184,7 +184,12 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             if (network != null) {
                 setup.addAllInterfaces(network.interfaces()).addAllRoutes(network.routes());
             }
-            agent.syncClock(); // a VM from a template wakes with the template's time
+            try {
+                agent.syncClock(); // a VM from a template wakes with the template's time
+            } catch (StatusRuntimeException e) {
+                // a guest too busy to answer within a second (many VMs booting under TCG): the clock loop retries
+                LOG.debug("sandbox {}: clock sync before setup: {}", r.id(), e.getMessage());
+            }
             agent.setup(setup.build());
             agent.startLoops();
             LOG.info("sandbox {}: VM {} booted, agent answered in {} ms, set up in {} ms (taps {} ms before)", r.id(),

@@ -4,6 +4,7 @@ import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.vmm.config.ClhConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Prerequisites;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSpec;
 import io.kuasar.vmm.hypervisor.VmmProcesses;
@@ -46,29 +47,13 @@ public final class ClhHypervisor implements Hypervisor {
 
     @Override
     public void check() {
-        require(config.path(), "path", "install Cloud Hypervisor (not packaged for Debian: its static release "
+        Prerequisites.file(config.path(), "path", "install Cloud Hypervisor (not packaged for Debian: its static release "
                 + "binary), or use the QEMU config");
-        require(config.kernelPath(), "kernel_path", "make vmm-image");
-        if (!config.imagePath().isEmpty()) {
-            require(config.imagePath(), "image_path", "a rootfs image for the guest");
-        }
-        if (!config.initrdPath().isEmpty()) {
-            require(config.initrdPath(), "initrd_path", "make vmm-image");
-        }
-        require(config.virtiofsd().path(), "virtiofsd.path", "make vmm-image installs trixie's virtiofsd");
-        if (!Files.isWritable(Path.of("/dev/kvm"))) {
-            throw Status.FAILED_PRECONDITION.withDescription("Cloud Hypervisor needs /dev/kvm (hardware "
-                    + "virtualisation); it is missing or not writable here: use QEMU (config_qemu_x86_64.toml, "
-                    + "accelerator tcg)").asRuntimeException();
-        }
+        Prerequisites.guestImage(config.kernelPath(), config.imagePath(), config.initrdPath());
+        Prerequisites.file(config.virtiofsd().path(), "virtiofsd.path", "make vmm-image installs trixie's virtiofsd");
+        Prerequisites.kvm("Cloud Hypervisor");
     }
 
-    private static void require(String path, String key, String remedy) {
-        if (path.isEmpty() || !Files.exists(Path.of(path))) {
-            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor]." + key + " " + path + " does not exist ("
-                    + remedy + ")").asRuntimeException();
-        }
-    }
 
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {

@@ -4,6 +4,7 @@ import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Prerequisites;
 import io.kuasar.vmm.hypervisor.VmmProcesses;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSpec;
@@ -56,9 +57,9 @@ public final class QemuHypervisor implements Hypervisor {
 
     @Override
     public void check() {
-        require(config.qemuPath(), "qemu_path", "apt-get install qemu-system-x86");
-        require(config.kernelPath(), "kernel_path", "make vmm-image");
-        require(config.initrdPath(), "initrd_path", "make vmm-image");
+        Prerequisites.file(config.qemuPath(), "qemu_path", "apt-get install qemu-system-x86");
+        Prerequisites.file(config.kernelPath(), "kernel_path", "make vmm-image");
+        Prerequisites.file(config.initrdPath(), "initrd_path", "make vmm-image");
         if (config.virtiofs() && !Files.isExecutable(Path.of(config.virtiofsd().path()))) {
             throw Status.FAILED_PRECONDITION.withDescription("[hypervisor.virtiofsd].path " + config.virtiofsd().path()
                     + " is not executable (make vmm-image installs trixie's virtiofsd; or use share_fs = \"Virtio9P\")")
@@ -70,7 +71,7 @@ public final class QemuHypervisor implements Hypervisor {
                     + "vhost-device-vsock: make vmm-image fetches it; or set use_vsock = false)").asRuntimeException();
         }
         if (!config.firmwarePath().isEmpty()) {
-            require(config.firmwarePath(), "firmware_path", "apt-get install qemu-system-x86 (qboot.rom)");
+            Prerequisites.file(config.firmwarePath(), "firmware_path", "apt-get install qemu-system-x86 (qboot.rom)");
         }
         if (accelerator.equals("kvm") && !Files.isWritable(Path.of("/dev/kvm"))) {
             throw Status.FAILED_PRECONDITION.withDescription("accelerator kvm: /dev/kvm is missing or not writable; "
@@ -78,12 +79,6 @@ public final class QemuHypervisor implements Hypervisor {
         }
     }
 
-    private static void require(String path, String key, String remedy) {
-        if (path.isEmpty() || !Files.exists(Path.of(path))) {
-            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor]." + key + " " + path
-                    + " does not exist (" + remedy + ")").asRuntimeException();
-        }
-    }
 
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {

@@ -5,6 +5,7 @@ import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.config.StratoVirtConfig;
 import io.kuasar.vmm.hypervisor.Hypervisor;
+import io.kuasar.vmm.hypervisor.Prerequisites;
 import io.kuasar.vmm.hypervisor.Qmp;
 import io.kuasar.vmm.hypervisor.Vm;
 import io.kuasar.vmm.hypervisor.VmSpec;
@@ -49,28 +50,18 @@ public final class StratoVirtHypervisor implements Hypervisor {
 
     @Override
     public void check() {
-        require(config.path(), "path", "install StratoVirt: openEuler's stratovirt package, not packaged for "
+        Prerequisites.file(config.path(), "path", "install StratoVirt: openEuler's stratovirt package, not packaged for "
                 + "Debian; or use the QEMU config");
-        require(config.kernelPath(), "kernel_path", "make vmm-image");
-        if (!config.imagePath().isEmpty()) {
-            require(config.imagePath(), "image_path", "a rootfs image for the guest");
-        }
-        if (!config.initrdPath().isEmpty()) {
-            require(config.initrdPath(), "initrd_path", "make vmm-image");
-        }
+        Prerequisites.guestImage(config.kernelPath(), config.imagePath(), config.initrdPath());
         if (!config.firmware().isEmpty()) {
-            require(config.firmware(), "firmware", "openEuler's edk2-ovmf, or set firmware = \"\"");
+            Prerequisites.file(config.firmware(), "firmware", "openEuler's edk2-ovmf, or set firmware = \"\"");
         }
         if (!Files.isExecutable(Path.of(config.virtiofsdPath()))) {
             throw Status.FAILED_PRECONDITION.withDescription("[hypervisor.virtiofsd_conf].path "
                     + config.virtiofsdPath() + " is not executable (StratoVirt 2.3's vhost_user_fs, or virtiofsd: "
                     + "make vmm-image installs trixie's at /var/lib/kuasar/virtiofsd/virtiofsd)").asRuntimeException();
         }
-        if (!Files.isWritable(Path.of("/dev/kvm"))) {
-            throw Status.FAILED_PRECONDITION.withDescription("StratoVirt needs /dev/kvm (it runs guests on KVM "
-                    + "only); it is missing or not writable here: use QEMU (config_qemu_x86_64.toml, accelerator "
-                    + "tcg)").asRuntimeException();
-        }
+        Prerequisites.kvm("StratoVirt");
         if (!StratoVirtConfig.hardwareVirtualisation()) {
             throw Status.FAILED_PRECONDITION.withDescription("StratoVirt needs hardware virtualisation (vmx or svm "
                     + "in /proc/cpuinfo), which this CPU does not have (its /dev/kvm cannot boot stock guest "
@@ -78,12 +69,6 @@ public final class StratoVirtHypervisor implements Hypervisor {
         }
     }
 
-    private static void require(String path, String key, String remedy) {
-        if (path.isEmpty() || !Files.exists(Path.of(path))) {
-            throw Status.FAILED_PRECONDITION.withDescription("[hypervisor]." + key + " " + path + " does not exist ("
-                    + remedy + ")").asRuntimeException();
-        }
-    }
 
     @Override
     public Vm launch(VmSpec spec, Instant deadline) throws IOException {
