@@ -127,6 +127,11 @@ public final class CriClient implements AutoCloseable {
         return runtime(deadline);
     }
 
+    /** The deadline of the calls that start or stop something: at least a minute, longer if this client's is. */
+    private Duration slowCall() {
+        return deadline.compareTo(Duration.ofSeconds(60)) > 0 ? deadline : Duration.ofSeconds(60);
+    }
+
     public RuntimeServiceGrpc.RuntimeServiceBlockingStub runtime(Duration callDeadline) {
         return RuntimeServiceGrpc.newBlockingStub(channel).withDeadlineAfter(callDeadline.toMillis(), TimeUnit.MILLISECONDS);
     }
@@ -226,7 +231,7 @@ public final class CriClient implements AutoCloseable {
     }
 
     public Pod runPod(PodSandboxConfig config, String handler) {
-        return runPod(config, handler, Duration.ofSeconds(60));
+        return runPod(config, handler, slowCall());
     }
 
     /** RunPodSandbox with a deadline of its own (many microVMs booting at once under TCG take minutes). */
@@ -257,12 +262,12 @@ public final class CriClient implements AutoCloseable {
     }
 
     public void stopPod(String podId) {
-        call(() -> runtime(Duration.ofSeconds(60)).stopPodSandbox(
+        call(() -> runtime(slowCall()).stopPodSandbox(
                 StopPodSandboxRequest.newBuilder().setPodSandboxId(podId).build()));
     }
 
     public void removePod(String podId) {
-        call(() -> runtime(Duration.ofSeconds(60)).removePodSandbox(
+        call(() -> runtime(slowCall()).removePodSandbox(
                 RemovePodSandboxRequest.newBuilder().setPodSandboxId(podId).build()));
     }
 
@@ -381,7 +386,7 @@ public final class CriClient implements AutoCloseable {
 
     /** CreateContainer with a config the caller built (mounts, a security context, ...). */
     public String createContainer(Pod pod, ContainerConfig cfg) {
-        return call(() -> runtime(Duration.ofSeconds(60)).createContainer(CreateContainerRequest.newBuilder()
+        return call(() -> runtime(slowCall()).createContainer(CreateContainerRequest.newBuilder()
                 .setPodSandboxId(pod.id()).setConfig(cfg).setSandboxConfig(pod.config()).build())).getContainerId();
     }
 
@@ -390,7 +395,7 @@ public final class CriClient implements AutoCloseable {
     }
 
     public void startContainer(String id) {
-        call(() -> runtime(Duration.ofSeconds(60)).startContainer(
+        call(() -> runtime(slowCall()).startContainer(
                 StartContainerRequest.newBuilder().setContainerId(id).build()));
     }
 
@@ -420,7 +425,7 @@ public final class CriClient implements AutoCloseable {
     }
 
     public void removeContainer(String id) {
-        call(() -> runtime(Duration.ofSeconds(60)).removeContainer(
+        call(() -> runtime(slowCall()).removeContainer(
                 RemoveContainerRequest.newBuilder().setContainerId(id).build()));
     }
 

@@ -50,7 +50,9 @@ public final class ContainerPrep {
     /**
      * Kuasar's append_container from {@code Update(extensions.tasks)} (its containerd fork, iSulad): the same
      * layout, from the spec and rootfs mounts the task list carries, before any Task call arrives. A container
-     * laid out already (a retried Update) is left as it is. Undoes what it made if a step fails.
+     * laid out already (a retried Update) is left as it is, and so is one whose entry has no rootfs to lay out
+     * (no mounts, and a spec root that is not a host path): its Task Create, which carries them, does it then.
+     * Undoes what it made if a step fails.
      */
     public void prepareForUpdate(io.kuasar.sandbox.controller.TaskResources.Task task, Path shared)
             throws IOException {
@@ -65,8 +67,7 @@ public final class ContainerPrep {
         ObjectNode spec = ((ObjectNode) task.spec()).deepCopy();
         Path root = Path.of(spec.path("root").path("path").asText(""));
         if (task.rootfs().isEmpty() && !root.isAbsolute()) {
-            throw Status.INVALID_ARGUMENT.withDescription("container " + id + ": extensions.tasks has no rootfs "
-                    + "mounts and the spec's root.path is not an absolute host path").asRuntimeException();
+            return;
         }
         Rollback undo = new Rollback();
         try {

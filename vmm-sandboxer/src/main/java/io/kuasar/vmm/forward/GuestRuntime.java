@@ -57,6 +57,12 @@ public final class GuestRuntime implements ContainerRuntime {
     /** CRI's annotation naming a container's pod. */
     static final String SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
     private static final Duration CALL_TIMEOUT = Duration.ofSeconds(60);
+    /**
+     * Calls that run processes in the guest (runc create/start/exec/delete): on a host crowded with TCG guests one
+     * takes over a minute (measured: ten copies of a VM template starting containers at once on 2 cores).
+     */
+    private static final Duration PROCESS_CALL_TIMEOUT = Duration.ofMinutes(5);
+    private static final java.util.Set<String> PROCESS_CALLS = java.util.Set.of("Create", "Start", "Exec", "Delete");
     /** Guest calls slower than this are logged (at debug): a TCG guest is slow, a stuck one is slower. */
     private static final long SLOW_CALL_MS = 500;
 
@@ -167,7 +173,8 @@ public final class GuestRuntime implements ContainerRuntime {
     }
 
     static <R extends Message> R call(GuestPods.Pod pod, String method, Message req, Parser<R> parser) {
-        return call(pod.agent().client(), pod.id(), method, req, parser, CALL_TIMEOUT);
+        return call(pod.agent().client(), pod.id(), method, req, parser,
+                PROCESS_CALLS.contains(method) ? PROCESS_CALL_TIMEOUT : CALL_TIMEOUT);
     }
 
     static <R extends Message> R call(TtrpcClient c, String sandboxId, String method, Message req, Parser<R> parser,

@@ -52,6 +52,7 @@ final class QemuTemplate {
     static final String STATE = "state";
     private static final String KEY = "key";
     private static final Duration BUILD_TIMEOUT = Duration.ofMinutes(5);
+    private static final int ATTEMPTS = 3;
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final QemuConfig config;
@@ -76,13 +77,28 @@ final class QemuTemplate {
         return d != null && Files.exists(d.resolve(STATE)) && Files.exists(d.resolve(MEMORY)) ? d : null;
     }
 
-    /** Makes the template on a thread of its own, unless a matching one exists; pods boot as usual meanwhile. */
+    /**
+     * Makes the template on a thread of its own, unless a matching one exists; pods boot as usual meanwhile. A failed
+     * attempt (a guest that did not come up in time on a busy host) is retried a few times.
+     */
     void prepareInBackground() {
         Thread.ofPlatform().name("vm-template").daemon().start(() -> {
-            try {
-                ensure();
-            } catch (Exception e) {
-                LOG.warn("no VM template ({}); pods boot without one", e.getMessage(), e);
+            for (int attempt = 1; ; attempt++) {
+                try {
+                    ensure();
+                    return;
+                } catch (Exception e) {
+                    if (attempt == ATTEMPTS) {
+                        LOG.warn("no VM template ({}); pods boot without one", e.getMessage(), e);
+                        return;
+                    }
+                    LOG.warn("making the VM template failed ({}); trying again", e.getMessage(), e);
+                    try {
+                        Thread.sleep(5_000);
+                    } catch (InterruptedException stop) {
+                        return;
+                    }
+                }
             }
         });
     }

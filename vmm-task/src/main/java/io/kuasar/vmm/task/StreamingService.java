@@ -126,17 +126,15 @@ final class StreamingService {
         Thread.ofPlatform().daemon().name("stream-" + id).start(() -> {
             try {
                 if (id.endsWith("stdin")) {
-                    // the process's end of stdin: the attached stream's handler writes into it
+                    // the process's end of stdin: the attached stream's handler writes into it (and ends it)
                     e.stdin.complete(new FileOutputStream(fifo.toFile()));
                 } else {
                     copyOut(id, e, fifo);
-                    e.finish(null);
+                    end(id, e, null);
                 }
             } catch (Exception ex) {
                 LOG.debug("stream {}: {}", id, ex.getMessage());
-                e.finish(ex);
-            } finally {
-                forgetLater(id, e);
+                end(id, e, ex);
             }
         });
     }
@@ -147,7 +145,7 @@ final class StreamingService {
      */
     void unregister(String id, Path fifo) {
         Endpoint e = endpoint(id);
-        e.finish(io.grpc.Status.NOT_FOUND.withDescription("stream " + id + ": its process is gone")
+        end(id, e, io.grpc.Status.NOT_FOUND.withDescription("stream " + id + ": its process is gone")
                 .asRuntimeException());
         if (fifo != null) {
             try (java.io.RandomAccessFile peer = new java.io.RandomAccessFile(fifo.toFile(), "rw")) {
@@ -157,6 +155,11 @@ final class StreamingService {
             }
         }
         e.stdin.thenAccept(StreamingService::closeQuietly);
+    }
+
+    /** The process side of {@code id} is finished: its stream ends, and the id is forgotten a while later. */
+    private void end(String id, Endpoint e, Throwable failure) {
+        e.finish(failure);
         forgetLater(id, e);
     }
 
@@ -274,7 +277,7 @@ final class StreamingService {
                 out.write(data);
                 out.flush();
             } catch (IOException ex) {
-                e.finish(ex); // the process closed its stdin
+                end(id, e, ex); // the process closed its stdin
                 throw ex;
             }
             if (data.length > 0) {
@@ -283,7 +286,7 @@ final class StreamingService {
         }
         if (!a.released().isDone()) {
             closeQuietly(out);
-            e.finish(null);
+            end(id, e, null);
             LOG.debug("stdin stream {} closed", id);
         }
     }
