@@ -174,7 +174,7 @@ public final class VmmBenchmark {
         }
 
         String label() {
-            return (template ? "template" : "cold") + ", " + (parallel ? "parallel" : "serial");
+            return (template ? "template" : "cold") + ", " + (parallel ? ids.size() + " in parallel" : "serial");
         }
 
         List<Double> qemuMiB() {
