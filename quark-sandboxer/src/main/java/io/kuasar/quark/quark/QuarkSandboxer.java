@@ -29,13 +29,11 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
-import java.util.stream.Stream;
 
 /**
  * Kuasar's Quark flow, exactly: the pod's OCI spec (from the PodSandboxConfig) in {@code <base>/sandbox/config.json},
@@ -251,7 +249,7 @@ public final class QuarkSandboxer implements Sandboxer {
         Path base = store.sandboxDir(r.id());
         Mounts.unmountBelow(base);
         exits.remove(r.id());
-        deleteTree(base.resolve("sandbox"));
+        StateStore.deleteTree(base.resolve("sandbox"));
         Files.deleteIfExists(taskSocket(r.id()));
         Files.deleteIfExists(base.resolve("pid"));
     }
@@ -368,7 +366,7 @@ public final class QuarkSandboxer implements Sandboxer {
     private void removeContainer(Path sandbox, String rawId) throws IOException {
         Path bundle = sandbox.resolve(Ids.require("container", rawId));
         Mounts.unmountBelow(bundle);
-        deleteTree(bundle);
+        StateStore.deleteTree(bundle);
     }
 
     /** {@code dest} inside {@code root}; it may not leave it. */
@@ -381,15 +379,4 @@ public final class QuarkSandboxer implements Sandboxer {
         return p;
     }
 
-    /** Removes a tree that has no mounts left in it (never crosses into one that does: unmountBelow ran first). */
-    private static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> s = Files.walk(dir)) {
-            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
-    }
 }

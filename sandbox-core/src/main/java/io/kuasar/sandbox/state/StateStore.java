@@ -166,7 +166,7 @@ public final class StateStore {
     }
 
     /** Removes a directory tree; harmless if it is gone. Callers unmount what they mounted below it first. */
-    static void deleteTree(Path dir) throws IOException {
+    public static void deleteTree(Path dir) throws IOException {
         if (!Files.exists(dir)) {
             return;
         }

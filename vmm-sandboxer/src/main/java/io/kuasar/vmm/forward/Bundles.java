@@ -31,11 +31,7 @@ public final class Bundles {
                 throw new IOException(f[1] + " is still mounted; not removing " + dir);
             }
         }
-        try (var walk = Files.walk(dir)) {
-            for (Path p : walk.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
+        io.kuasar.sandbox.state.StateStore.deleteTree(dir);
     }
 
 }

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.AtomicFiles;
+import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.vmm.agent.Agent;
 import io.kuasar.vmm.config.QemuConfig;
 import io.kuasar.vmm.hypervisor.Qmp;
@@ -23,7 +24,6 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.Comparator;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -117,7 +117,7 @@ final class QemuTemplate {
 
     /** Boots the template's guest, waits for its agent, and saves it. */
     private void build(Path dir, String key) throws Exception {
-        deleteTree(dir);
+        StateStore.deleteTree(dir);
         Files.createDirectories(dir.resolve("share"));
         VmSpec spec = new VmSpec("template", dir, dir.resolve("share"), config.vcpus(), config.memoryInMb(), "",
                 List.of());
@@ -249,7 +249,7 @@ final class QemuTemplate {
     private void removeOthers(Path keep) {
         try (Stream<Path> s = Files.list(root)) {
             for (Path d : s.filter(d -> !d.equals(keep) && Files.isDirectory(d)).toList()) {
-                deleteTree(d);
+                StateStore.deleteTree(d);
                 LOG.info("removed the outdated VM template {}", d);
             }
         } catch (IOException e) {
@@ -257,16 +257,6 @@ final class QemuTemplate {
         }
     }
 
-    private static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> walk = Files.walk(dir)) {
-            for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
-    }
 
     private static void sleep(long ms) throws IOException {
         try {
