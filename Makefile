@@ -61,7 +61,11 @@ install: build
 	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 \
 	    runc-sandboxer/target/libexec/containerd-shim-kuasar-vmm-v1 \
 	    runc-sandboxer/target/libexec/containerd-shim-kuasar-wasm-v1 \
-	    runc-sandboxer/target/libexec/containerd-shim-kuasar-quark-v1 $(BIN)/
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-quark-v1 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v2 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-vmm-v2 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-wasm-v2 \
+	    runc-sandboxer/target/libexec/containerd-shim-kuasar-quark-v2 $(BIN)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-runc.service > $(UNITDIR)/kuasar-runc.service
 	install -d $(LIBDIR)/vmm-sandboxer $(DESTDIR)/var/lib/kuasar
 	rm -f $(LIBDIR)/vmm-sandboxer/*.jar

@@ -17,8 +17,9 @@
  * forwards as usual. A request the dead backend had not received (not all its bytes written to it) is simply sent.
  * One it had received may have run, so it is replayed only if all of these hold, and otherwise answered at once with
  * UNAVAILABLE (14) and a message saying why, so containerd is never left waiting for an answer that cannot come:
- *   - it is idempotent: Wait, State, Stats, Pids or Connect of containerd.task.v2.Task / containerd.task.v3.Task
- *     (reads and waits; Create, Start, Kill, Exec, Delete, ... may have taken effect and are never replayed);
+ *   - it is idempotent: Wait, State, Stats, Pids or Connect of containerd.task.v2.Task / containerd.task.v3.Task,
+ *     or WaitSandbox, SandboxStatus, Platform or PingSandbox of containerd.runtime.sandbox.v1.Sandbox (reads and
+ *     waits; Create, Start, Kill, Exec, Delete, StopSandbox, ... may have taken effect and are never replayed);
  *   - its deadline (the proxy's receipt time + the Request's timeout_nano) has not passed; the replayed Request
  *     carries what is left of its timeout, and any request whose deadline passes while the backend is down is
  *     answered rather than sent;
@@ -266,19 +267,30 @@ static int bytes_are(const uint8_t *s, size_t n, const char *lit) {
 }
 
 /*
- * The calls that are replayed to a new backend: the read and wait methods of containerd's Task service, which
- * change nothing, so running one again is harmless (and containerd always has a Wait in flight per container).
- * Everything else (Create, Start, Kill, Exec, Delete, Update, ...) may have taken effect on the dead backend.
+ * The calls that are replayed to a new backend: the read and wait methods of containerd's Task service, and of
+ * containerd 1.7's shim Sandbox service (served on the same socket), which change nothing, so running one again is
+ * harmless (containerd always has a Wait in flight per container, and 1.7 one WaitSandbox per pod, whose failure
+ * would mark the pod NOTREADY). Everything else (Create, Start, Kill, Exec, Delete, Update, StopSandbox, ...) may
+ * have taken effect on the dead backend.
  */
 static int is_replayable(const struct reqinfo *ri) {
-    static const char *const services[] = {"containerd.task.v2.Task", "containerd.task.v3.Task"};
-    static const char *const methods[] = {"Wait", "State", "Stats", "Pids", "Connect"};
-    int service = 0;
-    for (size_t i = 0; i < sizeof services / sizeof *services; i++) {
-        service |= bytes_are(ri->service, ri->service_len, services[i]);
-    }
-    for (size_t i = 0; service && i < sizeof methods / sizeof *methods; i++) {
-        if (bytes_are(ri->method, ri->method_len, methods[i])) return 1;
+    static const char *const replayable[][2] = {
+        {"containerd.task.v2.Task", "Wait"}, {"containerd.task.v2.Task", "State"},
+        {"containerd.task.v2.Task", "Stats"}, {"containerd.task.v2.Task", "Pids"},
+        {"containerd.task.v2.Task", "Connect"},
+        {"containerd.task.v3.Task", "Wait"}, {"containerd.task.v3.Task", "State"},
+        {"containerd.task.v3.Task", "Stats"}, {"containerd.task.v3.Task", "Pids"},
+        {"containerd.task.v3.Task", "Connect"},
+        {"containerd.runtime.sandbox.v1.Sandbox", "WaitSandbox"},
+        {"containerd.runtime.sandbox.v1.Sandbox", "SandboxStatus"},
+        {"containerd.runtime.sandbox.v1.Sandbox", "Platform"},
+        {"containerd.runtime.sandbox.v1.Sandbox", "PingSandbox"},
+    };
+    for (size_t i = 0; i < sizeof replayable / sizeof *replayable; i++) {
+        if (bytes_are(ri->service, ri->service_len, replayable[i][0])
+            && bytes_are(ri->method, ri->method_len, replayable[i][1])) {
+            return 1;
+        }
     }
     return 0;
 }

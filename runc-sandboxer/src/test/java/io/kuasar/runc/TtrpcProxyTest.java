@@ -296,6 +296,46 @@ class TtrpcProxyTest {
         assertThat(Files.readString(log)).contains("1 unanswered request(s) kept for replay, 1 answered UNAVAILABLE");
     }
 
+    /**
+     * containerd 1.7 keeps a WaitSandbox in flight per pod (shim mode) and marks the pod NOTREADY when it fails: it is
+     * replayed like a task's Wait; a StopSandbox in flight is not.
+     */
+    @Test
+    void shimSandboxWaitIsReplayedAndStopIsNot() throws Exception {
+        String sandboxSvc = "containerd.runtime.sandbox.v1.Sandbox";
+        AtomicInteger stops = new AtomicInteger();
+        java.util.function.Function<String, TtrpcService> sandboxService = who -> TtrpcService.builder(sandboxSvc)
+                .waiting("WaitSandbox", StringValue.parser(), (ctx, r) -> {
+                    Thread.sleep(Long.parseLong(r.getValue()));
+                    return StringValue.of("exited under " + who);
+                })
+                .unary("StopSandbox", StringValue.parser(), (ctx, r) -> {
+                    stops.incrementAndGet();
+                    Thread.sleep(Long.parseLong(r.getValue()));
+                    return StringValue.of("stopped by " + who);
+                })
+                .build();
+        TtrpcServer a = new TtrpcServer(back).register(sandboxService.apply("A")).start();
+        servers.add(a);
+        proxy = startProxy();
+        TtrpcClient c = client();
+        CompletableFuture<String> wait = CompletableFuture.supplyAsync(() -> c.call(sandboxSvc, "WaitSandbox",
+                StringValue.of("800"), StringValue.parser(), T).getValue());
+        CompletableFuture<String> stop = CompletableFuture.supplyAsync(() -> c.call(sandboxSvc, "StopSandbox",
+                StringValue.of("60000"), StringValue.parser(), T).getValue());
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.activeCalls() == 2);
+        a.close();
+        assertThatThrownBy(() -> stop.get(10, TimeUnit.SECONDS)).cause()
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                    assertThat(e.getStatus().getDescription()).contains("not replayed because it is not idempotent");
+                });
+        assertThat(wait).isNotDone();
+        servers.add(new TtrpcServer(back).register(sandboxService.apply("B")).start());
+        assertThat(wait.get(10, TimeUnit.SECONDS)).isEqualTo("exited under B");
+        assertThat(stops).hasValue(1);
+    }
+
     /** A call whose deadline passed while the backend was down is answered, not run minutes later. */
     @Test
     void expiredCallIsNotReplayed() throws Exception {

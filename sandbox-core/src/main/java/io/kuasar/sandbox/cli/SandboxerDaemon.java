@@ -5,6 +5,7 @@ import ch.qos.logback.classic.LoggerContext;
 import io.grpc.BindableService;
 import io.kuasar.sandbox.config.SandboxerConfig;
 import io.kuasar.sandbox.controller.ControllerService;
+import io.kuasar.sandbox.shim.ShimSandboxService;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
 import io.kuasar.sandbox.task.TaskService;
@@ -145,6 +146,20 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             }
         }
         ControllerService controller = new ControllerService(parts.sandboxer(), store);
+        if (taskServer != null) {
+            // containerd 1.7 (sandbox_mode "shim") drives pods through the shim Sandbox API on the task socket;
+            // its launcher finds that socket at <listen>.ttrpc, as containerd's own ttrpc socket sits beside its
+            // gRPC one.
+            ShimSandboxService shim = new ShimSandboxService(controller, parts.sandboxer().name());
+            taskServer.register(shim.service());
+            if (parts.tasks() != null) {
+                parts.tasks().addCreateHook(shim::beforeCreate);
+            }
+            linkShimEndpoint(proxy.front());
+        } else {
+            // no Task API here (Quark serves its own): no shim endpoint; a link left by an earlier run would mislead
+            java.nio.file.Files.deleteIfExists(shimEndpointLink(listen.toAbsolutePath()));
+        }
         controller.recover();
         MetricsRegistry metrics = new MetricsRegistry();
         controller.registerMetrics(metrics);
@@ -187,6 +202,21 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         }
         poller.close();
         return 0;
+    }
+
+    /** Where containerd 1.7's launcher looks for the shim endpoint of the daemon listening on {@code listen}. */
+    public static Path shimEndpointLink(Path listen) {
+        return listen.resolveSibling(listen.getFileName() + ".ttrpc");
+    }
+
+    private void linkShimEndpoint(Path taskSocket) throws java.io.IOException {
+        Path link = shimEndpointLink(listen.toAbsolutePath());
+        java.nio.file.Files.createDirectories(link.getParent());
+        Path tmp = link.resolveSibling(link.getFileName() + ".tmp");
+        java.nio.file.Files.deleteIfExists(tmp);
+        java.nio.file.Files.createSymbolicLink(tmp, taskSocket.toAbsolutePath());
+        java.nio.file.Files.move(tmp, link, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
     }
 
     public static void configureLogging(String level) {

@@ -147,6 +147,20 @@ public final class ControllerService extends ControllerGrpc.ControllerImplBase {
         LOG.info("loaded {} sandbox(es) from {}", loaded.records().size(), store.root());
     }
 
+    /** The record of a sandbox this daemon serves; null if it serves none by that id. */
+    public SandboxRecord record(String id) {
+        Entry e = id == null ? null : sandboxes.get(id);
+        return e == null ? null : e.record;
+    }
+
+    /**
+     * Completes when the sandbox exits (at once if it has): what a Wait of another front end (containerd 1.7's shim
+     * Sandbox API) waits on. NOT_FOUND for an unknown id.
+     */
+    public CompletableFuture<ExitStatus> exitOf(String id) {
+        return lookup(id).exited;
+    }
+
     // ---- RPCs ----
 
     @Override

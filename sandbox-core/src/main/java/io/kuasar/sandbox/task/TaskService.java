@@ -82,6 +82,21 @@ public final class TaskService {
         this.store = store;
     }
 
+    /**
+     * Something to do with a container's bundle before the runtime creates it (containerd 1.7's shim mode makes
+     * sure the CRI pod files the spec mounts exist). Runs on every Create; must be cheap when it has nothing to do.
+     */
+    @FunctionalInterface
+    public interface CreateHook {
+        void beforeCreate(String containerId, Path bundle) throws Exception;
+    }
+
+    private final List<CreateHook> createHooks = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+    public void addCreateHook(CreateHook hook) {
+        createHooks.add(hook);
+    }
+
     /** The same handlers under both service names; v2 and v3 messages are identical on the wire. */
     public List<TtrpcService> services() {
         return List.of(build(V3), build(V2));
@@ -243,6 +258,9 @@ public final class TaskService {
         ContainerEntry entry;
         Container c;
         try {
+            for (CreateHook h : createHooks) {
+                h.beforeCreate(id, Path.of(r.getBundle()));
+            }
             c = runtime.create(ctx, r);
             entry = new ContainerEntry(id, r.getBundle(), ns, c, init);
             containers.put(id, entry);
@@ -468,10 +486,14 @@ public final class TaskService {
         return StatsResponse.newBuilder().setStats(c.container.stats()).build();
     }
 
+    /**
+     * Answers for any id, as containerd's runc shim does: containerd 1.7 connects to a container's task before its
+     * Create, and to a sandbox's id (no task) when it reloads after a restart; task_pid is 0 until the task exists.
+     */
     private ConnectResponse connect(ConnectRequest r) {
-        ContainerEntry c = container(r.getId());
-        return ConnectResponse.newBuilder().setShimPid(Linux.getpid()).setTaskPid(c.init.pid).setVersion("3")
-                .build();
+        ContainerEntry c = containers.get(Ids.require("container", r.getId()));
+        return ConnectResponse.newBuilder().setShimPid(Linux.getpid()).setTaskPid(c == null ? 0 : c.init.pid)
+                .setVersion("3").build();
     }
 
     private Empty pause(CallContext ctx, PauseRequest r) throws Exception {

@@ -67,6 +67,14 @@ public final class E2eEnvironment implements AutoCloseable {
     /** quark-sandboxer with its gVisor backend, started by the first test that asks for it ({@link #quarkCri()}). */
     private final VmmDaemon quark;
     private final Thread shutdownHook = new Thread(this::close, "e2e-environment-cleanup");
+    /**
+     * containerd 1.7 with the kuasar runtimes in shim mode (containerd-shim-kuasar-&lt;kind&gt;-v2), on a bridge and
+     * subnet of its own, and one daemon of each kind for it (their task events go to it): started by the first test
+     * that asks ({@link #ctrd17Cri}).
+     */
+    private final Path ctrd17Dir;
+    private final Map<String, VmmDaemon> ctrd17Daemons = new java.util.LinkedHashMap<>();
+    private boolean ctrd17Started;
 
     private E2eEnvironment() throws IOException {
         repo = Path.of(System.getProperty("kuasar.repo", "..")).toAbsolutePath().normalize();
@@ -112,6 +120,80 @@ public final class E2eEnvironment implements AutoCloseable {
         childEnv.put("KUASAR_E2E_VMMFS_SOCKET", vmmfs.sock.toString());
         childEnv.put("KUASAR_E2E_WASM_SOCKET", wasm.sock.toString());
         childEnv.put("KUASAR_E2E_QUARK_SOCKET", quark.sock.toString());
+
+        ctrd17Dir = workdir.resolve("ctrd17");
+        java.util.function.Supplier<Path> ctrd17Sock = () -> ctrd17Dir.resolve("containerd.sock");
+        ctrd17Daemons.put("runc", new VmmDaemon("kuasar-runc", workdir.resolve("c17-runc.sock"),
+                workdir.resolve("c17-runc-state"), workdir.resolve("c17-runc-sandboxer.log"),
+                d -> launchDaemon("runc-sandboxer", d.sock, d.dir, d.log, List.of(), ctrd17Dir), ctrd17Sock));
+        ctrd17Daemons.put("wasm", new VmmDaemon("kuasar-wasm", workdir.resolve("c17-wasm.sock"),
+                workdir.resolve("c17-wasm-state"), workdir.resolve("c17-wasm-sandboxer.log"), d -> {
+                    wasmEngines();
+                    return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of(), ctrd17Dir);
+                }, ctrd17Sock));
+        ctrd17Daemons.put("quark", new VmmDaemon("kuasar-quark", workdir.resolve("c17-quark.sock"),
+                Path.of("/run/k17q-" + n), workdir.resolve("c17-quark-sandboxer.log"), d -> {
+                    Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "runsc");
+                    return launchDaemon("quark-sandboxer", d.sock, d.dir, d.log, List.of("--backend", "gvisor"),
+                            ctrd17Dir);
+                }, ctrd17Sock));
+        ctrd17Daemons.put("vmm", new VmmDaemon("kuasar-vmm", workdir.resolve("c17-vmm.sock"),
+                Path.of("/run/k17v-" + n), workdir.resolve("c17-vmm-sandboxer.log"),
+                d -> launchVmm(d.sock, d.dir, d.log, c -> c, ctrd17Dir), ctrd17Sock));
+    }
+
+    /** The environment env.sh runs containerd 1.7 with: its bridge, subnet, and where each kind's daemon listens. */
+    private Map<String, String> ctrd17Env() {
+        Map<String, String> env = new HashMap<>(childEnv);
+        env.put("KUASAR_E2E_CTRD", "1.7");
+        env.put("KUASAR_E2E_BRIDGE", "kuasare2e7");
+        env.put("KUASAR_E2E_SUBNET", "10.88.79.0/24");
+        ctrd17Daemons.forEach((kind, d) -> env.put("KUASAR_" + kind.toUpperCase(java.util.Locale.ROOT)
+                + "_SANDBOXER_ADDRESS", d.sock.toString()));
+        return env;
+    }
+
+    /**
+     * A CRI client of containerd 1.7 for the {@code kuasar-<kind>} runtime (shim mode); the first call starts
+     * containerd 1.7, the first call for a kind that kind's daemon.
+     */
+    public synchronized CriClient ctrd17Cri(String kind) {
+        VmmDaemon d = ctrd17Daemons.get(kind);
+        if (d == null) {
+            throw new IllegalArgumentException("no sandboxer kind " + kind);
+        }
+        if (!ctrd17Started) {
+            Host.check(Duration.ofSeconds(90), ctrd17Env(), workdir, envSh.toString(), "start-containerd",
+                    ctrd17Dir.toString(), workdir.resolve("c17-none.sock").toString());
+            ctrd17Started = true;
+        }
+        return d.cri();
+    }
+
+    /** Stops containerd 1.7 (pods keep running) and starts it again on the same state. */
+    public synchronized void restartCtrd17() {
+        Host.check(Duration.ofSeconds(30), ctrd17Env(), workdir, envSh.toString(), "stop-containerd",
+                ctrd17Dir.toString());
+        Host.check(Duration.ofSeconds(90), ctrd17Env(), workdir, envSh.toString(), "start-containerd",
+                ctrd17Dir.toString(), workdir.resolve("c17-none.sock").toString());
+    }
+
+    /** containerd 1.7's root and state directories (CRI's pod files, task bundles). */
+    public Path ctrd17Dir() {
+        return ctrd17Dir;
+    }
+
+    /** The --dir and log of the daemon of {@code kind} that serves containerd 1.7. */
+    public Path ctrd17StateDir(String kind) {
+        return ctrd17Daemons.get(kind).dir;
+    }
+
+    public Path ctrd17Log(String kind) {
+        return ctrd17Daemons.get(kind).log;
+    }
+
+    public Path ctrd17Socket(String kind) {
+        return ctrd17Daemons.get(kind).sock;
     }
 
     private static String envOr(String name, String dflt) {
@@ -229,9 +311,11 @@ public final class E2eEnvironment implements AutoCloseable {
                 return "kuasar-holder changed";
             }
             for (String kind : List.of("runc", "vmm", "wasm", "quark")) {
-                String shim = "containerd-shim-kuasar-" + kind + "-v1";
-                if (differs(target.resolve("libexec/" + shim), prefix.resolve("bin/" + shim))) {
-                    return shim + " changed";
+                for (String v : List.of("-v1", "-v2")) {
+                    String shim = "containerd-shim-kuasar-" + kind + v;
+                    if (differs(target.resolve("libexec/" + shim), prefix.resolve("bin/" + shim))) {
+                        return shim + " changed";
+                    }
                 }
             }
             if (differs(target.resolve("libexec/kuasar-fifo-keeper"), prefix.resolve("libexec/kuasar/kuasar-fifo-keeper"))) {
@@ -370,12 +454,21 @@ public final class E2eEnvironment implements AutoCloseable {
         private Process process;
         private CriClient cri;
 
+        /** The containerd whose CRI drives it: the run's 2.x one, unless it serves containerd 1.7 ({@link #ctrd17Cri}). */
+        private final java.util.function.Supplier<Path> containerd;
+
         VmmDaemon(String handler, Path sock, Path dir, Path log, java.util.function.Function<VmmDaemon, Process> launch) {
+            this(handler, sock, dir, log, launch, E2eEnvironment.this::containerdSock);
+        }
+
+        VmmDaemon(String handler, Path sock, Path dir, Path log, java.util.function.Function<VmmDaemon, Process> launch,
+                  java.util.function.Supplier<Path> containerd) {
             this.handler = handler;
             this.sock = sock;
             this.dir = dir;
             this.log = log;
             this.launch = launch;
+            this.containerd = containerd;
         }
 
         synchronized CriClient cri() {
@@ -384,7 +477,7 @@ public final class E2eEnvironment implements AutoCloseable {
                     vmmImage();
                 }
                 process = launch.apply(this);
-                cri = new CriClient(containerdSock(), handler, workdir.resolve("logs"), Duration.ofSeconds(120));
+                cri = new CriClient(containerd.get(), handler, workdir.resolve("logs"), Duration.ofSeconds(120));
             }
             return cri;
         }
@@ -465,6 +558,10 @@ public final class E2eEnvironment implements AutoCloseable {
      * its Sandbox API socket exists. The image must be there ({@link #vmmCri()} makes it).
      */
     Process launchVmm(Path sock, Path dir, Path log, UnaryOperator<String> edit) {
+        return launchVmm(sock, dir, log, edit, ctrdDir);
+    }
+
+    Process launchVmm(Path sock, Path dir, Path log, UnaryOperator<String> edit, Path containerdDir) {
         Path config = workdir.resolve(sock.getFileName() + "-config.toml");
         try {
             Files.writeString(config, edit.apply(Files.readString(repo.resolve(
@@ -472,17 +569,22 @@ public final class E2eEnvironment implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
-        return launchDaemon("vmm-sandboxer", sock, dir, log, List.of("--config", config.toString()));
+        return launchDaemon("vmm-sandboxer", sock, dir, log, List.of("--config", config.toString()), containerdDir);
     }
 
     /** Starts an installed sandboxer daemon with Kuasar's flags; returns once its Sandbox API socket exists. */
     Process launchDaemon(String name, Path sock, Path dir, Path log, List<String> extra) {
+        return launchDaemon(name, sock, dir, log, extra, ctrdDir);
+    }
+
+    /** The same, sending its task events to the containerd of {@code containerdDir}. */
+    Process launchDaemon(String name, Path sock, Path dir, Path log, List<String> extra, Path containerdDir) {
         Path launcher = prefix.resolve("bin").resolve(name);
         if (!Files.isExecutable(launcher)) {
             throw new IllegalStateException(launcher + " missing: the install prefix predates " + name);
         }
         List<String> cmd = new ArrayList<>(List.of(launcher.toString(), "--listen", sock.toString(), "--dir",
-                dir.toString(), "--containerd-ttrpc-address", ctrdDir.resolve("containerd.sock.ttrpc").toString(),
+                dir.toString(), "--containerd-ttrpc-address", containerdDir.resolve("containerd.sock.ttrpc").toString(),
                 "--log-level", "debug"));
         cmd.addAll(extra);
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
@@ -729,6 +831,20 @@ public final class E2eEnvironment implements AutoCloseable {
         long t0 = System.nanoTime();
         List<String> problems = new ArrayList<>();
         List<String> pods = cri != null ? cri.podsCreated() : List.of();
+        if (ctrd17Started) {
+            ctrd17Daemons.values().forEach(d -> d.stop(problems));
+            try {
+                Path log = ctrd17Dir.resolve("containerd.log");
+                if (Files.exists(log)) {
+                    Files.copy(log, workdir.resolve("containerd17.log"),
+                            java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                }
+                Host.check(Duration.ofSeconds(90), ctrd17Env(), null, envSh.toString(), "clean", ctrd17Dir.toString());
+            } catch (IOException | RuntimeException e) {
+                problems.add("containerd 1.7: env.sh clean: " + e.getMessage());
+            }
+            ctrd17Daemons.values().forEach(VmmDaemon::removeDir);
+        }
         vmm.stop(problems);
         vmmfs.stop(problems);
         wasm.stop(problems);
