@@ -20,7 +20,8 @@ import static org.awaitility.Awaitility.await;
  * Stock containerd 1.7.24 (Debian trixie's) driving each sandboxer through CRI with {@code sandbox_mode = "shim"}:
  * containerd runs {@code containerd-shim-kuasar-<kind>-v2 start}, a launcher that answers with the daemon's shim
  * endpoint, and drives the pod through the shim Sandbox API and its containers through the Task API, both served by
- * the one daemon. Pod, container, exec, logs, a restart of containerd, stop, remove, and nothing left.
+ * the one daemon. Pod, container, exec, logs, a kill -9 of the daemon (runc, microVM), a restart of containerd, stop,
+ * remove, and nothing left.
  */
 @Tag("e2e")
 @ExtendWith(E2eExtension.class)
@@ -73,6 +74,19 @@ class Containerd17Test {
                 assertThat(r.exitCode()).isEqualTo(3);
                 assertThat(r.stdout()).isEqualTo("exec-out\n");
                 assertThat(r.stderr()).isEqualTo("exec-err\n");
+            }
+
+            if (kind.equals("runc") || kind.equals("vmm")) {
+                // The daemon is killed and comes back: containerd's connections wait in the task proxy, the pod's
+                // WaitSandbox is replayed to the new daemon (had it failed, CRI would list the pod NOTREADY).
+                env.killAndRestartCtrd17Sandboxer(kind);
+                CriClient.ExecResult r = cri.execSync(id, 60, "sh", "-c", "echo after-restart");
+                assertThat(r.exitCode()).isZero();
+                assertThat(r.stdout()).isEqualTo("after-restart\n");
+                int ticks = ticks(log);
+                await().atMost(Duration.ofSeconds(30)).until(() -> ticks(log) > ticks + 2);
+                assertThat(cri.listPods()).filteredOn(p -> p.getId().equals(pod.id())).singleElement()
+                        .satisfies(p -> assertThat(p.getState()).isEqualTo(PodSandboxState.SANDBOX_READY));
             }
 
             // containerd restarts: it reloads the pod from the address file and finds everything as it was

@@ -178,6 +178,11 @@ public final class E2eEnvironment implements AutoCloseable {
                 ctrd17Dir.toString(), workdir.resolve("c17-none.sock").toString());
     }
 
+    /** kill -9 of the daemon of {@code kind} that serves containerd 1.7, then a new one on the same socket and dir. */
+    public synchronized void killAndRestartCtrd17Sandboxer(String kind) {
+        ctrd17Daemons.get(kind).killAndRestart();
+    }
+
     /** containerd 1.7's root and state directories (CRI's pod files, task bundles). */
     public Path ctrd17Dir() {
         return ctrd17Dir;

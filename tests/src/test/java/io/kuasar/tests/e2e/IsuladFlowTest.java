@@ -119,8 +119,12 @@ class IsuladFlowTest {
                     ControllerStartRequest.newBuilder().setSandboxer(c.sandboxer()).setSandboxId(id).build());
             CompletableFuture<ControllerWaitResponse> waiting = CompletableFuture.supplyAsync(() -> stub.wait(
                     ControllerWaitRequest.newBuilder().setSandboxer(c.sandboxer()).setSandboxId(id).build()));
-            assertThat(stub.withDeadlineAfter(30, TimeUnit.SECONDS).status(ControllerStatusRequest.newBuilder()
-                    .setSandboxId(id).setVerbose(false).build()).getState()).isEqualTo("SANDBOX_READY");
+            // iSulad reads the Task API's address and version from Start and from Status
+            var status = stub.withDeadlineAfter(30, TimeUnit.SECONDS).status(ControllerStatusRequest.newBuilder()
+                    .setSandboxId(id).setVerbose(false).build());
+            assertThat(status.getState()).isEqualTo("SANDBOX_READY");
+            assertThat(status.getAddress()).isEqualTo(started.getAddress()).startsWith("ttrpc+");
+            assertThat(status.getVersion()).isEqualTo(started.getVersion()).isGreaterThanOrEqualTo(2);
 
             // iSulad's "prepare container": the task list, then the Task API calls
             update(stub, c.sandboxer(), id, "{\"tasks\":[{\"task_id\":\"" + cid + "\",\"spec\":" + Files.readString(
@@ -142,7 +146,12 @@ class IsuladFlowTest {
             update(stub, c.sandboxer(), id, "{\"tasks\":[]}");
             stub.withDeadlineAfter(30, TimeUnit.SECONDS).stop(ControllerStopRequest.newBuilder().setSandboxer(c.sandboxer())
                     .setSandboxId(id).setTimeoutSecs(10).build());
-            assertThat(waiting.get(30, TimeUnit.SECONDS).hasExitedAt()).isTrue();
+            ControllerWaitResponse exited = waiting.get(30, TimeUnit.SECONDS);
+            assertThat(exited.hasExitedAt()).isTrue();
+            // iSulad retries a Wait that failed UNAVAILABLE (a restarting sandboxer): the retry gets the same exit
+            ControllerWaitResponse retried = stub.withDeadlineAfter(30, TimeUnit.SECONDS).wait(
+                    ControllerWaitRequest.newBuilder().setSandboxer(c.sandboxer()).setSandboxId(id).build());
+            assertThat(retried).isEqualTo(exited);
             stub.withDeadlineAfter(30, TimeUnit.SECONDS).shutdown(ControllerShutdownRequest.newBuilder()
                     .setSandboxer(c.sandboxer()).setSandboxId(id).build());
             assertThat(Host.mountsMentioning(id)).isEmpty();
