@@ -41,14 +41,21 @@ public final class PodFiles {
         AtomicFiles.write(dir.resolve(HOSTNAME), (name + "\n").getBytes(StandardCharsets.UTF_8));
         AtomicFiles.write(dir.resolve(HOSTS), hosts(name));
         AtomicFiles.write(dir.resolve(RESOLV), resolvConf(cfg == null ? null : cfg.getDnsConfig()));
-        boolean hostIpc = cfg != null
-                && cfg.getLinux().getSecurityContext().getNamespaceOptions().getIpc() == NamespaceMode.NODE;
-        if (!hostIpc) {
-            Path shm = dir.resolve(SHM);
-            Files.createDirectories(shm);
-            if (!isMountPoint(shm)) {
-                Linux.mount("shm", shm.toString(), "tmpfs", 2 | 4 | 8, "mode=1777,size=" + SHM_SIZE);
-            }
+        if (!hostIpc(cfg)) {
+            mountShm(dir.resolve(SHM));
+        }
+    }
+
+    /** IPC=NODE pods use the host's /dev/shm: no tmpfs of their own. */
+    public static boolean hostIpc(PodSandboxConfig cfg) {
+        return cfg != null && cfg.getLinux().getSecurityContext().getNamespaceOptions().getIpc() == NamespaceMode.NODE;
+    }
+
+    /** A pod's /dev/shm: a 64 MiB tmpfs (nosuid, nodev, noexec), as containerd makes it; done if already mounted. */
+    public static void mountShm(Path shm) throws IOException {
+        Files.createDirectories(shm);
+        if (!isMountPoint(shm)) {
+            Linux.mount("shm", shm.toString(), "tmpfs", 2 | 4 | 8, "mode=1777,size=" + SHM_SIZE);
         }
     }
 

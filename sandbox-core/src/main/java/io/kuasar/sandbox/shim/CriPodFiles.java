@@ -1,6 +1,5 @@
 package io.kuasar.sandbox.shim;
 
-import io.kuasar.api.cri.v1.NamespaceMode;
 import io.kuasar.api.cri.v1.PodSandboxConfig;
 import io.kuasar.sandbox.pod.PodFiles;
 import io.kuasar.sandbox.state.AtomicFiles;
@@ -31,7 +30,6 @@ final class CriPodFiles {
     /** Where the record keeps them: containerd's paths differ per node (root, state), so they are derived once. */
     static final String ANNOTATION_ROOT = "io.kuasar.shim/cri-root-dir";
     static final String ANNOTATION_STATE = "io.kuasar.shim/cri-state-dir";
-    private static final long SHM_SIZE = 64L << 20;
 
     private final String id;
     private final Path rootDir;
@@ -96,14 +94,8 @@ final class CriPodFiles {
         writeIfMissing(dir.resolve(PodFiles.HOSTNAME), (hostname + "\n").getBytes(StandardCharsets.UTF_8));
         writeIfMissing(dir.resolve(PodFiles.HOSTS), PodFiles.hosts(hostname));
         writeIfMissing(dir.resolve(PodFiles.RESOLV), PodFiles.resolvConf(cfg == null ? null : cfg.getDnsConfig()));
-        boolean hostIpc = cfg != null
-                && cfg.getLinux().getSecurityContext().getNamespaceOptions().getIpc() == NamespaceMode.NODE;
-        if (!hostIpc) {
-            Path shm = shm();
-            Files.createDirectories(shm);
-            if (!PodFiles.isMountPoint(shm)) {
-                Linux.mount("shm", shm.toString(), "tmpfs", 2 | 4 | 8, "mode=1777,size=" + SHM_SIZE); // nosuid,nodev,noexec
-            }
+        if (!PodFiles.hostIpc(cfg)) {
+            PodFiles.mountShm(shm());
         }
     }
 
