@@ -147,7 +147,7 @@ public final class E2eEnvironment implements AutoCloseable {
         Map<String, String> env = new HashMap<>(childEnv);
         env.put("KUASAR_E2E_CTRD", "1.7");
         env.put("KUASAR_E2E_BRIDGE", "kuasare2e7");
-        env.put("KUASAR_E2E_SUBNET", "10.88.79.0/24");
+        env.put("KUASAR_E2E_SUBNET", "10.88.81.0/24"); // not the e2e (78) or bench (79) one
         ctrd17Daemons.forEach((kind, d) -> env.put("KUASAR_" + kind.toUpperCase(java.util.Locale.ROOT)
                 + "_SANDBOXER_ADDRESS", d.sock.toString()));
         return env;

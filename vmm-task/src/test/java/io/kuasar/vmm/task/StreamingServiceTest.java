@@ -109,6 +109,14 @@ class StreamingServiceTest {
             assertThat(Data.parseFrom(Any.parseFrom(s.recv()).getValue()).getData().toStringUtf8())
                     .isEqualTo("before\n");
             client.close(); // the sandboxer dies
+            // A JVM closes a socket a virtual thread is reading only once that thread wakes: output written in that
+            // moment lands in the dying connection (as it would in a sandboxer killed mid-write). This test is about
+            // output made while no client is attached, so it waits until the agent has seen the client go.
+            long end = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(5);
+            while (server.activeCalls() > 0 && System.nanoTime() < end) {
+                Thread.sleep(10);
+            }
+            assertThat(server.activeCalls()).isZero();
             process.write("while away\n".getBytes(StandardCharsets.UTF_8));
             process.flush();
             Thread.sleep(200);
