@@ -18,7 +18,7 @@
 # Output: the Markdown report on stdout and in $OUT/report.md; raw results.json, latency.csv, memory.csv and the two
 # daemons' logs in $OUT (default tests/target/benchmark).
 #
-# Benchmark options (defaults): --pods 20,50  --workers 10  --handlers kuasar-runc,runc  --modes serial,parallel
+# Benchmark options (defaults): --pods 20,50  --workers 10  --handlers kuasar-runc,runc  --modes serial,parallel  --floor runc (the OCI runtime alone; none to skip)
 #   --network pod|host (pod: CNI bridge)  --warmup 5  --settle-ms 2000  --label TEXT  --nmt true (jcmd
 #   VM.native_memory summary at every N, needs KUASAR_JAVA_OPTS=-XX:NativeMemoryTracking=summary)
 # Environment:

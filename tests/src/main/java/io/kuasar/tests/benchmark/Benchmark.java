@@ -67,6 +67,10 @@ public final class Benchmark {
     String label = "";
     boolean cleanupOnly;
     boolean nmt;
+    /** OCI runtimes whose bare create + start is measured as the floor (by default those of the handlers). */
+    List<String> floorRuntimes = null;
+    Path imageTar = Path.of("/var/cache/kuasar-e2e/images/busybox-oci.tar");
+    static final String FLOOR = "floor:";
 
     // ---- results
     final List<PhaseResult> phases = new ArrayList<>();
@@ -116,7 +120,18 @@ public final class Benchmark {
             usage: Benchmark --containerd-sock PATH --containerd-pid PID --sandboxer-pid PID --libexec DIR --logs DIR
                              [--out DIR] [--pods 20,50] [--workers 10] [--handlers kuasar-runc,runc]
                              [--modes serial,parallel] [--network pod|host] [--warmup 5] [--settle-ms 2000]
-                             [--label TEXT] [--nmt true] [--cleanup-only true]""";
+                             [--label TEXT] [--nmt true] [--cleanup-only true] [--floor runc|none]
+                             [--image-tar busybox-oci.tar]""";
+
+    /** Our sandboxer's handlers (kuasar-runc, kuasar-crun); the others are containerd's stock ones. */
+    static boolean ours(String handler) {
+        return handler.startsWith("kuasar-");
+    }
+
+    /** The OCI runtime a handler's containers run on (its floor): crun for the *-crun handlers, else runc. */
+    static String runtimeOf(String handler) {
+        return handler.endsWith("crun") ? "crun" : "runc";
+    }
 
     void parse(String[] args) {
         for (int i = 0; i < args.length; i++) {
@@ -147,6 +162,8 @@ public final class Benchmark {
                 case "--label" -> label = v;
                 case "--cleanup-only" -> cleanupOnly = Boolean.parseBoolean(v);
                 case "--nmt" -> nmt = Boolean.parseBoolean(v);
+                case "--floor" -> floorRuntimes = v.equals("none") ? List.of() : List.of(v.split(","));
+                case "--image-tar" -> imageTar = Path.of(v);
                 default -> throw new IllegalArgumentException("unknown option " + a);
             }
         }
@@ -154,7 +171,7 @@ public final class Benchmark {
             return;
         }
         if (containerdSock == null || containerdPid <= 0 || logs == null
-                || handlers.contains(OURS) && (sandboxerPid <= 0 || libexec == null)) {
+                || handlers.stream().anyMatch(Benchmark::ours) && (sandboxerPid <= 0 || libexec == null)) {
             throw new IllegalArgumentException("--containerd-sock, --containerd-pid, --logs (and for " + OURS
                     + " --sandboxer-pid, --libexec) are required");
         }
@@ -177,9 +194,19 @@ public final class Benchmark {
             libexec = libexec.toRealPath();
         }
         Files.createDirectories(out);
+        if (floorRuntimes == null) {
+            floorRuntimes = handlers.stream().map(Benchmark::runtimeOf).distinct().filter(Benchmark::onPath).toList();
+        }
         Instant began = Instant.now();
         boolean ok = false;
+        OciFloor floor = null;
         try {
+            if (!floorRuntimes.isEmpty()) {
+                floor = new OciFloor(Files.createTempDirectory(Path.of("/tmp"), "kuasar-floor-"), imageTar);
+                for (String rt : floorRuntimes) {
+                    runFloor(floor, rt, warmup, "serial", false); // warm-up, not recorded
+                }
+            }
             for (String h : handlers) {
                 clients.put(h, new CriClient(containerdSock, h, logs, Duration.ofSeconds(60)));
             }
@@ -203,6 +230,9 @@ public final class Benchmark {
                     for (String h : order) {
                         runPhase(h, n, mode);
                     }
+                    for (String rt : floorRuntimes) {
+                        runFloor(floor, rt, n, mode, true);
+                    }
                 }
             }
             for (String h : handlers) {
@@ -213,6 +243,13 @@ public final class Benchmark {
             log("FAILED: " + e);
             e.printStackTrace();
         } finally {
+            if (floor != null) {
+                try {
+                    floor.close();
+                } catch (Exception e) {
+                    log("floor cleanup: " + e);
+                }
+            }
             for (CriClient c : clients.values()) {
                 List<String> errors = c.cleanupAll();
                 errors.forEach(err -> log("cleanup: " + err));
@@ -287,7 +324,7 @@ public final class Benchmark {
 
         waitForProcesses(h, n);
         memory.add(sampleMemory(h, "running", n, mode));
-        if (nmt && h.equals(OURS)) {
+        if (nmt && ours(h)) {
             String jcmd = System.getProperty("kuasar.bench.jcmd", "jcmd");
             // Diagnostics (perturb later samples: the histogram runs a full GC).
             Files.writeString(out.resolve("nmt-" + n + "-" + mode + ".txt"),
@@ -320,6 +357,59 @@ public final class Benchmark {
         waitForProcesses(h, 0);
     }
 
+    /**
+     * The floor: n containers started straight with the OCI runtime ({@code create}, then {@code start}), serially or
+     * by the same number of workers as the pods, then removed (untimed). Bundles are made before the clock starts.
+     */
+    void runFloor(OciFloor floor, String runtime, int n, String mode, boolean record) throws Exception {
+        String name = Path.of(runtime).getFileName().toString();
+        List<String> ids = new ArrayList<>();
+        List<Path> bundles = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            String id = "kuasar-floor-" + name + "-" + podSeq.incrementAndGet();
+            ids.add(id);
+            bundles.add(floor.bundle(runtime, id, CONTAINER_CMD));
+        }
+        List<PodTiming> starts = Collections.synchronizedList(new ArrayList<>());
+        Function<Integer, Void> one = i -> {
+            try {
+                long s = System.nanoTime();
+                floor.create(runtime, ids.get(i), bundles.get(i));
+                long c = System.nanoTime();
+                floor.start(runtime, ids.get(i));
+                long e = System.nanoTime();
+                starts.add(new PodTiming(i, e - s, new long[]{c - s, e - c}));
+            } catch (Exception ex) {
+                throw new IllegalStateException(ex);
+            }
+            return null;
+        };
+        long t0 = System.nanoTime();
+        if (mode.equals("parallel")) {
+            parallel(n, one);
+        } else {
+            for (int i = 0; i < n; i++) {
+                one.apply(i);
+            }
+        }
+        long wall = System.nanoTime() - t0;
+        floor.removeAll();
+        if (record) {
+            phases.add(new PhaseResult(FLOOR + name, n, mode, "start", List.of("create", "start"), sorted(starts),
+                    wall));
+            log(String.format("floor %s: %d containers started (%s) in %.2f s", name, n, mode, wall / 1e9));
+        }
+    }
+
+    static boolean onPath(String binary) {
+        for (String dir : System.getenv().getOrDefault("PATH", "/usr/sbin:/usr/bin").split(":")) {
+            if (Files.isExecutable(Path.of(dir, binary))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private static List<PodTiming> sorted(List<PodTiming> l) {
         List<PodTiming> c = new ArrayList<>(l);
         c.sort((a, b) -> Integer.compare(a.pod(), b.pod()));
@@ -328,7 +418,7 @@ public final class Benchmark {
 
     BenchPod startPod(String h, String prefix, long[] steps) {
         CriClient cri = clients.get(h);
-        String name = "bench-" + (h.equals(OURS) ? "k" : "r") + "-" + prefix + "-" + podSeq.incrementAndGet();
+        String name = "bench-" + (ours(h) ? "k" : "r") + "-" + prefix + "-" + podSeq.incrementAndGet();
         long t = System.nanoTime();
         CriClient.Pod pod = cri.runPod(cri.podConfig(name, hostNetwork, NamespaceMode.CONTAINER));
         long t1 = System.nanoTime();
@@ -454,7 +544,7 @@ public final class Benchmark {
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (true) {
             Census c = census();
-            boolean okay = h.equals(OURS)
+            boolean okay = ours(h)
                     ? c.helper(HOLDER).size() == n && c.ourContainers().size() == n
                             && (n > 0 || PER_CONTAINER.stream().allMatch(x -> c.helper(x).isEmpty()))
                     : c.shims().size() == n && c.pauses().size() == n && c.stockContainers().size() == n;
@@ -496,7 +586,7 @@ public final class Benchmark {
         Census c = census();
         Map<String, Component> comps = new LinkedHashMap<>();
         Component total;
-        if (h.equals(OURS)) {
+        if (ours(h)) {
             total = component(c.sandboxer());
             comps.put("sandboxer", total);
             if (c.helpers().isEmpty()) {
@@ -514,7 +604,7 @@ public final class Benchmark {
             comps.put("pause", pauses);
             total = add(shims, pauses);
         }
-        comps.put("containers", component(h.equals(OURS) ? c.ourContainers() : c.stockContainers()));
+        comps.put("containers", component(ours(h) ? c.ourContainers() : c.stockContainers()));
         comps.put("containerd", component(List.of(containerdPid)));
         String load = "";
         try {
@@ -536,7 +626,7 @@ public final class Benchmark {
         Census c = census();
         List<Long> own = new ArrayList<>();
         String needle;
-        if (h.equals(OURS)) {
+        if (ours(h)) {
             ProcMemory.Proc p = ProcMemory.read(sandboxerPid);
             if (p == null || p.exe().isEmpty()) {
                 return List.of();
@@ -589,6 +679,9 @@ public final class Benchmark {
         machine.put("os", read("/etc/os-release").lines().filter(l -> l.startsWith("PRETTY_NAME="))
                 .findFirst().orElse("?").replace("PRETTY_NAME=", "").replace("\"", ""));
         machine.put("runc", command("runc", "--version").lines().findFirst().orElse("?"));
+        if (onPath("crun")) {
+            machine.put("crun", command("crun", "--version").lines().findFirst().orElse("?"));
+        }
         if (sandboxerPid > 0) {
             ProcMemory.Proc p = ProcMemory.read(sandboxerPid);
             machine.put("sandboxerCommand", p == null ? "?" : String.join(" ", p.cmdline()));
@@ -718,24 +811,27 @@ public final class Benchmark {
     /** The issue's three targets, evaluated on this run. */
     List<Map<String, Object>> targets() {
         List<Map<String, Object>> t = new ArrayList<>();
-        for (int n : podCounts) {
-            for (String mode : modes) {
-                PhaseResult o = phase(OURS, n, mode, "start");
-                PhaseResult s = phase(STOCK, n, mode, "start");
-                if (o == null || s == null) {
-                    continue;
+        for (String ours : handlers.stream().filter(Benchmark::ours).toList()) {
+            String who = ours.equals(OURS) ? "" : ours + ": ";
+            for (int n : podCounts) {
+                for (String mode : modes) {
+                    PhaseResult o = phase(ours, n, mode, "start");
+                    PhaseResult s = phase(STOCK, n, mode, "start");
+                    if (o == null || s == null) {
+                        continue;
+                    }
+                    double om = pct(o.pods().stream().map(PodTiming::totalNs).toList(), 50);
+                    double sm = pct(s.pods().stream().map(PodTiming::totalNs).toList(), 50);
+                    t.add(target(who + "start, median per pod, " + mode + ", N=" + n, om / sm, 0.5,
+                            String.format(Locale.ROOT, "%.0f ms vs %.0f ms", om, sm)));
+                    double or = pct(o.pods().stream().map(x -> x.stepsNs()[0]).toList(), 50);
+                    double sr = pct(s.pods().stream().map(x -> x.stepsNs()[0]).toList(), 50);
+                    t.add(target(who + "(pod sandbox only) RunPodSandbox, median, " + mode + ", N=" + n, or / sr,
+                            0.5, String.format(Locale.ROOT, "%.0f ms vs %.0f ms", or, sr)));
+                    t.add(target(who + "start, wall time for all pods, " + mode + ", N=" + n,
+                            (double) o.wallNs() / s.wallNs(), 0.5,
+                            String.format(Locale.ROOT, "%.2f s vs %.2f s", o.wallNs() / 1e9, s.wallNs() / 1e9)));
                 }
-                double om = pct(o.pods().stream().map(PodTiming::totalNs).toList(), 50);
-                double sm = pct(s.pods().stream().map(PodTiming::totalNs).toList(), 50);
-                t.add(target("start, median per pod, " + mode + ", N=" + n, om / sm, 0.5,
-                        String.format(Locale.ROOT, "%.0f ms vs %.0f ms", om, sm)));
-                double or = pct(o.pods().stream().map(x -> x.stepsNs()[0]).toList(), 50);
-                double sr = pct(s.pods().stream().map(x -> x.stepsNs()[0]).toList(), 50);
-                t.add(target("(pod sandbox only) RunPodSandbox, median, " + mode + ", N=" + n, or / sr, 0.5,
-                        String.format(Locale.ROOT, "%.0f ms vs %.0f ms", or, sr)));
-                t.add(target("start, wall time for all pods, " + mode + ", N=" + n,
-                        (double) o.wallNs() / s.wallNs(), 0.5,
-                        String.format(Locale.ROOT, "%.2f s vs %.2f s", o.wallNs() / 1e9, s.wallNs() / 1e9)));
             }
         }
         int max = podCounts.stream().mapToInt(Integer::intValue).max().orElse(0);
@@ -759,8 +855,8 @@ public final class Benchmark {
                         m.put("target", "marginal management PSS per pod, " + h + ", N=" + min + "→" + max + " ("
                                 + mode + ")");
                         m.put("value", perPod);
-                        m.put("limit", h.equals(OURS) ? 0.3 : null);
-                        m.put("met", h.equals(OURS) ? perPod <= 0.3 : null);
+                        m.put("limit", ours(h) ? 0.3 : null);
+                        m.put("met", ours(h) ? perPod <= 0.3 : null);
                         m.put("detail", String.format(Locale.ROOT, "%.3f MB per pod", perPod));
                         t.add(m);
                     }
@@ -786,7 +882,8 @@ public final class Benchmark {
         r.append(String.format("containerd %s; %s; %s CPUs (%s); kernel %s; runc %s; pod network: %s; "
                         + "%d parallel workers; warm-up %d pods per handler; run took %s s.%n%n",
                 machine.get("containerd"), machine.get("os"), machine.get("cpus"), machine.get("cpu"),
-                machine.get("kernel"), machine.get("runc"), machine.get("network"), workers, warmup,
+                machine.get("kernel"), machine.get("runc") + (machine.containsKey("crun") ? "; " + machine.get("crun")
+                        : ""), machine.get("network"), workers, warmup,
                 machine.get("seconds")));
         if (machine.containsKey("sandboxerCommand")) {
             r.append("runc-sandboxer: `").append(machine.get("sandboxerCommand")).append("`\n\n");
@@ -844,6 +941,55 @@ public final class Benchmark {
             }
         }
 
+        if (!floorRuntimes.isEmpty()) {
+            r.append("\n### Floor: the OCI runtime alone (ms)\n\n");
+            r.append("N containers started straight with `<runtime> create` + `start` on prepared bundles (the same "
+                    + "busybox sleep on a shared read-only rootfs, own namespaces, no network set up, no containerd), "
+                    + "serially or by the same number of workers: what any handler pays the OCI runtime per "
+                    + "container.\n\n");
+            r.append("| OCI runtime | N | mode | create+start median | p90 | create median | start median | wall (s) |\n");
+            r.append("|---|---:|---|---:|---:|---:|---:|---:|\n");
+            for (int n : podCounts) {
+                for (String mode : modes) {
+                    for (String rt : floorRuntimes) {
+                        PhaseResult f = phase(FLOOR + Path.of(rt).getFileName(), n, mode, "start");
+                        if (f == null) {
+                            continue;
+                        }
+                        List<Long> tot = f.pods().stream().map(PodTiming::totalNs).toList();
+                        r.append(String.format(Locale.ROOT, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.2f |%n",
+                                rt, n, mode, pct(tot, 50), pct(tot, 90),
+                                pct(f.pods().stream().map(x -> x.stepsNs()[0]).toList(), 50),
+                                pct(f.pods().stream().map(x -> x.stepsNs()[1]).toList(), 50), f.wallNs() / 1e9));
+                    }
+                }
+            }
+            r.append("\n### Overhead above the floor (median, ms)\n\n");
+            r.append("Each handler's figure as floor + overhead: a pod start runs the OCI runtime for 1 container "
+                    + "(kuasar: the pod needs none) or 2 (stock: pause + container); StartContainer is where "
+                    + "containerd creates and starts the container's task.\n\n");
+            r.append("| handler | N | mode | pod start | floor × containers | overhead | StartContainer | floor | "
+                    + "overhead |\n");
+            r.append("|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
+            for (int n : podCounts) {
+                for (String mode : modes) {
+                    for (String h : handlers) {
+                        PhaseResult s = phase(h, n, mode, "start");
+                        PhaseResult f = phase(FLOOR + runtimeOf(h), n, mode, "start");
+                        if (s == null || f == null) {
+                            continue;
+                        }
+                        int containers = ours(h) ? 1 : 2;
+                        double start = pct(s.pods().stream().map(PodTiming::totalNs).toList(), 50);
+                        double sc = pct(s.pods().stream().map(x -> x.stepsNs()[2]).toList(), 50);
+                        double fl = pct(f.pods().stream().map(PodTiming::totalNs).toList(), 50);
+                        r.append(String.format(Locale.ROOT, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |%n",
+                                h, n, mode, start, fl * containers, start - fl * containers, sc, fl, sc - fl));
+                    }
+                }
+            }
+        }
+
         r.append("\n### Memory of management processes (MB)\n\n");
         r.append("PSS from /proc/PID/smaps_rollup (RSS and USS = private pages for reference). kuasar-runc: the "
                 + "runc-sandboxer JVM + every process of its libexec helpers (kuasar-holder, one per pod); runc: every containerd-shim-runc-v2 of this containerd + "
@@ -854,7 +1000,7 @@ public final class Benchmark {
         r.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
         for (MemSample m : memory) {
             String parts;
-            if (m.handler().equals(OURS)) {
+            if (ours(m.handler())) {
                 StringBuilder p = new StringBuilder(String.format(Locale.ROOT, "JVM %.1f",
                         m.components().get("sandboxer").pssKb() / 1024.0));
                 for (var e : m.components().entrySet()) {
@@ -876,7 +1022,7 @@ public final class Benchmark {
                     m.pods() > 0 ? String.format(Locale.ROOT, "%.2f", m.mgmtPssKb() / 1024.0 / m.pods()) : "–",
                     m.mgmtRssKb() / 1024.0, m.mgmtUssKb() / 1024.0,
                     m.components().get("containerd").pssKb() / 1024.0,
-                    m.handler().equals(OURS) ? Long.toString(m.sandboxerThreads()) : "–"));
+                    ours(m.handler()) ? Long.toString(m.sandboxerThreads()) : "–"));
         }
 
         List<Map<String, Object>> t = targets();
