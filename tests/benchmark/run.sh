@@ -86,7 +86,7 @@ cleanup() {
   # The benchmark removes its pods itself; after a failure or an interrupt, remove what is left through CRI.
   if ((rc != 0)) && [[ -n $CLIENT_JAVA && -n $SBX_PID ]] && kill -0 "$SBX_PID" 2>/dev/null && [[ -S $WORK/ctrd/containerd.sock ]]; then
     log "removing pods left behind through CRI"
-    timeout 120 "$CLIENT_JAVA" -cp "$CP" -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" \
+    timeout 120 "$CLIENT_JAVA" -cp "$CP" -Dkuasar.log.level=warn \
       io.kuasar.tests.benchmark.Benchmark --cleanup-only true --containerd-sock "$WORK/ctrd/containerd.sock" \
       --containerd-pid 1 --logs "$WORK/logs" >&2
   fi
@@ -234,7 +234,7 @@ if [[ $KIND == wasm ]]; then
   mkdir -p "$OUT" "$WORK/wasm"
   for w in "$REPO"/tests/e2e/wasm/*.wat; do wat2wasm "$w" -o "$WORK/wasm/$(basename "${w%.wat}").wasm"; done
   timeout 1500 "$CLIENT_JAVA" -Xmx512m --enable-native-access=ALL-UNNAMED -cp "$CP" \
-    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.WasmBenchmark \
+    -Dkuasar.log.level=warn io.kuasar.tests.benchmark.WasmBenchmark \
     --containerd-sock "$WORK/ctrd/containerd.sock" --wasm-pid "$WASM_PID" --logs "$WORK/logs" --out "$OUT" \
     --work "$WORK" --wasm-dir "$WORK/wasm" "$@" &
   CLIENT_PID=$!
@@ -248,7 +248,7 @@ if [[ $KIND == quark ]]; then
   log "run the app-kernel benchmark"
   mkdir -p "$OUT"
   timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
-    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.QuarkBenchmark \
+    -Dkuasar.log.level=warn io.kuasar.tests.benchmark.QuarkBenchmark \
     --containerd-sock "$WORK/ctrd/containerd.sock" --sandboxer-pid "$SBX_PID" --logs "$WORK/logs" --out "$OUT" "$@" &
   CLIENT_PID=$!
   wait "$CLIENT_PID"
@@ -260,7 +260,7 @@ if [[ $KIND == vmm ]]; then
   log "run the microVM benchmark"
   mkdir -p "$OUT"
   timeout 3600 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
-    -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" io.kuasar.tests.benchmark.VmmBenchmark \
+    -Dkuasar.log.level=warn io.kuasar.tests.benchmark.VmmBenchmark \
     --containerd-sock "$WORK/ctrd/containerd.sock" --sandboxer-pid "$SBX_PID" --config "$VMM_CONFIG" \
     --sandboxer-log "$WORK/sandboxer.log" --logs "$WORK/logs" --out "$OUT" --work "$WORK" "$@" &
   CLIENT_PID=$!
@@ -273,7 +273,7 @@ log "run the benchmark"
 mkdir -p "$OUT"
 rm -f "$OUT"/nmt-*.txt
 timeout 1500 "$CLIENT_JAVA" -Xmx256m --enable-native-access=ALL-UNNAMED -cp "$CP" \
-  -Dlogback.configurationFile="$REPO/tests/benchmark/logback.xml" -Dkuasar.bench.jcmd="$JAVA_HOME/bin/jcmd" \
+  -Dkuasar.log.level=warn -Dkuasar.bench.jcmd="$JAVA_HOME/bin/jcmd" \
   io.kuasar.tests.benchmark.Benchmark \
   --containerd-sock "$WORK/ctrd/containerd.sock" --containerd-pid "$CTRD_PID" \
   --sandboxer-pid "$SBX_PID" --libexec "$PREFIX/libexec/kuasar" \

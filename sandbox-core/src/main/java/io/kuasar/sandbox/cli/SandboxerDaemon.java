@@ -1,7 +1,5 @@
 package io.kuasar.sandbox.cli;
 
-import ch.qos.logback.classic.Level;
-import ch.qos.logback.classic.LoggerContext;
 import io.grpc.BindableService;
 import io.kuasar.sandbox.config.SandboxerConfig;
 import io.kuasar.sandbox.controller.ControllerService;
@@ -222,8 +220,6 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
     public static void configureLogging(String level) {
         SLF4JBridgeHandler.removeHandlersForRootLogger();
         SLF4JBridgeHandler.install();
-        if (LoggerFactory.getILoggerFactory() instanceof LoggerContext ctx) {
-            ctx.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME).setLevel(Level.toLevel(level, Level.INFO));
-        }
+        io.kuasar.sandbox.logging.StderrLogging.setLevel(level);
     }
 }

@@ -1,6 +1,5 @@
 package io.kuasar.vmm.task;
 
-import ch.qos.logback.classic.Level;
 import io.kuasar.runc.HolderLauncher;
 import io.kuasar.sandbox.oci.OciRuntime;
 import io.kuasar.runc.RuncRuntime;
@@ -54,8 +53,7 @@ public final class VmmTaskMain {
         Steps steps = new Steps();
         GuestInit.early();
         TaskConfig config = TaskConfig.parse(Files.readString(Path.of("/proc/cmdline")));
-        ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger(Logger.ROOT_LOGGER_NAME))
-                .setLevel(Level.toLevel(config.logLevel(), Level.INFO));
+        io.kuasar.sandbox.logging.StderrLogging.setLevel(config.logLevel());
         steps.done("early mounts, logging");
         if (!config.template()) {
             GuestInit.mountShareFs(config);
