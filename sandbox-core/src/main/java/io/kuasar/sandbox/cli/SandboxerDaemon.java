@@ -3,7 +3,6 @@ package io.kuasar.sandbox.cli;
 import io.grpc.BindableService;
 import io.kuasar.sandbox.config.SandboxerConfig;
 import io.kuasar.sandbox.controller.ControllerService;
-import io.kuasar.sandbox.shim.ShimSandboxService;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
 import io.kuasar.sandbox.task.TaskService;
@@ -11,6 +10,7 @@ import io.kuasar.sandbox.metrics.MetricsRegistry;
 import io.kuasar.sandbox.metrics.MetricsServer;
 import io.kuasar.sandbox.metrics.RpcMetricsInterceptor;
 import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.shim.ShimSandboxService;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.sys.FdPoller;
 import io.kuasar.sandbox.ttrpc.TaskProxy;
@@ -203,7 +203,7 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
     }
 
     /** Where containerd 1.7's launcher looks for the shim endpoint of the daemon listening on {@code listen}. */
-    public static Path shimEndpointLink(Path listen) {
+    static Path shimEndpointLink(Path listen) {
         return listen.resolveSibling(listen.getFileName() + ".ttrpc");
     }
 
