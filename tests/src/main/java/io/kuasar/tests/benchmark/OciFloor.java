@@ -86,6 +86,17 @@ final class OciFloor implements AutoCloseable {
     public void close() throws Exception {
         removeAll();
         deleteTree(work);
+        // runc removes each container's cgroup, not the kuasar-floor parent it made in every hierarchy
+        List<Path> hierarchies = new ArrayList<>(List.of(Path.of("/sys/fs/cgroup")));
+        try (var dirs = Files.list(Path.of("/sys/fs/cgroup"))) {
+            dirs.filter(Files::isDirectory).forEach(hierarchies::add);
+        }
+        for (Path h : hierarchies) {
+            Path parent = h.resolve("kuasar-floor");
+            if (Files.isDirectory(parent)) {
+                Files.delete(parent); // rmdir of an empty cgroup
+            }
+        }
     }
 
     private void run(String runtime, String id, String... args) throws IOException, InterruptedException {
