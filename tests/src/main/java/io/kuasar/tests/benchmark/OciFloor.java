@@ -2,6 +2,8 @@ package io.kuasar.tests.benchmark;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.kuasar.sandbox.state.StateStore;
+import io.kuasar.tests.image.OciImageTar;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
@@ -32,13 +34,7 @@ final class OciFloor implements AutoCloseable {
         this.work = Files.createDirectories(work);
         this.rootfs = Files.createDirectories(work.resolve("rootfs"));
         this.state = Files.createDirectories(work.resolve("state"));
-        Path image = Files.createDirectories(work.resolve("image"));
-        check(image, "tar", "-xf", imageTar.toString());
-        JsonNode index = JSON.readTree(image.resolve("index.json").toFile());
-        JsonNode manifest = JSON.readTree(blob(image, index.path("manifests").get(0).path("digest").asText()).toFile());
-        for (JsonNode layer : manifest.path("layers")) {
-            check(rootfs, "tar", "-xf", blob(image, layer.path("digest").asText()).toString());
-        }
+        OciImageTar.unpack(imageTar, work.resolve("image"), rootfs);
     }
 
     /** A bundle for container {@code id}: the runtime's default spec, made to run {@code cmd} on the shared rootfs. */
@@ -79,13 +75,13 @@ final class OciFloor implements AutoCloseable {
             run(c[0], c[1], "delete", "--force", c[1]);
         }
         made.clear();
-        deleteTree(work.resolve("bundles"));
+        StateStore.deleteTree(work.resolve("bundles"));
     }
 
     @Override
     public void close() throws Exception {
         removeAll();
-        deleteTree(work);
+        StateStore.deleteTree(work);
         // runc removes each container's cgroup, not the kuasar-floor parent it made in every hierarchy
         List<Path> hierarchies = new ArrayList<>(List.of(Path.of("/sys/fs/cgroup")));
         try (var dirs = Files.list(Path.of("/sys/fs/cgroup"))) {
@@ -118,21 +114,6 @@ final class OciFloor implements AutoCloseable {
         String out = new String(p.getInputStream().readAllBytes());
         if (p.waitFor() != 0) {
             throw new IOException(String.join(" ", cmd) + " in " + dir + " failed: " + out);
-        }
-    }
-
-    private static Path blob(Path image, String digest) {
-        return image.resolve("blobs").resolve("sha256").resolve(digest.substring("sha256:".length()));
-    }
-
-    private static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (var walk = Files.walk(dir)) {
-            for (Path p : walk.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
         }
     }
 }

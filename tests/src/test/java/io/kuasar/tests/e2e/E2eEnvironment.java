@@ -99,17 +99,10 @@ public final class E2eEnvironment implements AutoCloseable {
                 c -> c.replace("share_fs = \"Virtio9P\"", "share_fs = \"VirtioFS\"")
                         .replace("use_vsock = false", "use_vsock = true")));
         wasm = new VmmDaemon("kuasar-wasm", workdir.resolve("wasm.sock"), workdir.resolve("wasm-state"),
-                workdir.resolve("wasm-sandboxer.log"), d -> {
-                    wasmEngines();
-                    return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of());
-                });
+                workdir.resolve("wasm-sandboxer.log"), d -> launchWasm(d, ctrdDir));
         // Not below the workdir: console sockets live in <dir>/console/ and must fit into sun_path.
         quark = new VmmDaemon("kuasar-quark", workdir.resolve("quark.sock"), Path.of("/run/kq-" + n),
-                workdir.resolve("quark-sandboxer.log"), d -> {
-                    log("make runsc");
-                    Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "runsc");
-                    return launchDaemon("quark-sandboxer", d.sock, d.dir, d.log, List.of("--backend", "gvisor"));
-                });
+                workdir.resolve("quark-sandboxer.log"), d -> launchGvisor(d, ctrdDir));
         String bridge = envOr("KUASAR_E2E_BRIDGE", DEFAULT_BRIDGE);
         subnet = envOr("KUASAR_E2E_SUBNET", DEFAULT_SUBNET);
         childEnv.put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -127,16 +120,11 @@ public final class E2eEnvironment implements AutoCloseable {
                 workdir.resolve("c17-runc-state"), workdir.resolve("c17-runc-sandboxer.log"),
                 d -> launchDaemon("runc-sandboxer", d.sock, d.dir, d.log, List.of(), ctrd17Dir), ctrd17Sock));
         ctrd17Daemons.put("wasm", new VmmDaemon("kuasar-wasm", workdir.resolve("c17-wasm.sock"),
-                workdir.resolve("c17-wasm-state"), workdir.resolve("c17-wasm-sandboxer.log"), d -> {
-                    wasmEngines();
-                    return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of(), ctrd17Dir);
-                }, ctrd17Sock));
+                workdir.resolve("c17-wasm-state"), workdir.resolve("c17-wasm-sandboxer.log"),
+                d -> launchWasm(d, ctrd17Dir), ctrd17Sock));
         ctrd17Daemons.put("quark", new VmmDaemon("kuasar-quark", workdir.resolve("c17-quark.sock"),
-                Path.of("/run/k17q-" + n), workdir.resolve("c17-quark-sandboxer.log"), d -> {
-                    Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "runsc");
-                    return launchDaemon("quark-sandboxer", d.sock, d.dir, d.log, List.of("--backend", "gvisor"),
-                            ctrd17Dir);
-                }, ctrd17Sock));
+                Path.of("/run/k17q-" + n), workdir.resolve("c17-quark-sandboxer.log"),
+                d -> launchGvisor(d, ctrd17Dir), ctrd17Sock));
         ctrd17Daemons.put("vmm", new VmmDaemon("kuasar-vmm", workdir.resolve("c17-vmm.sock"),
                 Path.of("/run/k17v-" + n), workdir.resolve("c17-vmm-sandboxer.log"),
                 d -> launchVmm(d.sock, d.dir, d.log, c -> c, ctrd17Dir), ctrd17Sock));
@@ -575,6 +563,19 @@ public final class E2eEnvironment implements AutoCloseable {
             throw new UncheckedIOException(e);
         }
         return launchDaemon("vmm-sandboxer", sock, dir, log, List.of("--config", config.toString()), containerdDir);
+    }
+
+    /** wasm-sandboxer (the WasmEdge engine fetched first) for the containerd of {@code containerdDir}. */
+    private Process launchWasm(VmmDaemon d, Path containerdDir) {
+        wasmEngines();
+        return launchDaemon("wasm-sandboxer", d.sock, d.dir, d.log, List.of(), containerdDir);
+    }
+
+    /** quark-sandboxer with its gVisor backend (runsc fetched first) for the containerd of {@code containerdDir}. */
+    private Process launchGvisor(VmmDaemon d, Path containerdDir) {
+        log("make runsc");
+        Host.check(Duration.ofMinutes(5), childEnv, repo, "make", "runsc");
+        return launchDaemon("quark-sandboxer", d.sock, d.dir, d.log, List.of("--backend", "gvisor"), containerdDir);
     }
 
     /** Starts an installed sandboxer daemon with Kuasar's flags; returns once its Sandbox API socket exists. */

@@ -1,6 +1,5 @@
 package io.kuasar.tests.e2e;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -183,13 +182,8 @@ class IsuladFlowTest {
 
     static Path bundle(ObjectMapper json, Path dir, String sandboxId, String imageTar, java.util.List<String> argv)
             throws Exception {
-        Path image = Files.createDirectories(dir.resolve("image"));
-        Path rootfs = Files.createDirectories(dir.resolve("rootfs"));
-        Host.check(Duration.ofSeconds(60), Map.of(), image, "tar", "-xf", "/var/cache/kuasar-e2e/images/" + imageTar);
-        JsonNode index = json.readTree(image.resolve("index.json").toFile());
-        JsonNode manifest = json.readTree(blob(image, index.path("manifests").get(0).path("digest").asText()).toFile());
-        Host.check(Duration.ofSeconds(60), Map.of(), rootfs, "tar", "-xf",
-                blob(image, manifest.path("layers").get(0).path("digest").asText()).toString());
+        io.kuasar.tests.image.OciImageTar.unpack(Path.of("/var/cache/kuasar-e2e/images/" + imageTar),
+                dir.resolve("image"), dir.resolve("rootfs"));
         Host.check(Duration.ofSeconds(30), Map.of(), dir, "runc", "spec");
         ObjectNode spec = (ObjectNode) json.readTree(dir.resolve("config.json").toFile());
         ObjectNode process = spec.with("process").put("terminal", false);
@@ -199,9 +193,5 @@ class IsuladFlowTest {
                 .put("io.kubernetes.cri.container-type", "container");
         Files.writeString(dir.resolve("config.json"), json.writeValueAsString(spec));
         return dir;
-    }
-
-    private static Path blob(Path image, String digest) {
-        return image.resolve("blobs").resolve("sha256").resolve(digest.substring("sha256:".length()));
     }
 }
