@@ -17,6 +17,8 @@ import io.kuasar.sandbox.state.AtomicFiles;
 import io.kuasar.sandbox.state.SandboxRecord;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.sandbox.tracing.Span;
+import io.kuasar.sandbox.tracing.Tracing;
 import io.kuasar.vmm.agent.Agent;
 import io.kuasar.sandbox.controller.TaskResources;
 import io.kuasar.vmm.forward.GuestPods;
@@ -162,21 +164,33 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
             long begun = System.nanoTime();
             List<VmSpec.Nic> nics = List.of();
             if (!r.netnsPath().isEmpty()) {
-                PodNetwork.removeStaleTaps(r.netnsPath());
-                network = PodNetwork.scan(r.netnsPath());
-                nics = network.attach();
+                try (Span step = Tracing.step("network.attach")) {
+                    PodNetwork.removeStaleTaps(r.netnsPath());
+                    network = PodNetwork.scan(r.netnsPath());
+                    nics = network.attach();
+                    step.attr("kuasar.nics", nics.size());
+                }
             }
             VmSpec spec = new VmSpec(r.id(), dir, shared, vcpus(cfg), memoryInMb(cfg), r.netnsPath(), nics,
                     cfg == null || !"false".equals(cfg.getAnnotationsOrDefault(TEMPLATE_ANNOTATION, "")));
             long t0 = System.nanoTime();
             cgroup = SandboxCgroup.create(cgroups, cgroupPath(r.id(), cfg), cgroupLimits(cfg));
-            vm = hypervisor.launch(spec, deadline);
-            // The whole VMM (boot included) runs in the pod's cgroup; its threads follow the process.
-            cgroup.add(vm.pid());
-            for (long helper : vm.affiliatedPids()) {
-                cgroup.add(helper);
+            // vm.boot: from launching the hypervisor until the guest agent answers (a template copy: its restore)
+            try (Span boot = Tracing.step("vm.boot")) {
+                boot.attr("kuasar.hypervisor", hypervisor.name()).attr("kuasar.vm.template_allowed", spec.templateAllowed());
+                try {
+                    vm = hypervisor.launch(spec, deadline);
+                    // The whole VMM (boot included) runs in the pod's cgroup; its threads follow the process.
+                    cgroup.add(vm.pid());
+                    for (long helper : vm.affiliatedPids()) {
+                        cgroup.add(helper);
+                    }
+                    agent = Agent.connect(r.id(), vm, deadline);
+                } catch (Exception e) {
+                    boot.error(e);
+                    throw e;
+                }
             }
-            agent = Agent.connect(r.id(), vm, deadline);
             long booted = System.nanoTime();
             SetupSandboxRequest.Builder setup = SetupSandboxRequest.newBuilder()
                     .setConfig(Any.newBuilder().setTypeUrl("PodSandboxConfig").setValue(ByteString.copyFromUtf8(
@@ -190,7 +204,9 @@ public final class VmmSandboxer implements Sandboxer, GuestPods {
                 // a guest too busy to answer within a second (many VMs booting under TCG): the clock loop retries
                 LOG.debug("sandbox {}: clock sync before setup: {}", r.id(), e.getMessage());
             }
-            agent.setup(setup.build());
+            try (Span step = Tracing.step("vm.setup")) {
+                agent.setup(setup.build());
+            }
             agent.startLoops();
             LOG.info("sandbox {}: VM {} booted, agent answered in {} ms, set up in {} ms (taps {} ms before)", r.id(),
                     vm.pid(), (booted - t0) / 1_000_000, (System.nanoTime() - booted) / 1_000_000,

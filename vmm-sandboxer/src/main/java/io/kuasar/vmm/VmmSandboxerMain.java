@@ -46,6 +46,14 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
         return Path.of("/var/lib/kuasar/config.toml");
     }
 
+    private String hypervisorKind = "qemu";
+
+    /** Kuasar's: {@code kuasar-vmm-sandboxer-{clh,qemu,stratovirt}-service}. */
+    @Override
+    protected String tracingServiceName(Parts parts) {
+        return "kuasar-vmm-sandboxer-" + hypervisorKind + "-service";
+    }
+
     @Override
     protected Parts assemble(Context ctx) throws Exception {
         String source = sandboxerConfig.file() == null ? "the built-in defaults" : sandboxerConfig.file().toString();
@@ -55,10 +63,12 @@ public final class VmmSandboxerMain extends SandboxerDaemon {
         if (StratoVirtConfig.isStratoVirt(h)) {
             StratoVirtConfig sv = StratoVirtConfig.from(h, source);
             hypervisor = new StratoVirtHypervisor(sv);
+            hypervisorKind = "stratovirt";
             sizing = new VmSizing(sv.vcpus(), sv.memoryInMb(), sv.agentTimeoutSecs());
         } else if (ClhConfig.isClh(h)) {
             ClhConfig clh = ClhConfig.from(h, source);
             hypervisor = new ClhHypervisor(clh);
+            hypervisorKind = "clh";
             sizing = new VmSizing(clh.vcpus(), clh.memoryInMb(), clh.agentTimeoutSecs());
         } else {
             QemuConfig qemu = QemuConfig.from(h, source);

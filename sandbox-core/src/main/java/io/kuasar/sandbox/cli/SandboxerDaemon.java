@@ -5,7 +5,6 @@ import io.kuasar.sandbox.config.SandboxerConfig;
 import io.kuasar.sandbox.controller.ControllerService;
 import io.kuasar.sandbox.controller.Sandboxer;
 import io.kuasar.sandbox.grpc.GrpcServer;
-import io.kuasar.sandbox.task.TaskService;
 import io.kuasar.sandbox.metrics.MetricsRegistry;
 import io.kuasar.sandbox.metrics.MetricsServer;
 import io.kuasar.sandbox.metrics.RpcMetricsInterceptor;
@@ -13,6 +12,10 @@ import io.kuasar.sandbox.process.ProcessReaper;
 import io.kuasar.sandbox.shim.ShimSandboxService;
 import io.kuasar.sandbox.state.StateStore;
 import io.kuasar.sandbox.sys.FdPoller;
+import io.kuasar.sandbox.task.TaskService;
+import io.kuasar.sandbox.tracing.Tracing;
+import io.kuasar.sandbox.tracing.TracingInterceptor;
+import io.kuasar.sandbox.tracing.TracingSettings;
 import io.kuasar.sandbox.ttrpc.TaskProxy;
 import io.kuasar.sandbox.ttrpc.TtrpcServer;
 import io.kuasar.sandbox.ttrpc.TtrpcService;
@@ -119,6 +122,13 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             return 2;
         }
         configureLogging(level);
+        TracingSettings tracing;
+        try {
+            tracing = TracingSettings.fromEnvironment(null);
+        } catch (IllegalArgumentException e) {
+            LOG.error("tracing: {}", e.getMessage());
+            return 2;
+        }
         ProcessReaper.becomeSubreaper();
         StateStore store = new StateStore(dir);
         java.nio.channels.FileChannel lockFile = java.nio.channels.FileChannel.open(store.root().resolve(".lock"),
@@ -131,7 +141,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         ProcessReaper reaper = new ProcessReaper(poller);
         // containerd dials task.sock; with the proxy in front, this JVM serves the proxy's backend socket.
         TaskProxy proxy = new TaskProxy(libexec().resolve("kuasar-ttrpc-proxy"), store.root());
+        Tracing.observeSteps(MetricsRegistry.global()::recordStep);
         Parts parts = assemble(new Context(store, reaper, poller, eventsAddress(), "ttrpc+unix://" + proxy.front()));
+        Tracing.configure(tracing.withDefaultServiceName(tracingServiceName(parts)), sandboxerConfig.enableTracing());
         TtrpcServer taskServer = null;
         if (!parts.taskServices().isEmpty()) {
             taskServer = new TtrpcServer(proxy.available() ? proxy.backend() : proxy.front());
@@ -159,23 +171,21 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             java.nio.file.Files.deleteIfExists(shimEndpointLink(listen.toAbsolutePath()));
         }
         controller.recover();
-        MetricsRegistry metrics = new MetricsRegistry();
-        controller.registerMetrics(metrics);
-        if (parts.tasks() != null) {
-            metrics.gauge("kuasar_containers", "Containers served by this daemon's Task API.",
-                    parts.tasks()::containerCount);
-        }
+        MetricsRegistry metrics = MetricsRegistry.global();
+        registerMetrics(metrics, parts, controller);
         if (taskServer != null) {
             taskServer.observe((service, method, code, nanos) -> metrics.recordRpc("task", method, code.name(), nanos));
             taskServer.start();
         }
         GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller),
-                List.of(new RpcMetricsInterceptor(metrics))).start();
+                List.of(new RpcMetricsInterceptor(metrics), new TracingInterceptor())).start();
         MetricsServer metricsServer = metricsListen == null ? null : MetricsServer.start(metricsListen, metrics);
         // SIGTERM/SIGINT end serving and exit 0; pods keep running. (A shutdown hook alone would exit 143.)
         for (String sig : new String[]{"TERM", "INT"}) {
             sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> stop.countDown());
         }
+        // SIGUSR1 turns tracing on or off at run time, as in Kuasar
+        sun.misc.Signal.handle(new sun.misc.Signal("USR1"), s -> Tracing.toggle());
         LOG.info("{} ready (state in {})", parts.sandboxer().name(), store.root());
         SystemdNotify.notify("READY=1\nMAINPID=" + ProcessHandle.current().pid());
         stop.await();
@@ -198,8 +208,33 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
                 LOG.debug("closing {} failed: {}", r, e.getMessage());
             }
         }
+        Tracing.shutdown(); // sends the spans still queued
         poller.close();
         return 0;
+    }
+
+    /**
+     * Kuasar's OTLP service name: {@code kuasar-<daemon>-service}; vmm-sandboxer names its hypervisor
+     * ({@code kuasar-vmm-sandboxer-qemu-service}). {@code OTEL_SERVICE_NAME} overrides it.
+     */
+    protected String tracingServiceName(Parts parts) {
+        return "kuasar-" + parts.sandboxer().name() + "-service";
+    }
+
+    /** The families every daemon serves (MetricsRegistry.FAMILIES): one dashboard fits all of them. */
+    private void registerMetrics(MetricsRegistry metrics, Parts parts, ControllerService controller) {
+        String version = getClass().getPackage().getImplementationVersion();
+        metrics.gauge("kuasar_build_info{daemon=\"" + parts.sandboxer().name() + "\",version=\""
+                + (version == null ? "dev" : version) + "\"}", "", () -> 1);
+        controller.registerMetrics(metrics);
+        metrics.gauge("kuasar_containers", "", parts.tasks() == null ? () -> 0 : parts.tasks()::containerCount);
+        metrics.gauge("kuasar_tracing_enabled", "", () -> Tracing.enabled() ? 1 : 0);
+        metrics.gauge("kuasar_tracing_spans_total{result=\"exported\"}", "",
+                () -> Tracing.exporter() == null ? 0 : Tracing.exporter().exported());
+        metrics.gauge("kuasar_tracing_spans_total{result=\"dropped\"}", "",
+                () -> Tracing.exporter() == null ? 0 : Tracing.exporter().dropped());
+        metrics.gauge("kuasar_tracing_spans_total{result=\"failed\"}", "",
+                () -> Tracing.exporter() == null ? 0 : Tracing.exporter().failed());
     }
 
     /** Where containerd 1.7's launcher looks for the shim endpoint of the daemon listening on {@code listen}. */

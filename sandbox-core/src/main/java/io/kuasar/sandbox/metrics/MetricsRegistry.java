@@ -3,6 +3,9 @@ package io.kuasar.sandbox.metrics;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
@@ -10,102 +13,186 @@ import java.util.concurrent.atomic.LongAdder;
 import java.util.function.LongSupplier;
 
 /**
- * The daemon's metrics in the Prometheus text format: gauges read on demand, RPC counters and latency histograms.
- * Deliberately tiny (no client library): a handful of series, recorded with one map lookup and two adds per RPC.
+ * The daemon's metrics in the Prometheus text format. Every daemon exposes the same families ({@link #FAMILIES}),
+ * each with its HELP and TYPE even before it has a sample, so one dashboard and one set of alerts fit all of them;
+ * what differs is the label values (a {@code step} only the microVM daemon takes, a {@code cache} only Wasm has).
+ * <p>
+ * Deliberately small and without a client library: a handful of families, one map lookup and a few adds per event,
+ * no classes loaded for features the daemon does not use (the daemons' memory is a feature, docs/benchmark.md).
  */
 public final class MetricsRegistry {
-    /** Latency buckets in seconds: sub-millisecond ttrpc calls up to multi-second runc operations. */
-    private static final double[] BUCKETS = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    /** RPC latency buckets in seconds: sub-millisecond ttrpc calls up to multi-second runc operations. */
+    private static final double[] RPC_BUCKETS = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+            2.5, 5, 10};
+    /** Step buckets: a runc call (~20 ms) up to a microVM boot under TCG (~15 s) or a large module's compile. */
+    private static final double[] STEP_BUCKETS = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20,
+            30, 60, 120};
 
-    private final Map<String, LongSupplier> gauges = new ConcurrentHashMap<>();
-    private final Map<String, String> gaugeHelp = new ConcurrentHashMap<>();
-    private final Map<RpcKey, RpcStats> rpcs = new ConcurrentHashMap<>();
-
-    private record RpcKey(String api, String method) {
+    private record Family(String name, String type, String help) {
     }
 
-    private static final class RpcStats {
-        final LongAdder[] buckets = new LongAdder[BUCKETS.length];
+    /** The families every daemon serves, in the order they are written. */
+    public static final List<String> FAMILIES;
+    private static final Map<String, Family> CORE = new LinkedHashMap<>();
+
+    static {
+        core("kuasar_build_info", "gauge", "Always 1; the daemon and its version as labels.");
+        core("kuasar_sandboxes", "gauge", "Sandboxes known to this daemon, by phase.");
+        core("kuasar_containers", "gauge", "Containers served by this daemon's Task API.");
+        core("kuasar_rpc_requests_total", "counter", "RPCs served, by API, method and status code.");
+        core("kuasar_rpc_duration_seconds", "histogram", "RPC latency.");
+        core("kuasar_step_duration_seconds", "histogram",
+                "Duration of the slow steps inside RPCs (vm.boot, vm.agent, oci.create, wasm.compile, ...).");
+        core("kuasar_step_failures_total", "counter", "Steps that failed, by step.");
+        core("kuasar_cache_requests_total", "counter",
+                "Cache lookups by cache and result (hit or miss), e.g. the Wasm engines' compiled modules.");
+        core("kuasar_tracing_enabled", "gauge", "1 while OTLP tracing is on ([sandbox].enable_tracing, SIGUSR1).");
+        core("kuasar_tracing_spans_total", "counter", "Spans by outcome: exported, dropped (queue full), failed.");
+        core("kuasar_process_open_fds", "gauge", "Open file descriptors of the daemon.");
+        core("kuasar_process_threads", "gauge", "Live JVM threads (platform and virtual carriers).");
+        core("kuasar_process_heap_used_bytes", "gauge", "Java heap in use.");
+        FAMILIES = List.copyOf(CORE.keySet());
+    }
+
+    private static void core(String name, String type, String help) {
+        CORE.put(name, new Family(name, type, help));
+    }
+
+    private static final MetricsRegistry GLOBAL = new MetricsRegistry();
+
+    /** The process's registry, as Prometheus' default one: for code deep inside a daemon (an engine's cache). */
+    public static MetricsRegistry global() {
+        return GLOBAL;
+    }
+
+    private final Map<String, Family> extra = new ConcurrentHashMap<>();
+    private final Map<String, LongSupplier> gauges = new ConcurrentHashMap<>();
+    private final Map<String, LongAdder> counters = new ConcurrentHashMap<>();
+    private final Map<String, Histogram> rpcs = new ConcurrentHashMap<>();
+    private final Map<String, Histogram> steps = new ConcurrentHashMap<>();
+
+    private static final class Histogram {
+        final double[] bounds;
+        final LongAdder[] buckets;
         final LongAdder count = new LongAdder();
         final LongAdder sumNanos = new LongAdder();
-        final Map<String, LongAdder> byCode = new ConcurrentHashMap<>();
 
-        RpcStats() {
+        Histogram(double[] bounds) {
+            this.bounds = bounds;
+            this.buckets = new LongAdder[bounds.length];
             for (int i = 0; i < buckets.length; i++) {
                 buckets[i] = new LongAdder();
             }
         }
+
+        void observe(long nanos) {
+            double seconds = nanos / 1e9;
+            for (int i = 0; i < bounds.length; i++) {
+                if (seconds <= bounds[i]) {
+                    buckets[i].increment();
+                    break;
+                }
+            }
+            count.increment();
+            sumNanos.add(nanos);
+        }
+
+        void render(StringBuilder b, String family, String labels) {
+            long cumulative = 0;
+            for (int i = 0; i < bounds.length; i++) {
+                cumulative += buckets[i].sum();
+                b.append(family).append("_bucket{").append(labels).append(",le=\"").append(bounds[i]).append("\"} ")
+                        .append(cumulative).append('\n');
+            }
+            b.append(family).append("_bucket{").append(labels).append(",le=\"+Inf\"} ").append(count.sum()).append('\n');
+            b.append(family).append("_sum{").append(labels).append("} ").append(sumNanos.sum() / 1e9).append('\n');
+            b.append(family).append("_count{").append(labels).append("} ").append(count.sum()).append('\n');
+        }
     }
 
     public MetricsRegistry() {
-        gauge("kuasar_process_open_fds", "Open file descriptors of the daemon.", MetricsRegistry::openFds);
-        gauge("kuasar_process_threads", "Live JVM threads (platform and virtual carriers).",
-                () -> ManagementFactory.getThreadMXBean().getThreadCount());
-        gauge("kuasar_process_heap_used_bytes", "Java heap in use.",
+        gauge("kuasar_process_open_fds", "", MetricsRegistry::openFds);
+        gauge("kuasar_process_threads", "", () -> ManagementFactory.getThreadMXBean().getThreadCount());
+        gauge("kuasar_process_heap_used_bytes", "",
                 () -> ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
     }
 
-    /** Registers a gauge; {@code name} may carry labels, e.g. {@code kuasar_sandboxes{phase="running"}}. */
+    /**
+     * Registers a gauge; {@code name} may carry labels, e.g. {@code kuasar_sandboxes{phase="running"}}. {@code help}
+     * is used for a family that is not one of {@link #FAMILIES}.
+     */
     public void gauge(String name, String help, LongSupplier value) {
+        declare(baseName(name), "gauge", help);
         gauges.put(name, value);
-        gaugeHelp.put(baseName(name), help);
+    }
+
+    /** The counter {@code name} (with its labels), made on first use; its family must be core or declared here. */
+    public LongAdder counter(String name, String help) {
+        declare(baseName(name), "counter", help);
+        return counters.computeIfAbsent(name, n -> new LongAdder());
+    }
+
+    /** Counts one lookup of {@code cache} (e.g. "wasm.module"), a hit or a miss. */
+    public void cacheLookup(String cache, boolean hit) {
+        counters.computeIfAbsent("kuasar_cache_requests_total{cache=\"" + cache + "\",result=\""
+                + (hit ? "hit" : "miss") + "\"}", n -> new LongAdder()).increment();
     }
 
     /** Records one RPC: {@code api} is "sandbox" or "task", {@code code} the gRPC status code name. */
     public void recordRpc(String api, String method, String code, long nanos) {
-        RpcStats s = rpcs.computeIfAbsent(new RpcKey(api, method), k -> new RpcStats());
-        double seconds = nanos / 1e9;
-        for (int i = 0; i < BUCKETS.length; i++) {
-            if (seconds <= BUCKETS[i]) {
-                s.buckets[i].increment();
-                break;
-            }
-        }
-        s.count.increment();
-        s.sumNanos.add(nanos);
-        s.byCode.computeIfAbsent(code, c -> new LongAdder()).increment();
+        rpcs.computeIfAbsent("api=\"" + api + "\",method=\"" + method + "\"", k -> new Histogram(RPC_BUCKETS))
+                .observe(nanos);
+        counters.computeIfAbsent("kuasar_rpc_requests_total{api=\"" + api + "\",method=\"" + method + "\",code=\""
+                + code + "\"}", n -> new LongAdder()).increment();
     }
 
-    /** The exposition text. */
+    /** Records one step (see {@code Tracing.step}): its duration and whether it failed. */
+    public void recordStep(String step, long nanos, boolean failed) {
+        steps.computeIfAbsent("step=\"" + step + "\"", k -> new Histogram(STEP_BUCKETS)).observe(nanos);
+        if (failed) {
+            counters.computeIfAbsent("kuasar_step_failures_total{step=\"" + step + "\"}", n -> new LongAdder())
+                    .increment();
+        }
+    }
+
+    private void declare(String family, String type, String help) {
+        if (!CORE.containsKey(family)) {
+            extra.putIfAbsent(family, new Family(family, type, help));
+        }
+    }
+
+    /** The exposition text: every core family first, then any a daemon declared itself. */
     public String scrape() {
-        StringBuilder b = new StringBuilder(4096);
-        Map<String, Map<String, LongSupplier>> byBase = new TreeMap<>();
-        gauges.forEach((name, v) -> byBase.computeIfAbsent(baseName(name), k -> new TreeMap<>()).put(name, v));
-        byBase.forEach((base, series) -> {
-            b.append("# HELP ").append(base).append(' ').append(gaugeHelp.get(base)).append('\n');
-            b.append("# TYPE ").append(base).append(" gauge\n");
-            series.forEach((name, v) -> b.append(name).append(' ').append(v.getAsLong()).append('\n'));
-        });
-        b.append("# HELP kuasar_rpc_requests_total RPCs served, by API, method and status code.\n");
-        b.append("# TYPE kuasar_rpc_requests_total counter\n");
-        new TreeMap<String, RpcKey>(keyed()).forEach((k, key) -> rpcs.get(key).byCode.forEach((code, n) ->
-                b.append("kuasar_rpc_requests_total{api=\"").append(key.api()).append("\",method=\"")
-                        .append(key.method()).append("\",code=\"").append(code).append("\"} ").append(n.sum())
-                        .append('\n')));
-        b.append("# HELP kuasar_rpc_duration_seconds RPC latency.\n");
-        b.append("# TYPE kuasar_rpc_duration_seconds histogram\n");
-        new TreeMap<String, RpcKey>(keyed()).forEach((k, key) -> {
-            RpcStats s = rpcs.get(key);
-            String labels = "api=\"" + key.api() + "\",method=\"" + key.method() + "\"";
-            long cumulative = 0;
-            for (int i = 0; i < BUCKETS.length; i++) {
-                cumulative += s.buckets[i].sum();
-                b.append("kuasar_rpc_duration_seconds_bucket{").append(labels).append(",le=\"").append(BUCKETS[i])
-                        .append("\"} ").append(cumulative).append('\n');
+        StringBuilder b = new StringBuilder(8192);
+        List<Family> all = new ArrayList<>(CORE.values());
+        new TreeMap<>(extra).values().forEach(all::add);
+        Map<String, List<String>> gaugeNames = byFamily(gauges.keySet());
+        Map<String, List<String>> counterNames = byFamily(counters.keySet());
+        for (Family f : all) {
+            b.append("# HELP ").append(f.name()).append(' ').append(f.help()).append('\n');
+            b.append("# TYPE ").append(f.name()).append(' ').append(f.type()).append('\n');
+            for (String name : gaugeNames.getOrDefault(f.name(), List.of())) {
+                LongSupplier v = gauges.get(name);
+                b.append(name).append(' ').append(v.getAsLong()).append('\n');
             }
-            b.append("kuasar_rpc_duration_seconds_bucket{").append(labels).append(",le=\"+Inf\"} ")
-                    .append(s.count.sum()).append('\n');
-            b.append("kuasar_rpc_duration_seconds_sum{").append(labels).append("} ")
-                    .append(s.sumNanos.sum() / 1e9).append('\n');
-            b.append("kuasar_rpc_duration_seconds_count{").append(labels).append("} ").append(s.count.sum())
-                    .append('\n');
-        });
+            for (String name : counterNames.getOrDefault(f.name(), List.of())) {
+                b.append(name).append(' ').append(counters.get(name).sum()).append('\n');
+            }
+            if (f.name().equals("kuasar_rpc_duration_seconds")) {
+                new TreeMap<>(rpcs).forEach((labels, h) -> h.render(b, f.name(), labels));
+            } else if (f.name().equals("kuasar_step_duration_seconds")) {
+                new TreeMap<>(steps).forEach((labels, h) -> h.render(b, f.name(), labels));
+            }
+        }
         return b.toString();
     }
 
-    private Map<String, RpcKey> keyed() {
-        Map<String, RpcKey> m = new TreeMap<>();
-        rpcs.keySet().forEach(k -> m.put(k.api() + "/" + k.method(), k));
+    private static Map<String, List<String>> byFamily(Iterable<String> names) {
+        Map<String, List<String>> m = new TreeMap<>();
+        for (String n : names) {
+            m.computeIfAbsent(baseName(n), k -> new ArrayList<>()).add(n);
+        }
+        m.values().forEach(l -> l.sort(null));
         return m;
     }
 

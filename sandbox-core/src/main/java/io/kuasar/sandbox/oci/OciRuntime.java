@@ -4,6 +4,8 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.grpc.Status;
 import io.kuasar.sandbox.process.ProcessReaper;
+import io.kuasar.sandbox.tracing.Span;
+import io.kuasar.sandbox.tracing.Tracing;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -122,6 +124,21 @@ public final class OciRuntime {
      * exit becomes an exception carrying runc's last logged error.
      */
     public Result run(String what, Path logFile, List<String> args, Stdio stdio, byte[] input) throws IOException {
+        // one step per runtime call (oci.create, oci.start, ...): a span under the RPC and a step metric
+        String sub = args.stream().filter(a -> !a.startsWith("-")).findFirst().orElse("run");
+        try (Span step = Tracing.step("oci." + sub)) {
+            step.attr("oci.runtime", binary);
+            try {
+                return execute(what, logFile, args, stdio, input);
+            } catch (IOException | RuntimeException e) {
+                step.error(e);
+                throw e;
+            }
+        }
+    }
+
+    private Result execute(String what, Path logFile, List<String> args, Stdio stdio, byte[] input)
+            throws IOException {
         List<String> cmd = new ArrayList<>(wrapper);
         cmd.addAll(command(logFile, args));
         ProcessBuilder pb = new ProcessBuilder(cmd);

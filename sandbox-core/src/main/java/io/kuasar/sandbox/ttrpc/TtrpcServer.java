@@ -7,6 +7,9 @@ import io.grpc.Status;
 import io.kuasar.api.ttrpc.KeyValue;
 import io.kuasar.api.ttrpc.Request;
 import io.kuasar.api.ttrpc.Response;
+import io.kuasar.sandbox.tracing.Span;
+import io.kuasar.sandbox.tracing.TraceParent;
+import io.kuasar.sandbox.tracing.Tracing;
 import jdk.net.ExtendedSocketOptions;
 import jdk.net.UnixDomainPrincipal;
 import org.slf4j.Logger;
@@ -359,6 +362,8 @@ public final class TtrpcServer implements AutoCloseable {
         }
 
         private void run(Call call, CallContext ctx, TtrpcService.Method method, Request req) {
+            // containerd's otelttrpc client interceptor sends the W3C context in the call's metadata
+            Span span = Tracing.server("ttrpc", ctx.service(), ctx.method(), ctx.first(TraceParent.KEY)).activate();
             try {
                 Message result = switch (method) {
                     case TtrpcService.Unary u -> u.invoke(ctx, req.getPayload().toByteArray());
@@ -373,8 +378,10 @@ public final class TtrpcServer implements AutoCloseable {
                 if (status.getCode() == Status.Code.INTERNAL) {
                     LOG.warn("{}/{} failed", ctx.service(), ctx.method(), t);
                 }
+                span.error(status.getCode() + (status.getDescription() == null ? "" : ": " + status.getDescription()));
                 finish(call, status, null);
             } finally {
+                span.close();
                 activeCalls.decrementAndGet();
                 inFlightBytes.release(call.bytes);
             }

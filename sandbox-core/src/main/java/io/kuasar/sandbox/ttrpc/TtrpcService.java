@@ -50,6 +50,10 @@ public final class TtrpcService {
     record Unary(Parser<?> parser, UnaryHandler<Object, ?> handler, boolean interruptible) implements Method {
         Message invoke(CallContext ctx, byte[] payload) throws Exception {
             Object request = parser.parseFrom(payload);
+            io.kuasar.sandbox.tracing.Span span = io.kuasar.sandbox.tracing.Tracing.current();
+            if (span != null) {
+                io.kuasar.sandbox.tracing.TracingInterceptor.annotate(span, request);
+            }
             return handler.handle(ctx, request);
         }
     }

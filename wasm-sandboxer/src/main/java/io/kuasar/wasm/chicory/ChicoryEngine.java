@@ -59,7 +59,7 @@ public final class ChicoryEngine implements WasmEngine {
     private static final long PAGE = com.dylibso.chicory.runtime.Memory.PAGE_SIZE;
 
     private final DirectoryCache cache;
-    private final LoadedModules<Loaded> modules = new LoadedModules<>();
+    private final LoadedModules<Loaded> modules = new LoadedModules<>("chicory");
 
     /** @param cacheDir where compiled modules are kept across restarts (created if missing) */
     public ChicoryEngine(Path cacheDir) throws IOException {

@@ -1,5 +1,9 @@
 package io.kuasar.wasm.engine;
 
+import io.kuasar.sandbox.metrics.MetricsRegistry;
+import io.kuasar.sandbox.tracing.Span;
+import io.kuasar.sandbox.tracing.Tracing;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -14,6 +18,12 @@ import java.util.concurrent.ExecutionException;
  */
 public final class LoadedModules<M extends WasmEngine.Module> {
     private final Map<String, CompletableFuture<M>> byDigest = new ConcurrentHashMap<>();
+    private final String engine;
+
+    /** {@code engine} names the cache in the daemon's metrics ({@code cache="wasm.<engine>"}) and the compile step. */
+    public LoadedModules(String engine) {
+        this.engine = engine;
+    }
 
     /** Compiles the module in {@code wasm}, whose bytes and digest are given. */
     @FunctionalInterface
@@ -27,13 +37,21 @@ public final class LoadedModules<M extends WasmEngine.Module> {
         String digest = WasmEngine.digest(bytes);
         CompletableFuture<M> mine = new CompletableFuture<>();
         CompletableFuture<M> f = byDigest.putIfAbsent(digest, mine);
+        // a hit: a module of this content is loaded (or being compiled) already; a miss compiles (or reads the
+        // engine's on-disk output) under a wasm.compile step
+        MetricsRegistry.global().cacheLookup("wasm." + engine, f != null);
         if (f == null) {
             f = mine;
-            try {
-                mine.complete(compiler.compile(bytes, digest));
-            } catch (IOException | RuntimeException e) {
-                byDigest.remove(digest, mine);
-                mine.completeExceptionally(e);
+            try (Span step = Tracing.step("wasm.compile")) {
+                step.attr("kuasar.wasm.engine", engine).attr("kuasar.wasm.digest", digest)
+                        .attr("kuasar.wasm.bytes", bytes.length);
+                try {
+                    mine.complete(compiler.compile(bytes, digest));
+                } catch (IOException | RuntimeException e) {
+                    step.error(e);
+                    byDigest.remove(digest, mine);
+                    mine.completeExceptionally(e);
+                }
             }
         }
         try {

@@ -47,7 +47,7 @@ public final class WasmEdgeEngine implements WasmEngine {
 
     private final Path binary;
     private final Path cacheDir;
-    private final LoadedModules<Compiled> modules = new LoadedModules<>();
+    private final LoadedModules<Compiled> modules = new LoadedModules<>("wasmedge");
 
     public WasmEdgeEngine(Path binary, Path cacheDir) throws IOException {
         this.binary = binary;

@@ -57,7 +57,7 @@ public final class WasmtimeEngine implements WasmEngine {
 
     private final Path cacheDir;
     private final List<String> jvm;
-    private final LoadedModules<Loaded> modules = new LoadedModules<>();
+    private final LoadedModules<Loaded> modules = new LoadedModules<>("wasmtime");
     private Host host;
 
     /**
