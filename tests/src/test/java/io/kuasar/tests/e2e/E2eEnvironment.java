@@ -38,6 +38,8 @@ import java.util.stream.Stream;
  */
 public final class E2eEnvironment implements AutoCloseable {
     public static final String HANDLER = "kuasar-runc";
+    /** The handler of the runc-sandboxer that ReleaseTest installs from the release tarball. */
+    public static final String RELEASE_HANDLER = "kuasar-release";
     public static final String RUNC_ROOT = "/run/containerd/runc/k8s.io";
     static final String DEFAULT_BRIDGE = "kuasare2e0";
     static final String DEFAULT_SUBNET = "10.88.78.0/24";
@@ -76,6 +78,14 @@ public final class E2eEnvironment implements AutoCloseable {
     private final Map<String, VmmDaemon> ctrd17Daemons = new java.util.LinkedHashMap<>();
     private boolean ctrd17Started;
 
+    /**
+     * A containerd 2.x and a runc-sandboxer for it that both send OTLP traces where a test says
+     * ({@link #tracedCri}), on a bridge and subnet of their own.
+     */
+    private final Path tracedDir;
+    private final Map<String, String> tracedEnv = new HashMap<>();
+    private VmmDaemon traced;
+
     private E2eEnvironment() throws IOException {
         repo = Path.of(System.getProperty("kuasar.repo", "..")).toAbsolutePath().normalize();
         String p = System.getProperty("kuasar.e2e.prefix", "");
@@ -113,7 +123,9 @@ public final class E2eEnvironment implements AutoCloseable {
         childEnv.put("KUASAR_E2E_VMMFS_SOCKET", vmmfs.sock.toString());
         childEnv.put("KUASAR_E2E_WASM_SOCKET", wasm.sock.toString());
         childEnv.put("KUASAR_E2E_QUARK_SOCKET", quark.sock.toString());
+        childEnv.put("KUASAR_E2E_RELEASE_SOCKET", releaseSocket().toString());
 
+        tracedDir = workdir.resolve("ctrdt");
         ctrd17Dir = workdir.resolve("ctrd17");
         java.util.function.Supplier<Path> ctrd17Sock = () -> ctrd17Dir.resolve("containerd.sock");
         ctrd17Daemons.put("runc", new VmmDaemon("kuasar-runc", workdir.resolve("c17-runc.sock"),
@@ -156,6 +168,49 @@ public final class E2eEnvironment implements AutoCloseable {
             ctrd17Started = true;
         }
         return d.cri();
+    }
+
+    /**
+     * A CRI client of a containerd 2.x whose {@code kuasar-runc} pods run on a runc-sandboxer with
+     * {@code [sandbox] enable_tracing = true}; both processes get {@code otel} (the OTLP exporter's standard
+     * variables) in their environment. Started by the first call; later calls must pass the same settings.
+     */
+    public synchronized CriClient tracedCri(Map<String, String> otel) {
+        if (traced == null) {
+            tracedEnv.putAll(childEnv);
+            tracedEnv.putAll(otel);
+            tracedEnv.put("KUASAR_E2E_BRIDGE", "kuasare2et");
+            tracedEnv.put("KUASAR_E2E_SUBNET", "10.88.82.0/24"); // not the e2e (78), bench (79) or 1.7 (81) one
+            Path config = workdir.resolve("traced.toml");
+            try {
+                Files.writeString(config, "[sandbox]\nenable_tracing = true\n");
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            traced = new VmmDaemon("kuasar-runc", workdir.resolve("trc-runc.sock"), workdir.resolve("trc-state"),
+                    workdir.resolve("trc-sandboxer.log"), d -> launchDaemon("runc-sandboxer", d.sock, d.dir, d.log,
+                    List.of("--config", config.toString()), tracedDir, tracedEnv), () -> tracedDir.resolve("containerd.sock"));
+            traced.cri(); // the daemon first: containerd's proxy plugin dials its socket lazily anyway
+            Host.check(Duration.ofSeconds(90), tracedEnv, workdir, envSh.toString(), "start-containerd",
+                    tracedDir.toString(), traced.sock.toString());
+        } else if (!tracedEnv.entrySet().containsAll(otel.entrySet())) {
+            throw new IllegalStateException("the traced containerd already runs with other OTLP settings");
+        }
+        return traced.cri();
+    }
+
+    /** The Sandbox API socket and the log of the traced runc-sandboxer ({@link #tracedCri}). */
+    public Path tracedSandboxerSocket() {
+        return traced.sock;
+    }
+
+    public Path tracedSandboxerLog() {
+        return traced.log;
+    }
+
+    /** The pid of the traced runc-sandboxer ({@link #tracedCri}). */
+    public long tracedSandboxerPid() {
+        return traced.process.pid();
     }
 
     /** Stops containerd 1.7 (pods keep running) and starts it again on the same state. */
@@ -314,10 +369,40 @@ public final class E2eEnvironment implements AutoCloseable {
             if (differs(target.resolve("libexec/kuasar-fifo-keeper"), prefix.resolve("libexec/kuasar/kuasar-fifo-keeper"))) {
                 return "kuasar-fifo-keeper changed";
             }
+            for (String module : List.of("vmm-sandboxer", "kuasar-ctl")) {
+                String changed = jarsDiffer(module);
+                if (changed != null) {
+                    return changed;
+                }
+            }
             return null;
         } catch (IOException e) {
             return "cannot compare: " + e.getMessage();
         }
+    }
+
+    /** Why a module's installed jars (lib/kuasar/{@code module}) differ from its build's, or null. */
+    private String jarsDiffer(String module) throws IOException {
+        Path target = repo.resolve(module).resolve("target");
+        if (!Files.isDirectory(target.resolve("lib"))) {
+            return null;
+        }
+        if (!Files.isExecutable(prefix.resolve("bin").resolve(module))) {
+            return "bin/" + module + " missing";
+        }
+        List<Path> built = new ArrayList<>();
+        try (Stream<Path> s = Files.list(target.resolve("lib"))) {
+            s.filter(p -> p.toString().endsWith(".jar")).forEach(built::add);
+        }
+        try (Stream<Path> s = Files.list(target)) {
+            s.filter(p -> p.getFileName().toString().matches(module + "-.*[0-9T]\\.jar")).forEach(built::add);
+        }
+        for (Path b : built) {
+            if (differs(b, prefix.resolve("lib/kuasar").resolve(module).resolve(b.getFileName()))) {
+                return module + ": " + b.getFileName() + " changed";
+            }
+        }
+        return null;
     }
 
     private static boolean differs(Path built, Path installed) throws IOException {
@@ -585,18 +670,24 @@ public final class E2eEnvironment implements AutoCloseable {
 
     /** The same, sending its task events to the containerd of {@code containerdDir}. */
     Process launchDaemon(String name, Path sock, Path dir, Path log, List<String> extra, Path containerdDir) {
+        return launchDaemon(name, sock, dir, log, extra, containerdDir, childEnv);
+    }
+
+    /** The same, with {@code env} as the daemon's environment. */
+    Process launchDaemon(String name, Path sock, Path dir, Path log, List<String> extra, Path containerdDir,
+                         Map<String, String> env) {
         Path launcher = prefix.resolve("bin").resolve(name);
         if (!Files.isExecutable(launcher)) {
             throw new IllegalStateException(launcher + " missing: the install prefix predates " + name);
         }
         List<String> cmd = new ArrayList<>(List.of(launcher.toString(), "--listen", sock.toString(), "--dir",
                 dir.toString(), "--containerd-ttrpc-address", containerdDir.resolve("containerd.sock.ttrpc").toString(),
-                "--log-level", "debug"));
+                "--log-level", "debug", "--metrics-listen", "unix:" + metricsSocket(sock)));
         cmd.addAll(extra);
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
-        pb.environment().putAll(childEnv);
+        pb.environment().putAll(env);
         Process p;
         try {
             p = pb.start();
@@ -636,6 +727,24 @@ public final class E2eEnvironment implements AutoCloseable {
 
     public CriClient cri() {
         return cri;
+    }
+
+    /** The source tree (make, the release tarball in dist/). */
+    public Path repo() {
+        return repo;
+    }
+
+    /**
+     * Where containerd expects the Sandbox API of the {@code kuasar-release} handler: ReleaseTest starts a
+     * runc-sandboxer installed from the release tarball there.
+     */
+    public Path releaseSocket() {
+        return workdir.resolve("release.sock");
+    }
+
+    /** containerd's ttrpc address, for a sandboxer's task events ({@code --containerd-ttrpc-address}). */
+    public Path containerdTtrpc() {
+        return ctrdDir.resolve("containerd.sock.ttrpc");
     }
 
     public Path workdir() {
@@ -757,9 +866,37 @@ public final class E2eEnvironment implements AutoCloseable {
 
     /** runc-sandboxer's Prometheus text, from its metrics endpoint (a Unix socket in the workdir). */
     public String scrapeMetrics() {
+        return scrape(workdir.resolve("metrics.sock"));
+    }
+
+    /**
+     * The Prometheus text of the run's daemon of {@code kind} ("runc", "vmm", "wasm" or "quark"), started if it
+     * was not yet running.
+     */
+    public String scrapeMetrics(String kind) {
+        VmmDaemon d = switch (kind) {
+            case "runc" -> null;
+            case "vmm" -> vmm;
+            case "wasm" -> wasm;
+            case "quark" -> quark;
+            default -> throw new IllegalArgumentException("no daemon kind " + kind);
+        };
+        if (d == null) {
+            return scrapeMetrics();
+        }
+        d.cri();
+        return scrape(metricsSocket(d.sock));
+    }
+
+    /** Where a daemon started by {@link #launchDaemon} serves its metrics: beside its Sandbox API socket. */
+    static Path metricsSocket(Path sock) {
+        return sock.resolveSibling(sock.getFileName() + ".metrics");
+    }
+
+    private static String scrape(Path socket) {
         try (java.nio.channels.SocketChannel c = java.nio.channels.SocketChannel.open(
                 java.net.StandardProtocolFamily.UNIX)) {
-            c.connect(java.net.UnixDomainSocketAddress.of(workdir.resolve("metrics.sock")));
+            c.connect(java.net.UnixDomainSocketAddress.of(socket));
             c.write(java.nio.ByteBuffer.wrap("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".getBytes()));
             String resp = new String(java.nio.channels.Channels.newInputStream(c).readAllBytes());
             return resp.substring(resp.indexOf("\r\n\r\n") + 4);
@@ -850,6 +987,15 @@ public final class E2eEnvironment implements AutoCloseable {
                 problems.add("containerd 1.7: env.sh clean: " + e.getMessage());
             }
             ctrd17Daemons.values().forEach(VmmDaemon::removeDir);
+        }
+        if (traced != null) {
+            traced.stop(problems);
+            try {
+                Host.check(Duration.ofSeconds(90), tracedEnv, null, envSh.toString(), "clean", tracedDir.toString());
+            } catch (RuntimeException e) {
+                problems.add("traced containerd: env.sh clean: " + e.getMessage());
+            }
+            traced.removeDir();
         }
         vmm.stop(problems);
         vmmfs.stop(problems);

@@ -32,6 +32,11 @@ class VmmPodTest {
         CriClient.Pod pod = cri.runPod("vmpod", false);
         long bootMs = (System.nanoTime() - t0) / 1_000_000;
         E2eEnvironment.log("kuasar-vmm RunPodSandbox took " + bootMs + " ms");
+        // the boot and the guest setup are steps in the daemon's metrics (and spans when tracing is on)
+        assertThat(MetricsTest.sample(env.scrapeMetrics("vmm"), "kuasar_step_duration_seconds_count{step=\"vm.boot\"}"))
+                .isPositive();
+        assertThat(MetricsTest.sample(env.scrapeMetrics("vmm"), "kuasar_step_duration_seconds_count{step=\"vm.setup\"}"))
+                .isPositive();
         String c1 = cri.runContainer(pod, "web", CriClient.ContainerOptions.defaults().logPath("web.log"), "sh", "-c",
                 "echo started on $(uname -r); mkdir -p /www; echo hello-from-the-vm > /www/index.html; "
                         + "exec httpd -f -p 8080 -h /www");
