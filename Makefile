@@ -37,6 +37,9 @@ JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAt
 # wasm-sandboxer runs the modules in its own heap (linear memory is heap buffers) and compiles them to classes:
 # room for both. Each module is capped by its container's memory limit (by WasmRuntime's default without one).
 WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCacheSize=96m
+# kuasar-ctl: one command and out; C1 only, the serial GC, a small heap.
+CTL_JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xmx64m \
+            -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
 .PHONY: all build install test e2e bench bench-vmm bench-wasm bench-quark quickstart vmm-image wasm-engines runsc clean check-jdk
 
@@ -92,6 +95,14 @@ install: build
 	    -e 's|@MAIN@|io.kuasar.quark.QuarkSandboxerMain|' packaging/bin/launcher.in > $(BIN)/quark-sandboxer
 	chmod 0755 $(BIN)/quark-sandboxer
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-quark.service > $(UNITDIR)/kuasar-quark.service
+	# kuasar-ctl (docs/kuasar-ctl.md): a short-lived tool, so a JVM that starts fast rather than one that stays small
+	install -d $(LIBDIR)/kuasar-ctl
+	rm -f $(LIBDIR)/kuasar-ctl/*.jar
+	install -m 0644 kuasar-ctl/target/lib/*.jar kuasar-ctl/target/kuasar-ctl-*[0-9T].jar $(LIBDIR)/kuasar-ctl/
+	sed -e 's|@NAME@|kuasar-ctl|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(CTL_JVM_OPTS)|' \
+	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/kuasar-ctl|' \
+	    -e 's|@MAIN@|io.kuasar.ctl.KuasarCtlMain|' packaging/bin/launcher.in > $(BIN)/kuasar-ctl
+	chmod 0755 $(BIN)/kuasar-ctl
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml

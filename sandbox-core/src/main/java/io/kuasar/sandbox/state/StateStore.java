@@ -200,4 +200,30 @@ public final class StateStore {
     public ObjectMapper json() {
         return json;
     }
+
+    /**
+     * The sandboxes of a {@code --dir} as they are on disk, for tools that only look (kuasar-ctl): nothing is
+     * created, migrated or moved aside; a directory without a readable record is listed with a null record. Empty
+     * when {@code root} has no sandboxes.
+     */
+    public static java.util.SortedMap<String, SandboxRecord> peek(Path root) throws IOException {
+        java.util.SortedMap<String, SandboxRecord> found = new java.util.TreeMap<>();
+        Path dir = root.resolve(SANDBOXES);
+        if (!Files.isDirectory(dir)) {
+            return found;
+        }
+        ObjectMapper reader = new ObjectMapper().disable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES);
+        try (Stream<Path> dirs = Files.list(dir)) {
+            for (Path d : dirs.filter(Files::isDirectory).toList()) {
+                SandboxRecord r = null;
+                try {
+                    r = reader.readValue(d.resolve(STATE_FILE).toFile(), SandboxRecord.class);
+                } catch (IOException | RuntimeException e) {
+                    // not written yet, or unreadable: the daemon moves it aside when it loads it
+                }
+                found.put(d.getFileName().toString(), r);
+            }
+        }
+        return found;
+    }
 }

@@ -46,6 +46,29 @@ public final class TaskStore {
         Files.deleteIfExists(file(id));
     }
 
+    /**
+     * The container records of a {@code --dir} as they are on disk, for tools that only look (kuasar-ctl): nothing is
+     * created or moved; unreadable records are skipped.
+     */
+    public static List<TaskRecord> peek(Path root) throws IOException {
+        Path dir = root.resolve("tasks");
+        List<TaskRecord> out = new ArrayList<>();
+        if (!Files.isDirectory(dir)) {
+            return out;
+        }
+        ObjectMapper reader = new ObjectMapper();
+        try (Stream<Path> s = Files.list(dir)) {
+            for (Path f : s.filter(p -> p.getFileName().toString().endsWith(".json")).sorted().toList()) {
+                try {
+                    out.add(reader.readValue(f.toFile(), TaskRecord.class));
+                } catch (IOException | RuntimeException e) {
+                    // being written, or broken: the daemon deals with it
+                }
+            }
+        }
+        return out;
+    }
+
     /** A record read from disk, and its file (to move aside if it cannot be recovered). */
     record Stored(Path file, TaskRecord record) {
     }

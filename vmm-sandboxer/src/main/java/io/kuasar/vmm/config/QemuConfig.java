@@ -17,14 +17,14 @@ import java.util.Locale;
  * vhost-device-vsock, one per VM), since these machines have no vhost-vsock; the agent is on vsock port 1024, as
  * Kuasar's; {@code enable_template} and {@code template_path} (Kata's names): pods start from a saved VM template
  * (see {@code io.kuasar.vmm.qemu.QemuTemplate}), kept under {@code template_path} (default
- * {@code <--dir>/template}). A bad value is rejected at start with the key and the reason.
+ * {@code <--dir>/template}); {@code [hypervisor.task] debug} (Kuasar's key) enables the guest's debug console. A bad value is rejected at start with the key and the reason.
  */
 public record QemuConfig(String qemuPath, String machineType, String accelerator, String cpuModel,
                          String cpuFeatures, String firmwarePath, String kernelPath, String initrdPath,
                          String kernelParams, int vcpus, int memoryInMb, String shareFs, String entropySource,
                          String virtio9pMultidevs, boolean useVsock, String vhostUserVsockPath,
                          int agentTimeoutSecs, boolean debug, boolean freePageReporting, Virtiofsd virtiofsd,
-                         boolean enableTemplate, String templatePath) {
+                         boolean enableTemplate, String templatePath, boolean taskDebug) {
     public static final String SHARE_9P = "Virtio9P";
     public static final String SHARE_VIRTIOFS = "VirtioFS";
 
@@ -55,7 +55,8 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
                 bool(h, "free_page_reporting", true, source),
                 Virtiofsd.from(h.path("virtiofsd"), source),
                 bool(h, "enable_template", false, source),
-                text(h, "template_path", ""));
+                text(h, "template_path", ""),
+                bool(h.path("task"), "debug", false, source));
         c.validate(source);
         return c;
     }
@@ -88,6 +89,16 @@ public record QemuConfig(String qemuPath, String machineType, String accelerator
         if (cpuModel.isEmpty()) {
             throw bad(source, "cpu_model", "", "must not be empty (Kuasar's default is \"host\")");
         }
+    }
+
+    /**
+     * Kuasar's debug console in the guest ({@code task.debug}): {@code [hypervisor.task] debug = true} (Kuasar's key),
+     * or {@code task.debug} in {@code kernel_params}. The guest then serves a root shell to kuasar-ctl exec: on vsock
+     * port 1025 with {@code use_vsock}, else on a second virtio-serial port whose host end is the sandbox's
+     * {@code debug.sock} (mode 0600).
+     */
+    public boolean debugConsole() {
+        return taskDebug || java.util.Arrays.asList(kernelParams.trim().split("\\s+")).contains("task.debug");
     }
 
     public boolean virtiofs() {

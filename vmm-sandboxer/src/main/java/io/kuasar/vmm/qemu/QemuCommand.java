@@ -20,6 +20,9 @@ public final class QemuCommand {
     public static final String AGENT_PORT = "agent.channel.0";
     public static final String SHARE_TAG = "kuasar";
     static final String AGENT_SOCKET = "agent.sock";
+    /** The debug console's virtio-serial port (vmm-task's DebugConsole) and its chardev socket (kuasar-ctl exec). */
+    public static final String DEBUG_PORT = "debug.console.0";
+    public static final String DEBUG_SOCKET = "debug.sock";
     static final String QMP_SOCKET = "qmp.sock";
     static final String CONSOLE_LOG = "console.log";
     static final String VIRTIOFS_SOCKET = "virtiofs.sock";
@@ -92,6 +95,12 @@ public final class QemuCommand {
                     "-device", "virtio-serial-pci,id=serial0",
                     "-chardev", "socket,id=agent,path=" + dir.resolve(AGENT_SOCKET) + ",server=on,wait=off",
                     "-device", "virtserialport,bus=serial0.0,chardev=agent,name=" + AGENT_PORT));
+            if (c.debugConsole()) {
+                // the guest's debug console (with use_vsock it is on vsock port 1025 instead)
+                a.addAll(List.of(
+                        "-chardev", "socket,id=debug,path=" + dir.resolve(DEBUG_SOCKET) + ",server=on,wait=off",
+                        "-device", "virtserialport,bus=serial0.0,chardev=debug,name=" + DEBUG_PORT));
+            }
         }
         if (t != null) {
             a.addAll(List.of("-object", "memory-backend-file,id=mem0,size=" + spec.memoryInMb() + "M,mem-path="
@@ -139,7 +148,8 @@ public final class QemuCommand {
     static String kernelParams(QemuConfig c) {
         String p = BASE_PARAMS + " task.sharefs_type=" + (c.virtiofs() ? "virtiofs" : "9p")
                 + (c.useVsock() ? " task.agent_vsock=" + AGENT_VSOCK_PORT : "")
-                + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim());
+                + (c.kernelParams().isBlank() ? "" : " " + c.kernelParams().trim())
+                + (c.taskDebug() ? " task.debug" : "");
         return c.debug() ? p + " task.log_level=debug" : p + " quiet";
     }
 }

@@ -87,6 +87,9 @@ public final class QemuHypervisor implements Hypervisor {
         List<String> sockets = new ArrayList<>(List.of(QemuCommand.QMP_SOCKET));
         sockets.addAll(config.useVsock() ? List.of(QemuCommand.VHOST_VSOCK_SOCKET, QemuCommand.VSOCK_UDS)
                 : List.of(QemuCommand.AGENT_SOCKET));
+        if (config.debugConsole() && !config.useVsock()) {
+            sockets.add(QemuCommand.DEBUG_SOCKET);
+        }
         if (config.virtiofs()) {
             sockets.add(QemuCommand.VIRTIOFS_SOCKET);
         }
@@ -153,6 +156,12 @@ public final class QemuHypervisor implements Hypervisor {
         // QEMU creates its sockets before the guest runs: wait for them, or for QEMU to fail (a bad option).
         VmmProcesses.awaitSocket(spec.sandboxId(), "QEMU", p, spec.dir().resolve(QemuCommand.QMP_SOCKET), log,
                 deadline);
+        if (config.debugConsole() && !config.useVsock()) {
+            // a root shell in the guest: for root only, whatever the umask made of it
+            Path debug = spec.dir().resolve(QemuCommand.DEBUG_SOCKET);
+            VmmProcesses.awaitSocket(spec.sandboxId(), "QEMU", p, debug, log, deadline);
+            Files.setPosixFilePermissions(debug, java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+        }
         return new QemuVm(spec, p.toHandle(), exit, virtiofsd, vsock, config.useVsock());
     }
 

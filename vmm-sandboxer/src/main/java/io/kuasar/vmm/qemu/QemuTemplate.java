@@ -227,6 +227,7 @@ final class QemuTemplate {
         s.append("|machine=").append(config.machineType()).append("|accel=").append(accelerator)
                 .append("|vcpus=").append(config.vcpus()).append("|mem=").append(config.memoryInMb())
                 .append("|params=").append(config.kernelParams()).append("|debug=").append(config.debug())
+                .append("|console=").append(config.debugConsole())
                 .append("|fpr=").append(config.freePageReporting()).append("|rng=").append(config.entropySource())
                 .append("|9p=").append(config.virtio9pMultidevs());
         try {

@@ -98,6 +98,27 @@ class QemuCommandTest {
     }
 
     @Test
+    void taskDebugAddsKuasarsDebugConsoleOnASecondPortOrOnVsock() throws Exception {
+        String off = String.join(" ", QemuCommand.build(config(""), "tcg", spec));
+        assertThat(off).doesNotContain("task.debug").doesNotContain("debug.sock").doesNotContain("debug.console.0");
+        List<String> a = QemuCommand.build(config("[hypervisor.task]\ndebug = true\n"), "tcg", spec);
+        String on = String.join(" ", a);
+        assertThat(a.get(a.indexOf("-append") + 1)).contains(" task.debug");
+        assertThat(on).contains("-chardev socket,id=debug,path=/run/kuasar-vmm/sandboxes/s1/debug.sock,server=on,"
+                + "wait=off -device virtserialport,bus=serial0.0,chardev=debug,name=debug.console.0");
+        // the agent's port stays the first one
+        assertThat(on.indexOf("name=agent.channel.0")).isLessThan(on.indexOf("name=debug.console.0"));
+        // task.debug in kernel_params (Kuasar's QEMU way) gets the port too
+        assertThat(String.join(" ", QemuCommand.build(config("kernel_params = \"task.debug\"\n"), "tcg", spec)))
+                .contains("name=debug.console.0");
+        // with vsock the guest serves vsock port 1025: no extra port
+        List<String> v = QemuCommand.build(config("use_vsock = true\n[hypervisor.task]\ndebug = true\n"), "tcg",
+                spec);
+        assertThat(v.get(v.indexOf("-append") + 1)).contains(" task.debug").contains("task.agent_vsock=1024");
+        assertThat(String.join(" ", v)).doesNotContain("debug.sock");
+    }
+
+    @Test
     void virtiofsSharesThroughVhostUserWithGuestRamInASharedMemfd() throws Exception {
         List<String> a = QemuCommand.build(config("share_fs = \"VirtioFS\"\n[hypervisor.virtiofsd]\ncache = \"auto\"\n"),
                 "tcg", spec);

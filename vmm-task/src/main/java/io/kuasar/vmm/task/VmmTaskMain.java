@@ -72,6 +72,9 @@ public final class VmmTaskMain {
         }
         steps.done("services");
         new GuestNetwork().up("lo");
+        if (config.debug()) {
+            DebugConsole.start(config); // Kuasar's debug console (kuasar-ctl exec), in the background
+        }
         if (config.agentVsockPort() > 0) {
             // Kuasar's channel: vsock port 1024 (vhost-user-vsock under QEMU here, Cloud Hypervisor's hybrid vsock)
             int listening = io.kuasar.sandbox.sys.Linux.vsockListen(config.agentVsockPort());
