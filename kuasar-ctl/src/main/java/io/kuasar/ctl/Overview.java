@@ -188,8 +188,14 @@ final class Overview {
         if (down == null) {
             try (SandboxApi api = new SandboxApi(s.socket(), timeout)) {
                 ControllerStatusResponse st = api.status(f.id(), true);
-                root.set("status", JSON.readTree(com.google.protobuf.util.JsonFormat.printer()
-                        .preservingProtoFieldNames().print(st)));
+                // an Any of a type this tool does not know is shown by its type URL only
+                ControllerStatusResponse shown = st.hasExtra() ? st.toBuilder().clearExtra().build() : st;
+                ObjectNode status = (ObjectNode) JSON.readTree(com.google.protobuf.util.JsonFormat.printer()
+                        .preservingProtoFieldNames().print(shown));
+                if (st.hasExtra()) {
+                    status.putObject("extra").put("type_url", st.getExtra().getTypeUrl());
+                }
+                root.set("status", status);
             } catch (StatusRuntimeException e) {
                 down = SandboxApi.describe(e);
             }

@@ -188,11 +188,14 @@ final class DebugConsole {
 
     /**
      * The shell in a session of its own whose controlling terminal is the pty's slave: setsid, then a shell that
-     * opens the slave as its stdio (the first terminal a session leader opens becomes its controlling one).
+     * opens the slave as its stdio (the first terminal a session leader opens becomes its controlling one). In exec
+     * mode the shell reads the one command line from the terminal and runs it as an interactive shell would, but is
+     * not interactive itself: busybox's ash would print its banner first, which Kuasar's bash does not.
      */
     Process spawn(String slave, boolean exec) throws IOException {
         List<String> cmd = new ArrayList<>(List.of("setsid", "/bin/sh", "-c",
-                "exec 0<>\"$1\" 1>&0 2>&0; exec \"$2\"", "sh", slave, shell));
+                "exec 0<>\"$1\" 1>&0 2>&0; " + (exec ? "exec \"$2\" -c 'IFS= read -r line && eval \"$line\"'"
+                        : "exec \"$2\""), "sh", slave, shell));
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.DISCARD)

@@ -44,6 +44,14 @@ class DebugConsoleTest {
     }
 
     @Test
+    void execModePrintsNothingButTheCommandsOutputWithBusybox() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(java.nio.file.Files.isExecutable(Path.of("/bin/busybox")));
+        String out = run("KSR_MODE exec\nexec sh -c '\"$@\"; rc=$?; printf \"%s:%s:%s\\n\" __KSR_EXIT__ t \"$rc\"; "
+                + "exit \"$rc\"' sh echo 'a  b'\n", "/bin/busybox-sh");
+        assertThat(out).isEqualTo("a  b\n__KSR_EXIT__:t:0\n"); // no banner, no prompt
+    }
+
+    @Test
     void anyOtherFirstLineIsAnInteractiveShellThatEchoes() throws Exception {
         String out = run("echo one-$((40+2))\nexit 3\n");
         assertThat(out).contains("echo one-$((40+2))").contains("one-42\r\n");
@@ -51,17 +59,28 @@ class DebugConsoleTest {
 
     /** Sends {@code input} as a host would, then reads until the session closes the connection. */
     private String run(String input) throws Exception {
+        return run(input, "/bin/sh");
+    }
+
+    private String run(String input, String shell) throws Exception {
+        if (shell.equals("/bin/busybox-sh")) {
+            // busybox as the guest has it: a link named sh
+            Path link = dir.resolve("sh");
+            java.nio.file.Files.createSymbolicLink(link, Path.of("/bin/busybox"));
+            shell = link.toString();
+        }
         Path sock = dir.resolve("c.sock");
         int listening = UnixSockets.listen(sock.toString());
         try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             ch.connect(UnixDomainSocketAddress.of(sock));
             int fd = UnixSockets.accept(listening);
             ch.write(ByteBuffer.wrap(input.getBytes(StandardCharsets.UTF_8)));
+            String sh = shell;
             CompletableFuture<Void> session = CompletableFuture.runAsync(() -> {
                 try (var arena = java.lang.foreign.Arena.ofConfined()) {
                     var buf = arena.allocate(4096);
                     long n = Linux.read(fd, buf, 4096);
-                    new DebugConsole("/bin/sh").session(fd, buf.asSlice(0, n).toArray(
+                    new DebugConsole(sh).session(fd, buf.asSlice(0, n).toArray(
                             java.lang.foreign.ValueLayout.JAVA_BYTE), false);
                 } finally {
                     Linux.close(fd);
