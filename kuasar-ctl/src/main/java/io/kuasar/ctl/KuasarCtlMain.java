@@ -18,13 +18,25 @@ import java.util.concurrent.Callable;
  * console (Kuasar's protocol); beyond Kuasar, {@code ps} and {@code inspect} show the sandboxes of every sandboxer
  * daemon on the node, and {@code check} diagnoses the node. docs/kuasar-ctl.md.
  */
-@Command(name = "kuasar-ctl", version = "kuasar-ctl 0.1.0 (Kuasar Java)", mixinStandardHelpOptions = true,
+@Command(name = "kuasar-ctl", version = "kuasar-ctl 0.1.0 (Kuasar Java)",
         description = "Kuasar's node tool: exec into a microVM's debug console, list and inspect the sandboxes of "
                 + "every sandboxer daemon, check the node.",
         subcommands = {KuasarCtlMain.Exec.class, KuasarCtlMain.Ps.class, KuasarCtlMain.Inspect.class,
                 KuasarCtlMain.Check.class})
 public final class KuasarCtlMain implements Callable<Integer> {
     static final int EXIT_ERROR = 1;
+
+    /** -h/--help on the tool and on each command, worded as the daemons' (their -v/--version too). */
+    static final class HelpOption {
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit")
+        boolean help;
+    }
+
+    @CommandLine.Mixin
+    HelpOption helpOption;
+
+    @Option(names = {"-v", "--version"}, versionHelp = true, description = "Print version information and exit")
+    boolean versionRequested;
 
     @Override
     public Integer call() {
@@ -56,6 +68,9 @@ public final class KuasarCtlMain implements Callable<Integer> {
             + "[hypervisor.task] debug = true in vmm-sandboxer's config). Exit code: the command's; 124 on timeout, "
             + "130 on Ctrl-C, 125 when kuasar-ctl itself fails.")
     static final class Exec implements Callable<Integer> {
+        @CommandLine.Mixin
+        HelpOption helpOption;
+
         @Parameters(index = "0", paramLabel = "SANDBOX", description = "Sandbox id or a unique prefix of it")
         String sandbox;
 
@@ -85,6 +100,9 @@ public final class KuasarCtlMain implements Callable<Integer> {
     @Command(name = "ps", description = "List the sandboxes of every sandboxer daemon on the node.")
     static final class Ps implements Callable<Integer> {
         @CommandLine.Mixin
+        HelpOption helpOption;
+
+        @CommandLine.Mixin
         DaemonOptionsMixin daemons;
 
         @Option(names = {"-o", "--output"}, description = "table or json (default: ${DEFAULT-VALUE})")
@@ -107,6 +125,9 @@ public final class KuasarCtlMain implements Callable<Integer> {
     @Command(name = "inspect", description = "Print a sandbox's full Status (verbose) from its daemon, as JSON.")
     static final class Inspect implements Callable<Integer> {
         @CommandLine.Mixin
+        HelpOption helpOption;
+
+        @CommandLine.Mixin
         DaemonOptionsMixin daemons;
 
         @Parameters(index = "0", paramLabel = "SANDBOX", description = "Sandbox id or a unique prefix of it")
@@ -124,6 +145,9 @@ public final class KuasarCtlMain implements Callable<Integer> {
     @Command(name = "check", description = "Diagnose the node: one line per check, OK, WARN or FAIL with the fix. "
             + "Exit code 0 without a FAIL, else 1.")
     static final class Check implements Callable<Integer> {
+        @CommandLine.Mixin
+        HelpOption helpOption;
+
         @CommandLine.Mixin
         DaemonOptionsMixin daemons;
 

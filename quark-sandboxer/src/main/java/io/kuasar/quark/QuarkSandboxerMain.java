@@ -40,7 +40,7 @@ public final class QuarkSandboxerMain extends SandboxerDaemon {
     String platform = "systrap";
 
     @Option(names = "--network", description = "gVisor pod network: sandbox (gVisor's own stack on the pod netns), "
-            + "host (host-kernel sockets inside the pod netns) or none (default: ${DEFAULT-VALUE})")
+            + "host (host-kernel sockets inside the pod netns) or none (default: sandbox)")
     Runsc.Network network = Runsc.Network.SANDBOX;
 
     @Option(names = "--quark", description = "Quark's binary for the quark backend (default: ${DEFAULT-VALUE}, from PATH)")

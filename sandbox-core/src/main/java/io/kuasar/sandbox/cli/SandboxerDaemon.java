@@ -22,6 +22,7 @@ import io.kuasar.sandbox.ttrpc.TtrpcService;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.slf4j.bridge.SLF4JBridgeHandler;
+import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 import java.nio.file.Path;
@@ -34,6 +35,20 @@ import java.util.concurrent.Callable;
  * {@code --log-level}; the Sandbox API on a Unix socket; recovery of the state directory; and a clean exit 0 on
  * SIGTERM that leaves pods running.
  */
+@Command(sortOptions = true, footerHeading = "%n", footer = {
+        "Signals:",
+        "  SIGTERM, SIGINT  stop serving, exit 0; pods keep running, the next start",
+        "                   recovers them",
+        "  SIGUSR1          turn OTLP tracing on or off ([sandbox] enable_tracing)",
+        "Environment:",
+        "  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL (grpc or",
+        "  http/protobuf), OTEL_SERVICE_NAME and the other standard OTEL_* variables;",
+        "  KUASAR_LIBEXEC (helpers; default /usr/local/libexec/kuasar)",
+        "Exit codes:",
+        "  0 stopped by a signal, 1 cannot serve (e.g. another daemon holds --dir),",
+        "  2 bad flags, config or environment",
+        "Docs: docs/containerd.md (containerd), docs/observability.md (metrics, tracing)",
+        ""})
 public abstract class SandboxerDaemon implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(SandboxerDaemon.class);
 

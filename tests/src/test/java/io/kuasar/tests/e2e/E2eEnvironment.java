@@ -729,6 +729,11 @@ public final class E2eEnvironment implements AutoCloseable {
         return cri;
     }
 
+    /** The install prefix the run's daemons come from ({@code make install PREFIX=...}). */
+    public Path prefix() {
+        return prefix;
+    }
+
     /** The source tree (make, the release tarball in dist/). */
     public Path repo() {
         return repo;

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.grpc.Status;
+import io.kuasar.sandbox.logging.Progress;
 import io.kuasar.sandbox.process.ExitStatus;
 import io.kuasar.sandbox.state.AtomicFiles;
 import io.kuasar.sandbox.state.StateStore;
@@ -125,7 +126,8 @@ final class QemuTemplate {
                 new QemuCommand.Templated(dir.resolve(MEMORY), false));
         long t0 = System.nanoTime();
         Instant deadline = Instant.now().plus(BUILD_TIMEOUT);
-        LOG.info("making a VM template in {}", dir);
+        // minutes under TCG: say so while it runs (pods boot cold until it is ready)
+        Progress progress = Progress.start(LOG, "making the VM template in " + dir, Duration.ZERO);
         LOG.debug("template: {}", String.join(" ", cmd));
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(dir.resolve("qemu.log").toFile())
                 .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
@@ -153,7 +155,11 @@ final class QemuTemplate {
             LOG.info("VM template made in {} ms (guest up in {} ms), device state {} KiB",
                     (System.nanoTime() - t0) / 1_000_000, (booted - t0) / 1_000_000,
                     Files.size(dir.resolve(STATE)) / 1024);
+        } catch (Exception e) {
+            progress.failed();
+            throw e;
         } finally {
+            progress.close();
             if (p.isAlive()) {
                 p.destroyForcibly();
             }

@@ -1,12 +1,17 @@
 package io.kuasar.wasm.engine;
 
+import io.kuasar.sandbox.logging.Progress;
 import io.kuasar.sandbox.metrics.MetricsRegistry;
 import io.kuasar.sandbox.tracing.Span;
 import io.kuasar.sandbox.tracing.Tracing;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -18,6 +23,8 @@ import java.util.concurrent.ExecutionException;
  */
 public final class LoadedModules<M extends WasmEngine.Module> {
     private final Map<String, CompletableFuture<M>> byDigest = new ConcurrentHashMap<>();
+    private static final Logger LOG = LoggerFactory.getLogger(LoadedModules.class);
+    private static final Duration QUIET = Duration.ofSeconds(2);
     private final String engine;
 
     /** {@code engine} names the cache in the daemon's metrics ({@code cache="wasm.<engine>"}) and the compile step. */
@@ -42,13 +49,17 @@ public final class LoadedModules<M extends WasmEngine.Module> {
         MetricsRegistry.global().cacheLookup("wasm." + engine, f != null);
         if (f == null) {
             f = mine;
-            try (Span step = Tracing.step("wasm.compile")) {
+            // a large module's first compile can take seconds: the log says so if it does
+            try (Span step = Tracing.step("wasm.compile");
+                 Progress progress = Progress.start(LOG, "compiling " + wasm + " (" + bytes.length / 1024 + " KiB) on "
+                         + engine, QUIET)) {
                 step.attr("kuasar.wasm.engine", engine).attr("kuasar.wasm.digest", digest)
                         .attr("kuasar.wasm.bytes", bytes.length);
                 try {
                     mine.complete(compiler.compile(bytes, digest));
                 } catch (IOException | RuntimeException e) {
                     step.error(e);
+                    progress.failed();
                     byDigest.remove(digest, mine);
                     mine.completeExceptionally(e);
                 }
