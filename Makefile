@@ -1,6 +1,9 @@
 # Kuasar (Java) — build, install, test.
 #   make                     build every module (Maven, JDK 25)
 #   make install PREFIX=...  install launchers, helpers and systemd units (default PREFIX=/usr/local)
+#   make release             dist/kuasar-<version>-linux-<arch>.tar.gz (+ .sha256): make install's tree for
+#                            /usr/local with a jlink'd Java runtime, install.sh/uninstall.sh, SHA256SUMS; installs
+#                            on a fresh Debian 12/13 with `sudo ./install.sh` (MVN=true: no Maven step; VERSION=...)
 #   make test                unit and integration tests (what CI runs, with e2e)
 #   make e2e                 end-to-end tests against real containerd 2.x, runc and CNI (root)
 #   make bench               benchmark against containerd's stock runc shim (root)
@@ -26,6 +29,20 @@ BIN     := $(DESTDIR)$(PREFIX)/bin
 LIBDIR  := $(DESTDIR)$(PREFIX)/lib/kuasar
 LIBEXEC := $(DESTDIR)$(PREFIX)/libexec/kuasar
 UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+# The java the launchers run when their prefix has no bundled runtime (lib/kuasar/jre, which make release adds).
+LAUNCHER_JAVA ?= $(JAVA_HOME)/bin/java
+# $(call launcher,NAME,MAIN_CLASS,JVM_OPTS): writes the launcher $(BIN)/NAME from packaging/bin/launcher.in.
+launcher = sed -e 's|@NAME@|$(1)|' -e 's|@JAVA@|$(LAUNCHER_JAVA)|' -e 's|@JVM_OPTS@|$(3)|' -e 's|@PREFIX@|$(PREFIX)|' \
+	    -e 's|@MAIN@|$(2)|' packaging/bin/launcher.in > $(BIN)/$(1) && chmod 0755 $(BIN)/$(1)
+
+# make release: <Maven version>-<git describe>, e.g. 0.1.0-SNAPSHOT-b87781d-dirty; the architecture as Debian names it.
+ifeq ($(origin VERSION),undefined)
+VERSION      := $(shell sed -n '/<parent>/,/<\/parent>/d; s|^  <version>\(.*\)</version>|\1|p' pom.xml | head -n1)-$(shell git describe --always --dirty 2>/dev/null || echo unknown)
+endif
+ifeq ($(origin RELEASE_ARCH),undefined)
+RELEASE_ARCH := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
+endif
+RELEASE_DIST ?= dist
 # Daemon JVM options, measured with `make bench` (docs/benchmark.md): Serial GC, C1 only, a small heap capped at
 # 48 MB that shrinks after a full GC, native heap trimming, Netty without pooled buffers or JFR. The heap cap is
 # ~2.5x the live set at 100 pods; on OOM the JVM exits and systemd restarts it (pods keep running, are recovered).
@@ -41,7 +58,7 @@ WASM_JVM_OPTS := $(JVM_OPTS) -Xmx1g -XX:MaxMetaspaceSize=256m -XX:ReservedCodeCa
 CTL_JVM_OPTS := --enable-native-access=ALL-UNNAMED -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xmx64m \
             -Dio.netty.allocator.type=unpooled -Dio.netty.jfr.enabled=false
 
-.PHONY: all build install test e2e bench bench-vmm bench-wasm bench-quark quickstart vmm-image wasm-engines runsc clean check-jdk
+.PHONY: all build install release test e2e bench bench-vmm bench-wasm bench-quark quickstart vmm-image wasm-engines runsc clean check-jdk
 
 all: build
 
@@ -57,10 +74,7 @@ install: build
 	install -m 0644 runc-sandboxer/target/lib/*.jar runc-sandboxer/target/runc-sandboxer-*[0-9T].jar $(LIBDIR)/runc-sandboxer/
 	install -m 0755 runc-sandboxer/target/libexec/kuasar-holder runc-sandboxer/target/libexec/kuasar-monitor \
 	    runc-sandboxer/target/libexec/kuasar-ttrpc-proxy runc-sandboxer/target/libexec/kuasar-fifo-keeper $(LIBEXEC)/
-	sed -e 's|@NAME@|runc-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
-	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/runc-sandboxer|' \
-	    -e 's|@MAIN@|io.kuasar.runc.RuncSandboxerMain|' packaging/bin/launcher.in > $(BIN)/runc-sandboxer
-	chmod 0755 $(BIN)/runc-sandboxer
+	$(call launcher,runc-sandboxer,io.kuasar.runc.RuncSandboxerMain,$(JVM_OPTS))
 	install -m 0755 runc-sandboxer/target/libexec/containerd-shim-kuasar-runc-v1 \
 	    runc-sandboxer/target/libexec/containerd-shim-kuasar-vmm-v1 \
 	    runc-sandboxer/target/libexec/containerd-shim-kuasar-wasm-v1 \
@@ -73,36 +87,24 @@ install: build
 	install -d $(LIBDIR)/vmm-sandboxer $(DESTDIR)/var/lib/kuasar
 	rm -f $(LIBDIR)/vmm-sandboxer/*.jar
 	install -m 0644 vmm-sandboxer/target/lib/*.jar vmm-sandboxer/target/vmm-sandboxer-*[0-9T].jar $(LIBDIR)/vmm-sandboxer/
-	sed -e 's|@NAME@|vmm-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
-	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/vmm-sandboxer|' \
-	    -e 's|@MAIN@|io.kuasar.vmm.VmmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/vmm-sandboxer
-	chmod 0755 $(BIN)/vmm-sandboxer
+	$(call launcher,vmm-sandboxer,io.kuasar.vmm.VmmSandboxerMain,$(JVM_OPTS))
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-vmm.service > $(UNITDIR)/kuasar-vmm.service
 	install -d $(LIBDIR)/wasm-sandboxer
 	rm -f $(LIBDIR)/wasm-sandboxer/*.jar
 	install -m 0644 wasm-sandboxer/target/lib/*.jar wasm-sandboxer/target/wasm-sandboxer-*[0-9T].jar $(LIBDIR)/wasm-sandboxer/
-	sed -e 's|@NAME@|wasm-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(WASM_JVM_OPTS)|' \
-	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/wasm-sandboxer|' \
-	    -e 's|@MAIN@|io.kuasar.wasm.WasmSandboxerMain|' packaging/bin/launcher.in > $(BIN)/wasm-sandboxer
-	chmod 0755 $(BIN)/wasm-sandboxer
+	$(call launcher,wasm-sandboxer,io.kuasar.wasm.WasmSandboxerMain,$(WASM_JVM_OPTS))
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-wasm.service > $(UNITDIR)/kuasar-wasm.service
 	install -d $(LIBDIR)/quark-sandboxer
 	rm -f $(LIBDIR)/quark-sandboxer/*.jar
 	install -m 0644 quark-sandboxer/target/lib/*.jar quark-sandboxer/target/quark-sandboxer-*[0-9T].jar $(LIBDIR)/quark-sandboxer/
 	install -m 0755 quark-sandboxer/target/libexec/kuasar-pause $(LIBEXEC)/
-	sed -e 's|@NAME@|quark-sandboxer|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(JVM_OPTS)|' \
-	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/quark-sandboxer|' \
-	    -e 's|@MAIN@|io.kuasar.quark.QuarkSandboxerMain|' packaging/bin/launcher.in > $(BIN)/quark-sandboxer
-	chmod 0755 $(BIN)/quark-sandboxer
+	$(call launcher,quark-sandboxer,io.kuasar.quark.QuarkSandboxerMain,$(JVM_OPTS))
 	sed -e 's|@PREFIX@|$(PREFIX)|' packaging/systemd/kuasar-quark.service > $(UNITDIR)/kuasar-quark.service
 	# kuasar-ctl (docs/kuasar-ctl.md): a short-lived tool, so a JVM that starts fast rather than one that stays small
 	install -d $(LIBDIR)/kuasar-ctl
 	rm -f $(LIBDIR)/kuasar-ctl/*.jar
 	install -m 0644 kuasar-ctl/target/lib/*.jar kuasar-ctl/target/kuasar-ctl-*[0-9T].jar $(LIBDIR)/kuasar-ctl/
-	sed -e 's|@NAME@|kuasar-ctl|' -e 's|@JAVA@|$(JAVA_HOME)/bin/java|' -e 's|@JVM_OPTS@|$(CTL_JVM_OPTS)|' \
-	    -e 's|@LIBEXEC@|$(PREFIX)/libexec/kuasar|' -e 's|@LIBDIR@|$(PREFIX)/lib/kuasar/kuasar-ctl|' \
-	    -e 's|@MAIN@|io.kuasar.ctl.KuasarCtlMain|' packaging/bin/launcher.in > $(BIN)/kuasar-ctl
-	chmod 0755 $(BIN)/kuasar-ctl
+	$(call launcher,kuasar-ctl,io.kuasar.ctl.KuasarCtlMain,$(CTL_JVM_OPTS))
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml
@@ -110,6 +112,15 @@ install: build
 	install -m 0644 vmm-sandboxer/config_clh.toml $(DESTDIR)/var/lib/kuasar/config_clh.toml
 	# Kuasar's StratoVirt config too (KVM only; its CONFIG_STRATOVIRT_PATH)
 	install -m 0644 vmm-sandboxer/config_stratovirt_x86_64.toml $(DESTDIR)/var/lib/kuasar/config_stratovirt.toml
+
+# The release tree is make install's, staged for PREFIX=/usr/local (target/release/kuasar-<version>/usr/local/...);
+# packaging/release/release.sh adds the Java runtime, the scripts and checksums, and writes the tarball.
+release: build
+	rm -rf target/release
+	$(MAKE) --no-print-directory install MVN=true DESTDIR=$(CURDIR)/target/release/kuasar-$(VERSION) PREFIX=/usr/local \
+	    LAUNCHER_JAVA=/usr/local/lib/kuasar/jre/bin/java
+	./packaging/release/release.sh "$(CURDIR)/target/release/kuasar-$(VERSION)" "$(VERSION)" "$(RELEASE_ARCH)" \
+	    "$(RELEASE_DIST)"
 
 test: check-jdk wasm-engines runsc
 	$(MVN) -B install -Dsurefire.excludedGroups= -Dsurefire.groups=

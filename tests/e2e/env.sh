@@ -493,6 +493,12 @@ state = '$wd/state'
         sandboxer = 'vmmfs'
         io_type = 'fifo'
 
+      # runc-sandboxer as installed from the release tarball into a scratch root (ReleaseTest starts it on
+      # \$KUASAR_E2E_RELEASE_SOCKET while it runs).
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar-release]
+        $kuasar_runtime
+        sandboxer = 'release'
+
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$CNI_BIN_DIR']
       conf_dir = '$wd/cni'
@@ -514,6 +520,9 @@ state = '$wd/state'
   [proxy_plugins.vmmfs]
     type = 'sandbox'
     address = '${KUASAR_E2E_VMMFS_SOCKET:-$wd/vmmfs-sandboxer.sock}'
+  [proxy_plugins.release]
+    type = 'sandbox'
+    address = '${KUASAR_E2E_RELEASE_SOCKET:-$wd/release-sandboxer.sock}'
 EOF
 }
 
