@@ -144,7 +144,26 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             LOG.error("tracing: {}", e.getMessage());
             return 2;
         }
+        try {
+            return serve(tracing);
+        } catch (java.nio.file.NoSuchFileException e) {
+            LOG.error("cannot start: {} does not exist; check --listen, --dir and --metrics-listen", e.getFile());
+        } catch (java.nio.file.AccessDeniedException e) {
+            LOG.error("cannot start: permission denied on {}; the daemon runs as root (it mounts, makes cgroups "
+                    + "and namespaces)", e.getFile());
+        } catch (java.io.IOException | java.io.UncheckedIOException | IllegalArgumentException
+                 | IllegalStateException e) {
+            LOG.error("cannot start: {}", e.getMessage(), LOG.isDebugEnabled() ? e : null);
+        }
+        return 1;
+    }
+
+    private int serve(TracingSettings tracing) throws Exception {
+        // a bad --metrics-listen fails here, before anything is started
+        MetricsServer metricsServer = metricsListen == null ? null
+                : MetricsServer.start(metricsListen, MetricsRegistry.global());
         ProcessReaper.becomeSubreaper();
+        java.nio.file.Files.createDirectories(listen.toAbsolutePath().getParent());
         StateStore store = new StateStore(dir);
         java.nio.channels.FileChannel lockFile = java.nio.channels.FileChannel.open(store.root().resolve(".lock"),
                 java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
@@ -194,7 +213,6 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         }
         GrpcServer grpc = new GrpcServer(listen, List.<BindableService>of(controller),
                 List.of(new RpcMetricsInterceptor(metrics), new TracingInterceptor())).start();
-        MetricsServer metricsServer = metricsListen == null ? null : MetricsServer.start(metricsListen, metrics);
         // SIGTERM/SIGINT end serving and exit 0; pods keep running. (A shutdown hook alone would exit 143.)
         for (String sig : new String[]{"TERM", "INT"}) {
             sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> stop.countDown());

@@ -21,10 +21,41 @@ class HelpTest {
             "--metrics-listen", "--containerd-ttrpc-address", "-h, --help", "-v, --version");
 
     private static Host.Result run(E2eEnvironment env, String bin, String... args) {
+        return run(env, Map.of(), bin, args);
+    }
+
+    private static Host.Result run(E2eEnvironment env, Map<String, String> extraEnv, String bin, String... args) {
         String[] cmd = new String[args.length + 1];
         cmd[0] = env.prefix().resolve("bin").resolve(bin).toString();
         System.arraycopy(args, 0, cmd, 1, args.length);
-        return Host.run(Duration.ofSeconds(30), Map.of("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), null, cmd);
+        Map<String, String> e = new java.util.HashMap<>(extraEnv);
+        e.put("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        return Host.run(Duration.ofSeconds(30), e, null, cmd);
+    }
+
+    @Test
+    void aDaemonThatCannotStartSaysWhyAndWhatToDoWithoutAStackTrace(E2eEnvironment env) throws Exception {
+        java.nio.file.Path scratch = java.nio.file.Files.createTempDirectory(env.workdir(), "help-");
+        String sock = scratch.resolve("x.sock").toString();
+        String dir = scratch.resolve("state").toString();
+        record Case(Map<String, String> env, List<String> args, int exit, String says) {
+        }
+        List<Case> cases = List.of(
+                new Case(Map.of(), List.of("--listen", sock, "--dir", "/proc/kuasar-no"), 1,
+                        "cannot start: /proc/kuasar-no does not exist; check --listen, --dir"),
+                new Case(Map.of(), List.of("--listen", sock, "--dir", dir, "--metrics-listen", "0.0.0.0:9"), 1,
+                        "only loopback addresses are allowed"),
+                new Case(Map.of("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift"), List.of("--listen", sock, "--dir", dir), 2,
+                        "OTEL_EXPORTER_OTLP_PROTOCOL=thrift is not supported; use grpc or http/protobuf"),
+                new Case(Map.of(), List.of("--listen", sock, "--dir", dir, "--config", "/nonexistent.toml"), 2,
+                        "config file /nonexistent.toml does not exist"),
+                new Case(Map.of(), List.of("--listen", sock, "--dir", env.stateDir().toString()), 1,
+                        "another sandboxer is already serving " + env.stateDir()));
+        for (Case c : cases) {
+            Host.Result r = run(env, c.env(), "runc-sandboxer", c.args().toArray(String[]::new));
+            assertThat(r.exitCode()).as(c.args() + ": " + r.output()).isEqualTo(c.exit());
+            assertThat(r.output()).as(String.valueOf(c.args())).contains(c.says()).doesNotContain("\tat ");
+        }
     }
 
     @Test
