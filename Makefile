@@ -105,6 +105,10 @@ install: build
 	rm -f $(LIBDIR)/kuasar-ctl/*.jar
 	install -m 0644 kuasar-ctl/target/lib/*.jar kuasar-ctl/target/kuasar-ctl-*[0-9T].jar $(LIBDIR)/kuasar-ctl/
 	$(call launcher,kuasar-ctl,io.kuasar.ctl.KuasarCtlMain,$(CTL_JVM_OPTS))
+	# Kuasar's /etc/sysconfig/kuasar-<kind>: each unit's OPTIONS; an existing (edited) one is kept
+	install -d $(DESTDIR)/etc/sysconfig
+	for k in runc vmm wasm quark; do [ -e $(DESTDIR)/etc/sysconfig/kuasar-$$k ] || \
+	    install -m 0644 packaging/systemd/kuasar-$$k.sysconfig $(DESTDIR)/etc/sysconfig/kuasar-$$k; done
 	# Kuasar's default config path; an existing (edited) config is kept
 	[ -e $(DESTDIR)/var/lib/kuasar/config.toml ] || \
 	    install -m 0644 vmm-sandboxer/config_qemu_x86_64.toml $(DESTDIR)/var/lib/kuasar/config.toml

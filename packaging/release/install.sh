@@ -109,12 +109,12 @@ MANIFEST=$R/var/lib/kuasar/install-manifest
 dest_of() {   # tree path -> $dest: its absolute destination below the root, or "" for the release's top-level files
     case $1 in
         usr/local/*) dest=$PREFIX/${1#usr/local/} ;;
-        var/lib/kuasar/*) dest=/$1 ;;
+        var/lib/kuasar/*|etc/sysconfig/kuasar-*) dest=/$1 ;;
         install.sh|uninstall.sh|README) dest= ;;
         *) die "unexpected file in the release: $1" ;;
     esac
 }
-is_config() { case $1 in var/lib/kuasar/*.toml) return 0 ;; *) return 1 ;; esac; }
+is_config() { case $1 in var/lib/kuasar/*.toml|etc/sysconfig/kuasar-*) return 0 ;; *) return 1 ;; esac; }
 needs_prefix_edit() { case $1 in usr/local/bin/*-sandboxer|usr/local/lib/systemd/system/*.service) return 0 ;; *) return 1 ;; esac; }
 
 declare -A NEW=()
@@ -192,7 +192,7 @@ mkdirs /var/lib/kuasar
 {
     echo "# kuasar $VERSION $ARCH installed by install.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); prefix=$PREFIX"
     echo "# d: a directory install.sh created (removed by uninstall.sh when empty); f: an installed file."
-    echo "# Not listed, and kept by uninstall.sh: /var/lib/kuasar/*.toml (configs) and the daemons' state."
+    echo "# Not listed, and kept by uninstall.sh: /var/lib/kuasar/*.toml and /etc/sysconfig/kuasar-* (configs) and the daemons' state."
     printf '%s\n' "${!DIRS[@]}" | sort | sed '/^$/d; s/^/d /'
     printf '%s\n' "${!NEW[@]}" | sort | sed 's/^/f /'
 } >"$MANIFEST.tmp"
@@ -211,6 +211,7 @@ say "  $R$PREFIX/bin: runc-sandboxer vmm-sandboxer wasm-sandboxer quark-sandboxe
 say "  $R$PREFIX/lib/kuasar: the daemons' jars, jre/ (Java $(sed -n 's/^JAVA_VERSION="\(.*\)"/\1/p' "$R$PREFIX/lib/kuasar/jre/release")), uninstall.sh;  $R$PREFIX/libexec/kuasar: helpers"
 say "  $R$PREFIX/lib/systemd/system: kuasar-runc kuasar-vmm kuasar-wasm kuasar-quark (.service)"
 say "  $R/var/lib/kuasar: config.toml (vmm-sandboxer), config_clh.toml, config_stratovirt.toml"
+say "  $R/etc/sysconfig: kuasar-runc kuasar-vmm kuasar-wasm kuasar-quark (each unit's OPTIONS)"
 say "  $out"
 for d in "${kept[@]:-}"; do
     [ -z "$d" ] || say "  kept your edited $R$d (this release's: $HERE$d)"

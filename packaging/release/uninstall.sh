@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Removes what install.sh of Kuasar (Java) installed, as listed in <root>/var/lib/kuasar/install-manifest. Keeps the
-# configs (/var/lib/kuasar/*.toml) and the daemons' state. Installed as <prefix>/lib/kuasar/uninstall.sh.
+# configs (/var/lib/kuasar/*.toml, /etc/sysconfig/kuasar-*) and the daemons' state. Installed as <prefix>/lib/kuasar/uninstall.sh.
 set -euo pipefail
 export LC_ALL=C
 
@@ -9,7 +9,8 @@ usage() {
 Usage: sudo uninstall.sh [--root DIR] [--force]
 
 Removes the files and the (then empty) directories install.sh put there, listed in
-<root>/var/lib/kuasar/install-manifest, and the manifest. Keeps /var/lib/kuasar/*.toml and all state.
+<root>/var/lib/kuasar/install-manifest, and the manifest. Keeps /var/lib/kuasar/*.toml, /etc/sysconfig/kuasar-*
+and all state.
 Refuses while a kuasar unit is active or a process runs a program of the install (a daemon, a pod's holder) unless
 --force.
 
@@ -84,13 +85,17 @@ for d in "${DIRS[@]}"; do
     if rmdir "$R$d" 2>/dev/null; then
         nd=$((nd + 1))
     else
-        kept=/var/lib/kuasar/
-        case $kept in "$d"/*) ;; *) left+=("$R$d") ;; esac   # /var/lib/kuasar and its parents: reported below
+        # /var/lib/kuasar, /etc/sysconfig and their parents hold the kept configs: reported below
+        case /var/lib/kuasar/ in "$d"/*) continue ;; esac
+        case /etc/sysconfig/ in "$d"/*) continue ;; esac
+        left+=("$R$d")
     fi
 done
 [ $systemd = 0 ] || systemctl daemon-reload || true
 say "removed Kuasar (Java) $info: $n files, $nd directories"
 [ ${#left[@]} -eq 0 ] || say "kept (not empty): ${left[*]}"
+kept_sysconfig=$(cd "$R/etc/sysconfig" 2>/dev/null && ls -d kuasar-* 2>/dev/null | tr '\n' ' ')
+[ -z "$kept_sysconfig" ] || say "kept $R/etc/sysconfig: $kept_sysconfig"
 if [ -d "$R/var/lib/kuasar" ]; then
     say "kept $R/var/lib/kuasar (configs, guest images, state): $(cd "$R/var/lib/kuasar" && ls -A | tr '\n' ' ')"
 fi

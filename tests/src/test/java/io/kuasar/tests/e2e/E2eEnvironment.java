@@ -614,20 +614,7 @@ public final class E2eEnvironment implements AutoCloseable {
 
         /** Its state dir lives outside the workdir (short socket paths): removed here, unless mounts remain. */
         void removeDir() {
-            if (!Files.exists(dir) || Boolean.getBoolean("kuasar.e2e.keep")) {
-                return;
-            }
-            if (!Host.mountsMentioning(dir.toString()).isEmpty()) {
-                E2eEnvironment.log("mounts left below " + dir + ", not removing it");
-                return;
-            }
-            try (Stream<Path> s = Files.walk(dir)) {
-                for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
-                    Files.deleteIfExists(p);
-                }
-            } catch (IOException e) {
-                E2eEnvironment.log("cannot remove " + dir + ": " + e);
-            }
+            removeTree(dir);
         }
     }
 
@@ -727,6 +714,27 @@ public final class E2eEnvironment implements AutoCloseable {
 
     public CriClient cri() {
         return cri;
+    }
+
+    /**
+     * Removes {@code dir} and everything below it, unless the run is kept ({@code -Dkuasar.e2e.keep}) or mounts
+     * remain below it (then it is logged and left: removing files under a live mount would be worse).
+     */
+    static void removeTree(Path dir) {
+        if (!Files.exists(dir) || Boolean.getBoolean("kuasar.e2e.keep")) {
+            return;
+        }
+        if (!Host.mountsMentioning(dir.toString()).isEmpty()) {
+            log("mounts left below " + dir + ", not removing it");
+            return;
+        }
+        try (Stream<Path> s = Files.walk(dir)) {
+            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            log("cannot remove " + dir + ": " + e);
+        }
     }
 
     /** The install prefix the run's daemons come from ({@code make install PREFIX=...}). */

@@ -9,7 +9,6 @@ import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
@@ -112,7 +111,8 @@ class ReleaseTest {
             E2eEnvironment.log("uninstall.sh --root " + root + ":\n" + out.strip());
             assertThat(leftIn(root)).as("what uninstall.sh leaves: the configs, nothing installed")
                     .containsExactlyInAnyOrder("var/lib/kuasar/config.toml", "var/lib/kuasar/config_clh.toml",
-                            "var/lib/kuasar/config_stratovirt.toml");
+                            "var/lib/kuasar/config_stratovirt.toml", "etc/sysconfig/kuasar-runc",
+                            "etc/sysconfig/kuasar-vmm", "etc/sysconfig/kuasar-wasm", "etc/sysconfig/kuasar-quark");
             assertThat(root.resolve("usr")).doesNotExist();
         } finally {
             if (cri != null) {
@@ -139,8 +139,8 @@ class ReleaseTest {
             for (String m : Host.mountsMentioning(state.toString())) {
                 Host.run(Duration.ofSeconds(10), hostEnv, null, "umount", "-l", m.split(" ")[4]);
             }
-            deleteTree(scratch);
-            deleteTree(state);
+            E2eEnvironment.removeTree(scratch);
+            E2eEnvironment.removeTree(state);
         }
     }
 
@@ -244,6 +244,9 @@ class ReleaseTest {
             assertThat(prefix.resolve("libexec/kuasar").resolve(h)).isExecutable();
         }
         assertThat(root.resolve("var/lib/kuasar/config.toml")).content().contains("[hypervisor]");
+        // Kuasar's /etc/sysconfig/kuasar-<kind>: the OPTIONS each unit passes
+        assertThat(root.resolve("etc/sysconfig/kuasar-vmm")).content()
+                .contains("OPTIONS='--listen /run/vmm-sandboxer.sock --dir /run/kuasar-vmm'");
         assertThat(prefix.resolve("lib/kuasar/uninstall.sh")).isExecutable();
 
         // A Java runtime of its own, not a JDK, and one the launchers name instead of the build's JDK.
@@ -262,7 +265,7 @@ class ReleaseTest {
         List<String> listed = Files.readAllLines(root.resolve("var/lib/kuasar/install-manifest")).stream()
                 .filter(l -> l.startsWith("f ")).map(l -> l.substring(2)).toList();
         assertThat(listed).contains("/usr/local/bin/runc-sandboxer", "/usr/local/lib/kuasar/jre/bin/java")
-                .noneMatch(f -> f.endsWith(".toml"));
+                .noneMatch(f -> f.endsWith(".toml") || f.startsWith("/etc/sysconfig/"));
         assertThat(listed).allMatch(f -> Files.exists(root.resolve(f.substring(1))));
     }
 
@@ -347,20 +350,4 @@ class ReleaseTest {
         }
     }
 
-    private static void deleteTree(Path dir) {
-        if (!Files.exists(dir) || Boolean.getBoolean("kuasar.e2e.keep")) {
-            return;
-        }
-        if (!Host.mountsMentioning(dir.toString()).isEmpty()) {
-            E2eEnvironment.log("mounts left below " + dir + ", not removing it");
-            return;
-        }
-        try (Stream<Path> s = Files.walk(dir)) {
-            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot remove " + dir, e);
-        }
-    }
 }
