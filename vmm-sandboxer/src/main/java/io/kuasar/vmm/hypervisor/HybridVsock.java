@@ -7,6 +7,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.time.Duration;
 
 /**
  * Hybrid vsock (Cloud Hypervisor's, and vhost-device-vsock's for QEMU), the host's way to a guest vsock port: connect to the VM's vsock Unix socket, send
@@ -20,16 +21,60 @@ public final class HybridVsock {
     private HybridVsock() {
     }
 
-    /** The stream to {@code port} in the guest; fails at once when nothing listens there yet (the caller retries). */
+    /**
+     * How long a CONNECT may go unanswered. A guest whose vsock driver is not up yet may never answer one
+     * (vhost-device-vsock then neither answers nor closes: seen in CI, the host waiting forever on a booted guest).
+     */
+    static final Duration ANSWER_TIMEOUT = Duration.ofSeconds(3);
+
+    /** The stream to {@code port} in the guest; fails when nothing listens there yet (the caller retries). */
     public static SocketChannel connect(Path socket, int port) throws IOException {
+        return connect(socket, port, ANSWER_TIMEOUT);
+    }
+
+    static SocketChannel connect(Path socket, int port, Duration answerTimeout) throws IOException {
         SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+        // a blocking read has no timeout of its own: closing the channel ends it
+        Object lock = new Object();
+        boolean[] state = new boolean[2]; // [0] answered, [1] timed out
+        Thread timer = Thread.ofVirtual().name("hybrid-vsock-timeout").start(() -> {
+            try {
+                Thread.sleep(answerTimeout);
+                synchronized (lock) {
+                    if (!state[0]) {
+                        state[1] = true;
+                        ch.close();
+                    }
+                }
+            } catch (InterruptedException | IOException done) {
+                // answered (or closed) in time
+            }
+        });
         try {
             ch.connect(UnixDomainSocketAddress.of(socket));
             ByteBuffer request = ByteBuffer.wrap(("CONNECT " + port + "\n").getBytes(StandardCharsets.US_ASCII));
             while (request.hasRemaining()) {
                 ch.write(request);
             }
-            String answer = readLine(ch);
+            String answer;
+            try {
+                answer = readLine(ch);
+            } catch (IOException e) {
+                synchronized (lock) {
+                    if (state[1]) {
+                        throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " unanswered after "
+                                + answerTimeout.toMillis() + " ms (the guest is still starting?)", e);
+                    }
+                }
+                throw e;
+            }
+            synchronized (lock) {
+                if (state[1]) {
+                    throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " unanswered after "
+                            + answerTimeout.toMillis() + " ms (the guest is still starting?)");
+                }
+                state[0] = true;
+            }
             if (!answer.startsWith("OK")) {
                 throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " answered \"" + answer
                         + "\" (the guest does not listen on vsock port " + port + " yet?)");
@@ -38,6 +83,8 @@ public final class HybridVsock {
         } catch (IOException | RuntimeException e) {
             ch.close();
             throw e;
+        } finally {
+            timer.interrupt();
         }
     }
 

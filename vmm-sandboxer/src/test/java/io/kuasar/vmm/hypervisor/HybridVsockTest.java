@@ -79,4 +79,25 @@ class HybridVsockTest {
         assertThatThrownBy(() -> HybridVsock.connect(dir.resolve("missing.vsock"), 1024))
                 .isInstanceOf(IOException.class);
     }
+
+    @Test
+    void aConnectThatIsNeverAnsweredFailsWithinTheTimeoutSoTheCallerRetries() throws Exception {
+        Path sock = dir.resolve("silent.vsock");
+        try (ServerSocketChannel vmm = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+            vmm.bind(UnixDomainSocketAddress.of(sock));
+            // accepts, reads the CONNECT and says nothing, as vhost-device-vsock did for a guest still booting
+            Thread.ofVirtual().start(() -> {
+                try (SocketChannel c = vmm.accept()) {
+                    c.read(ByteBuffer.allocate(64));
+                    Thread.sleep(10_000);
+                } catch (IOException | InterruptedException ignored) {
+                    // test over
+                }
+            });
+            long t0 = System.nanoTime();
+            assertThatThrownBy(() -> HybridVsock.connect(sock, 1024, java.time.Duration.ofMillis(300)))
+                    .isInstanceOf(IOException.class).hasMessageContaining("CONNECT 1024 unanswered after 300 ms");
+            assertThat((System.nanoTime() - t0) / 1_000_000).isBetween(250L, 5_000L);
+        }
+    }
 }
