@@ -6,6 +6,8 @@ import io.kuasar.sandbox.cli.SandboxerDaemon;
 import io.kuasar.sandbox.events.TtrpcEventPublisher;
 import io.kuasar.sandbox.task.TaskService;
 import io.kuasar.sandbox.task.TaskStore;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -17,6 +19,8 @@ import java.util.List;
 @Command(name = "runc-sandboxer", version = "runc-sandboxer 0.1.0 (Kuasar Java)",
         description = "Serves containerd's Sandbox API for pause-less runc pods, and their Task API over ttrpc.")
 public final class RuncSandboxerMain extends SandboxerDaemon {
+    private static final Logger LOG = LoggerFactory.getLogger(RuncSandboxerMain.class);
+
     @Option(names = "--runc", defaultValue = "runc", description = "runc binary (default: ${DEFAULT-VALUE} from PATH)")
     String runcBinary;
 
@@ -37,7 +41,13 @@ public final class RuncSandboxerMain extends SandboxerDaemon {
         Path helper = holder != null ? holder : libexec().resolve("kuasar-holder");
         TtrpcEventPublisher events = new TtrpcEventPublisher(ctx.eventsAddress());
         OomMonitor oom = new OomMonitor(ctx.poller());
-        TaskService tasks = new TaskService(new RuncRuntime(new OciRuntime(runcBinary, runcRoot), ctx.reaper(),
+        OciRuntime runc = new OciRuntime(runcBinary, runcRoot);
+        String missing = runc.missing();
+        if (missing != null) {
+            // serve anyway (pods already running are recovered); every new container fails with this until fixed
+            LOG.warn("containers cannot start yet: {}", missing);
+        }
+        TaskService tasks = new TaskService(new RuncRuntime(runc, ctx.reaper(),
                 ctx.store(), libexec().resolve("kuasar-monitor"), oom), events, new TaskStore(ctx.store()));
         tasks.recover();
         RuncSandboxer sandboxer = new RuncSandboxer(ctx.store(), new HolderLauncher(helper), ctx.reaper(), tasks,

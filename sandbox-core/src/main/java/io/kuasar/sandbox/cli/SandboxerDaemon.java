@@ -154,6 +154,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
         } catch (java.io.IOException | java.io.UncheckedIOException | IllegalArgumentException
                  | IllegalStateException e) {
             LOG.error("cannot start: {}", e.getMessage(), LOG.isDebugEnabled() ? e : null);
+        } catch (io.grpc.StatusRuntimeException e) {
+            // a daemon's own precondition (e.g. gVisor's runsc missing), worded with its remedy
+            LOG.error("cannot start: {}", e.getStatus().getDescription(), LOG.isDebugEnabled() ? e : null);
         }
         return 1;
     }

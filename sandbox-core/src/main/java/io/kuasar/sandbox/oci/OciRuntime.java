@@ -72,6 +72,23 @@ public final class OciRuntime {
         return new OciRuntime(binary, root, wrapper, globalFlags, installHint, other);
     }
 
+    /**
+     * Why the runtime cannot be run, naming the remedy, or null when its binary is there: an absolute path must be an
+     * executable file, a bare name must be one on PATH. For a warning at start-up (each call fails the same way).
+     */
+    public String missing() {
+        if (binary.contains("/")) {
+            return Files.isExecutable(Path.of(binary)) ? null : binary + " is not an executable file (" + installHint + ")";
+        }
+        String path = System.getenv("PATH");
+        for (String d : (path == null ? "" : path).split(":")) {
+            if (!d.isEmpty() && Files.isExecutable(Path.of(d, binary))) {
+                return null;
+            }
+        }
+        return binary + " is not on PATH (" + path + "); " + installHint;
+    }
+
     public String binary() {
         return binary;
     }

@@ -38,7 +38,10 @@ class HelpTest {
         java.nio.file.Path scratch = java.nio.file.Files.createTempDirectory(env.workdir(), "help-");
         String sock = scratch.resolve("x.sock").toString();
         String dir = scratch.resolve("state").toString();
-        record Case(Map<String, String> env, List<String> args, int exit, String says) {
+        record Case(Map<String, String> env, List<String> args, int exit, String says, String daemon) {
+            Case(Map<String, String> env, List<String> args, int exit, String says) {
+                this(env, args, exit, says, "runc-sandboxer");
+            }
         }
         List<Case> cases = List.of(
                 new Case(Map.of(), List.of("--listen", sock, "--dir", "/proc/kuasar-no"), 1,
@@ -50,9 +53,12 @@ class HelpTest {
                 new Case(Map.of(), List.of("--listen", sock, "--dir", dir, "--config", "/nonexistent.toml"), 2,
                         "config file /nonexistent.toml does not exist"),
                 new Case(Map.of(), List.of("--listen", sock, "--dir", env.stateDir().toString()), 1,
-                        "another sandboxer is already serving " + env.stateDir()));
+                        "another sandboxer is already serving " + env.stateDir()),
+                new Case(Map.of(), List.of("--listen", sock, "--dir", dir, "--backend", "gvisor", "--runsc",
+                        "/nonexistent/runsc"), 1, "cannot start: gVisor's runsc is missing at /nonexistent/runsc: run "
+                        + "`make runsc`", "quark-sandboxer"));
         for (Case c : cases) {
-            Host.Result r = run(env, c.env(), "runc-sandboxer", c.args().toArray(String[]::new));
+            Host.Result r = run(env, c.env(), c.daemon(), c.args().toArray(String[]::new));
             assertThat(r.exitCode()).as(c.args() + ": " + r.output()).isEqualTo(c.exit());
             assertThat(r.output()).as(String.valueOf(c.args())).contains(c.says()).doesNotContain("\tat ");
         }
