@@ -162,9 +162,6 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
     }
 
     private int serve(TracingSettings tracing) throws Exception {
-        // a bad --metrics-listen fails here, before anything is started
-        MetricsServer metricsServer = metricsListen == null ? null
-                : MetricsServer.start(metricsListen, MetricsRegistry.global());
         ProcessReaper.becomeSubreaper();
         java.nio.file.Files.createDirectories(listen.toAbsolutePath().getParent());
         StateStore store = new StateStore(dir);
@@ -174,6 +171,9 @@ public abstract class SandboxerDaemon implements Callable<Integer> {
             LOG.error("another sandboxer is already serving {}; stop it first", store.root());
             return 1;
         }
+        // a bad --metrics-listen fails here, before anything is started
+        MetricsServer metricsServer = metricsListen == null ? null
+                : MetricsServer.start(metricsListen, MetricsRegistry.global());
         FdPoller poller = new FdPoller("fd-poller");
         ProcessReaper reaper = new ProcessReaper(poller);
         // containerd dials task.sock; with the proxy in front, this JVM serves the proxy's backend socket.

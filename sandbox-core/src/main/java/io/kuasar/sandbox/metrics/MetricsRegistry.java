@@ -68,8 +68,20 @@ public final class MetricsRegistry {
     private final Map<String, Family> extra = new ConcurrentHashMap<>();
     private final Map<String, LongSupplier> gauges = new ConcurrentHashMap<>();
     private final Map<String, LongAdder> counters = new ConcurrentHashMap<>();
-    private final Map<String, Histogram> rpcs = new ConcurrentHashMap<>();
+    private final Map<RpcKey, RpcStats> rpcs = new ConcurrentHashMap<>();
     private final Map<String, Histogram> steps = new ConcurrentHashMap<>();
+
+    /** One RPC method; its labels are written at scrape time, not per call. */
+    private record RpcKey(String api, String method) {
+        String labels() {
+            return "api=\"" + api + "\",method=\"" + method + "\"";
+        }
+    }
+
+    private static final class RpcStats {
+        final Histogram latency = new Histogram(RPC_BUCKETS);
+        final Map<String, LongAdder> byCode = new ConcurrentHashMap<>();
+    }
 
     private static final class Histogram {
         final double[] bounds;
@@ -140,15 +152,14 @@ public final class MetricsRegistry {
 
     /** Records one RPC: {@code api} is "sandbox" or "task", {@code code} the gRPC status code name. */
     public void recordRpc(String api, String method, String code, long nanos) {
-        rpcs.computeIfAbsent("api=\"" + api + "\",method=\"" + method + "\"", k -> new Histogram(RPC_BUCKETS))
-                .observe(nanos);
-        counters.computeIfAbsent("kuasar_rpc_requests_total{api=\"" + api + "\",method=\"" + method + "\",code=\""
-                + code + "\"}", n -> new LongAdder()).increment();
+        RpcStats s = rpcs.computeIfAbsent(new RpcKey(api, method), k -> new RpcStats());
+        s.latency.observe(nanos);
+        s.byCode.computeIfAbsent(code, c -> new LongAdder()).increment();
     }
 
     /** Records one step (see {@code Tracing.step}): its duration and whether it failed. */
     public void recordStep(String step, long nanos, boolean failed) {
-        steps.computeIfAbsent("step=\"" + step + "\"", k -> new Histogram(STEP_BUCKETS)).observe(nanos);
+        steps.computeIfAbsent(step, k -> new Histogram(STEP_BUCKETS)).observe(nanos);
         if (failed) {
             counters.computeIfAbsent("kuasar_step_failures_total{step=\"" + step + "\"}", n -> new LongAdder())
                     .increment();
@@ -178,13 +189,26 @@ public final class MetricsRegistry {
             for (String name : counterNames.getOrDefault(f.name(), List.of())) {
                 b.append(name).append(' ').append(counters.get(name).sum()).append('\n');
             }
-            if (f.name().equals("kuasar_rpc_duration_seconds")) {
-                new TreeMap<>(rpcs).forEach((labels, h) -> h.render(b, f.name(), labels));
-            } else if (f.name().equals("kuasar_step_duration_seconds")) {
-                new TreeMap<>(steps).forEach((labels, h) -> h.render(b, f.name(), labels));
+            switch (f.name()) {
+                case "kuasar_rpc_requests_total" -> sortedRpcs().forEach((key, st) -> new TreeMap<>(st.byCode)
+                        .forEach((code, n) -> b.append(f.name()).append('{').append(key.labels()).append(",code=\"")
+                                .append(code).append("\"} ").append(n.sum()).append('\n')));
+                case "kuasar_rpc_duration_seconds" ->
+                        sortedRpcs().forEach((key, st) -> st.latency.render(b, f.name(), key.labels()));
+                case "kuasar_step_duration_seconds" -> new TreeMap<>(steps)
+                        .forEach((step, h) -> h.render(b, f.name(), "step=\"" + step + "\""));
+                default -> {
+                }
             }
         }
         return b.toString();
+    }
+
+    private Map<RpcKey, RpcStats> sortedRpcs() {
+        Map<RpcKey, RpcStats> m = new TreeMap<>(java.util.Comparator.comparing(RpcKey::api)
+                .thenComparing(RpcKey::method));
+        m.putAll(rpcs);
+        return m;
     }
 
     private static Map<String, List<String>> byFamily(Iterable<String> names) {

@@ -38,7 +38,7 @@ public final class Span implements AutoCloseable {
         this.parentSpanId = parentSpanId;
         this.recording = recording;
         this.step = step;
-        this.startEpochNanos = Tracing.epochNanos();
+        this.startEpochNanos = recording ? Tracing.epochNanos() : 0; // only an exported span needs wall time
         this.startNanos = System.nanoTime();
     }
 

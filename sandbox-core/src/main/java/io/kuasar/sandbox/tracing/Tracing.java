@@ -90,7 +90,7 @@ public final class Tracing {
      */
     public static Span server(String rpcSystem, String service, String method, String traceparent) {
         if (!enabled) {
-            return new Span(service + "/" + method, Span.Kind.SERVER, "", "", "", false, false);
+            return new Span(method, Span.Kind.SERVER, "", "", "", false, false); // never exported: no full name
         }
         TraceParent parent = TraceParent.parse(traceparent);
         Span span = start(service + "/" + method, Span.Kind.SERVER, parent, false);
@@ -118,14 +118,6 @@ public final class Tracing {
     /** The thread's current span, or null. */
     public static Span current() {
         return CURRENT.get();
-    }
-
-    /** Adds an attribute to the thread's current span, if there is one that records. */
-    public static void annotate(String key, Object value) {
-        Span s = CURRENT.get();
-        if (s != null) {
-            s.attr(key, value);
-        }
     }
 
     private static Span start(String name, Span.Kind kind, TraceParent parent, boolean step) {

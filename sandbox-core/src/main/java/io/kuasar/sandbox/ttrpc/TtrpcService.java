@@ -2,6 +2,9 @@ package io.kuasar.sandbox.ttrpc;
 
 import com.google.protobuf.Message;
 import com.google.protobuf.Parser;
+import io.kuasar.sandbox.tracing.Span;
+import io.kuasar.sandbox.tracing.Tracing;
+import io.kuasar.sandbox.tracing.TracingInterceptor;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -50,9 +53,9 @@ public final class TtrpcService {
     record Unary(Parser<?> parser, UnaryHandler<Object, ?> handler, boolean interruptible) implements Method {
         Message invoke(CallContext ctx, byte[] payload) throws Exception {
             Object request = parser.parseFrom(payload);
-            io.kuasar.sandbox.tracing.Span span = io.kuasar.sandbox.tracing.Tracing.current();
+            Span span = Tracing.current();
             if (span != null) {
-                io.kuasar.sandbox.tracing.TracingInterceptor.annotate(span, request);
+                TracingInterceptor.annotate(span, request); // the ids it names, on the call's span
             }
             return handler.handle(ctx, request);
         }

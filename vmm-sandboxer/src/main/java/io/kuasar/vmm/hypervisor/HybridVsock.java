@@ -8,6 +8,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * Hybrid vsock (Cloud Hypervisor's, and vhost-device-vsock's for QEMU), the host's way to a guest vsock port: connect to the VM's vsock Unix socket, send
@@ -26,6 +27,9 @@ public final class HybridVsock {
      * (vhost-device-vsock then neither answers nor closes: seen in CI, the host waiting forever on a booted guest).
      */
     static final Duration ANSWER_TIMEOUT = Duration.ofSeconds(3);
+    private static final int WAITING = 0;
+    private static final int ANSWERED = 1;
+    private static final int TIMED_OUT = 2;
 
     /** The stream to {@code port} in the guest; fails when nothing listens there yet (the caller retries). */
     public static SocketChannel connect(Path socket, int port) throws IOException {
@@ -34,24 +38,21 @@ public final class HybridVsock {
 
     static SocketChannel connect(Path socket, int port, Duration answerTimeout) throws IOException {
         SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-        // a blocking read has no timeout of its own: closing the channel ends it
-        Object lock = new Object();
-        boolean[] state = new boolean[2]; // [0] answered, [1] timed out
-        Thread timer = Thread.ofVirtual().name("hybrid-vsock-timeout").start(() -> {
-            try {
-                Thread.sleep(answerTimeout);
-                synchronized (lock) {
-                    if (!state[0]) {
-                        state[1] = true;
+        Thread timer = null;
+        try {
+            ch.connect(UnixDomainSocketAddress.of(socket)); // fails at once while the VMM has no socket yet
+            // a blocking read has no timeout of its own: closing the channel ends it
+            AtomicInteger state = new AtomicInteger(WAITING);
+            timer = Thread.ofVirtual().name("hybrid-vsock-timeout").start(() -> {
+                try {
+                    Thread.sleep(answerTimeout);
+                    if (state.compareAndSet(WAITING, TIMED_OUT)) {
                         ch.close();
                     }
+                } catch (InterruptedException | IOException done) {
+                    // answered (or failed) in time
                 }
-            } catch (InterruptedException | IOException done) {
-                // answered (or closed) in time
-            }
-        });
-        try {
-            ch.connect(UnixDomainSocketAddress.of(socket));
+            });
             ByteBuffer request = ByteBuffer.wrap(("CONNECT " + port + "\n").getBytes(StandardCharsets.US_ASCII));
             while (request.hasRemaining()) {
                 ch.write(request);
@@ -59,21 +60,11 @@ public final class HybridVsock {
             String answer;
             try {
                 answer = readLine(ch);
-            } catch (IOException e) {
-                synchronized (lock) {
-                    if (state[1]) {
-                        throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " unanswered after "
-                                + answerTimeout.toMillis() + " ms (the guest is still starting?)", e);
-                    }
-                }
-                throw e;
-            }
-            synchronized (lock) {
-                if (state[1]) {
+            } finally {
+                if (!state.compareAndSet(WAITING, ANSWERED)) {
                     throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " unanswered after "
                             + answerTimeout.toMillis() + " ms (the guest is still starting?)");
                 }
-                state[0] = true;
             }
             if (!answer.startsWith("OK")) {
                 throw new IOException("hybrid vsock " + socket + ": CONNECT " + port + " answered \"" + answer
@@ -84,7 +75,9 @@ public final class HybridVsock {
             ch.close();
             throw e;
         } finally {
-            timer.interrupt();
+            if (timer != null) {
+                timer.interrupt();
+            }
         }
     }
 
